@@ -1,0 +1,227 @@
+"""The interaction event: parsed with orjson into a typed, validated record.
+
+Unknown fields are kept (in ``extra``); wrong types are errors with a stable code and
+the offending field, so a channel engineer can fix the sender without reading logs.
+
+>>> from engine.settings import Settings
+>>> raw = b'{"event_id":"e1","customer_id":"c1","channel":"atm","type":"withdrawal",'
+>>> raw += b'"ts":"2026-11-23T10:00:00Z","amount":60,"terminal_id":"T9","x":1}'
+>>> ev = parse_event(raw, Settings(), now=1795428000.0)
+>>> ev.channel, ev.amount, ev.extra
+('atm', 60.0, {'x': 1})
+>>> parse_event(b'{"event_id":"e1"}', Settings(), now=0.0)
+Traceback (most recent call last):
+...
+engine.errors.EventError: missing required field
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from engine.errors import EventError
+from engine.settings import Settings
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_MAX_ATTR_DEPTH = 4
+_MAX_ATTRS = 64
+_OPTIONAL_STR = ("device_id", "terminal_id", "session_id")
+_KNOWN = frozenset(
+    {"event_id", "customer_id", "channel", "type", "ts", "amount", "currency", "geo", "attributes"}
+    | set(_OPTIONAL_STR)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Geo:
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    event_id: str
+    customer_id: str
+    channel: str
+    type: str
+    ts: float  # epoch seconds, UTC
+    amount: float | None = None
+    currency: str | None = None
+    device_id: str | None = None
+    terminal_id: str | None = None
+    session_id: str | None = None
+    geo: Geo | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_id": self.event_id,
+            "customer_id": self.customer_id,
+            "channel": self.channel,
+            "type": self.type,
+            "ts": self.ts,
+        }
+        for name in ("amount", "currency", *_OPTIONAL_STR):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.geo is not None:
+            out["geo"] = {"lat": self.geo.lat, "lon": self.geo.lon}
+        if self.attributes:
+            out["attributes"] = self.attributes
+        out.update(self.extra)
+        return out
+
+
+def parse_event(raw: bytes, settings: Settings, now: float) -> Event:
+    """Parse and validate one event; raise :class:`EventError` on any problem."""
+    if len(raw) > settings.max_event_bytes:
+        raise EventError(
+            "too_large", f"event is {len(raw)} bytes; the limit is {settings.max_event_bytes}"
+        )
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        code = "invalid_utf8" if "UTF-8" in str(exc) else "invalid_json"
+        raise EventError(code, f"not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EventError("not_an_object", "an event must be a JSON object")
+    return event_from_dict(data, settings, now)
+
+
+def event_from_dict(data: dict[str, Any], settings: Settings, now: float) -> Event:
+    """Validate an already-decoded event (CSV rows and tests use this directly)."""
+    channel = _required_str(data, "channel")
+    if channel not in settings.channels:
+        raise EventError("unknown_channel", f"channel {channel!r} is not configured", "channel")
+    etype = _required_str(data, "type")
+    if etype not in settings.event_types:
+        raise EventError("unknown_type", f"event type {etype!r} is not configured", "type")
+    ts = _timestamp(data.get("ts"), now, settings)
+    return Event(
+        event_id=_identifier(data, "event_id"),
+        customer_id=_identifier(data, "customer_id"),
+        channel=channel,
+        type=etype,
+        ts=ts,
+        amount=_amount(data.get("amount")),
+        currency=_currency(data.get("currency")),
+        device_id=_optional_id(data, "device_id"),
+        terminal_id=_optional_id(data, "terminal_id"),
+        session_id=_optional_id(data, "session_id"),
+        geo=_geo(data.get("geo")),
+        attributes=_attributes(data.get("attributes")),
+        extra={k: v for k, v in data.items() if k not in _KNOWN},
+    )
+
+
+def _required_str(data: dict[str, Any], name: str) -> str:
+    if name not in data or data[name] is None:
+        raise EventError("missing_field", "missing required field", name)
+    value = data[name]
+    if not isinstance(value, str):
+        raise EventError("wrong_type", f"{name} must be a string", name)
+    return value
+
+
+def _identifier(data: dict[str, Any], name: str) -> str:
+    value = _required_str(data, name)
+    if not _ID.match(value):
+        raise EventError(
+            "invalid_value", f"{name} must be 1-128 characters of [A-Za-z0-9_.:@/-]", name
+        )
+    return value
+
+
+def _optional_id(data: dict[str, Any], name: str) -> str | None:
+    if data.get(name) is None:
+        return None
+    return _identifier(data, name)
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EventError("wrong_type", f"{name} must be a number", name)
+    number = float(value)
+    if not math.isfinite(number):
+        raise EventError("invalid_value", f"{name} must be finite", name)
+    return number
+
+
+def _timestamp(value: Any, now: float, settings: Settings) -> float:
+    if value is None:
+        raise EventError("missing_field", "missing required field", "ts")
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise EventError("invalid_value", "ts must be ISO 8601 or epoch seconds", "ts") from exc
+        if parsed.tzinfo is None:
+            raise EventError("invalid_value", "ts must carry a time zone (e.g. Z)", "ts")
+        ts = parsed.timestamp()
+    else:
+        ts = _number(value, "ts")
+    if ts > now + settings.max_clock_skew_s:
+        raise EventError("ts_in_future", "ts is later than the server clock allows", "ts")
+    if ts < now - settings.max_event_age_s:
+        raise EventError("ts_too_old", "ts is older than the oldest window kept", "ts")
+    return ts
+
+
+def _amount(value: Any) -> float | None:
+    if value is None:
+        return None
+    amount = _number(value, "amount")
+    if amount < 0:
+        raise EventError("invalid_value", "amount must not be negative", "amount")
+    if amount > 1e10:
+        raise EventError("invalid_value", "amount is implausibly large", "amount")
+    return amount
+
+
+def _currency(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _CURRENCY.match(value):
+        raise EventError("invalid_value", "currency must be an ISO 4217 code", "currency")
+    return value
+
+
+def _geo(value: Any) -> Geo | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise EventError("wrong_type", "geo must be an object with lat and lon", "geo")
+    lat = _number(value.get("lat"), "geo.lat")
+    lon = _number(value.get("lon"), "geo.lon")
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise EventError("invalid_value", "geo is outside valid latitude/longitude", "geo")
+    return Geo(lat, lon)
+
+
+def _attributes(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EventError("wrong_type", "attributes must be an object", "attributes")
+    if len(value) > _MAX_ATTRS:
+        raise EventError("invalid_value", f"at most {_MAX_ATTRS} attributes", "attributes")
+    if _depth(value) > _MAX_ATTR_DEPTH:
+        raise EventError("invalid_value", "attributes are nested too deeply", "attributes")
+    return value
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0

@@ -1,0 +1,144 @@
+-- Beacon ingest: for each event of a batch, atomically
+--   1. dedupe by (channel, event_id): a repeat changes nothing and returns what the
+--      first delivery stored (its decision, or the pre-event facts if it has none yet);
+--   2. update the rolling state (bucketed sliding windows, last seen, devices, PINs,
+--      recent events);
+--   3. read profile + state + contact history for the decision.
+-- KEYS[i] is the customer's key prefix ("<kp>:{<customer>}"); every key the script
+-- touches for that event carries the same hash tag, so it is Redis Cluster safe.
+-- ARGV[1] is the config (JSON); ARGV[i+1] is event i (JSON).
+local cfg = cjson.decode(ARGV[1])
+local results = {}
+
+local function hgetall_map(key)
+  local flat = redis.call('HGETALL', key)
+  local m = {}
+  for j = 1, #flat, 2 do m[flat[j]] = flat[j + 1] end
+  return m
+end
+
+local function bump(key, field, by)
+  if by ~= 0 then redis.call('HINCRBY', key, field, by) end
+end
+
+-- Drop buckets that fell out of the window and subtract them from the totals.
+local function expire_window(b, t, lo, cutoff)
+  if lo >= cutoff then return end
+  local flat = redis.call('HGETALL', b)
+  for j = 1, #flat, 2 do
+    local f = flat[j]
+    local sep = string.find(f, '|', 1, true)
+    local k = tonumber(string.sub(f, 1, sep - 1))
+    if k < cutoff then
+      bump(t, string.sub(f, sep + 1), -tonumber(flat[j + 1]))
+      redis.call('HDEL', b, f)
+    end
+  end
+  redis.call('HSET', t, '_lo', cutoff)
+end
+
+local function update_window(p, w, ev, dims)
+  local name, width, n = w[1], w[2], w[3]
+  local b, t = p .. ':wb:' .. name, p .. ':wt:' .. name
+  local cur = math.floor(ev.ts / width)
+  local meta = redis.call('HMGET', t, '_hi', '_lo')
+  local hi, lo = tonumber(meta[1]), tonumber(meta[2])
+  if not hi then hi, lo = cur, cur end
+  if cur > hi then hi = cur end
+  local cutoff = hi - n + 1
+  -- An event older than the window (late, out of order) counts only in wider windows.
+  if cur >= cutoff then
+    for _, d in ipairs(dims) do
+      bump(b, cur .. '|' .. d .. '|c', 1)
+      bump(t, d .. '|c', 1)
+      if ev.amt then
+        bump(b, cur .. '|' .. d .. '|a', ev.amt)
+        bump(t, d .. '|a', ev.amt)
+      end
+    end
+    if cur < lo then lo = cur end
+  end
+  redis.call('HSET', t, '_hi', hi, '_lo', lo)
+  expire_window(b, t, lo, cutoff)
+  redis.call('EXPIRE', b, cfg.state_ttl)
+  redis.call('EXPIRE', t, cfg.state_ttl)
+end
+
+local function read_windows(p)
+  local out = {}
+  for _, w in ipairs(cfg.windows) do
+    out[w[1]] = hgetall_map(p .. ':wt:' .. w[1])
+  end
+  return out
+end
+
+-- Facts about the customer *before* this event (what "new device" etc. mean).
+local function prior_facts(p, ev)
+  local facts = {last = hgetall_map(p .. ':last')}
+  if ev.dev then
+    facts.device_known = redis.call('ZSCORE', p .. ':dev', ev.dev) ~= false
+  end
+  facts.devices = redis.call('ZCARD', p .. ':dev')
+  return facts
+end
+
+local function update_state(p, ev)
+  local dims = {'all', 'ch:' .. ev.ch, 'ty:' .. ev.ty}
+  for _, w in ipairs(cfg.windows) do update_window(p, w, ev, dims) end
+  local last = p .. ':last'
+  local last_ts = tonumber(redis.call('HGET', last, 'ts'))
+  if not last_ts or ev.ts >= last_ts then
+    redis.call('DEL', last)
+    redis.call('HSET', last, 'ts', ev.ts, 'ch', ev.ch, 'ty', ev.ty, 'id', ev.id)
+    if ev.dev then redis.call('HSET', last, 'dev', ev.dev) end
+    if ev.term then redis.call('HSET', last, 'term', ev.term) end
+    if ev.lat then redis.call('HSET', last, 'lat', ev.lat, 'lon', ev.lon) end
+  end
+  redis.call('EXPIRE', last, cfg.state_ttl)
+  if ev.dev then
+    local dev = p .. ':dev'
+    redis.call('ZADD', dev, 'GT', ev.ts, ev.dev)
+    redis.call('ZREMRANGEBYRANK', dev, 0, -(cfg.known_devices + 1))
+    redis.call('EXPIRE', dev, cfg.state_ttl)
+  end
+  if ev.ty == 'pin_failure' then
+    local pin = p .. ':pin'
+    redis.call('ZADD', pin, ev.ts, ev.id .. '|' .. (ev.term or ''))
+    redis.call('ZREMRANGEBYSCORE', pin, '-inf', ev.ts - 86400)
+    redis.call('ZREMRANGEBYRANK', pin, 0, -(cfg.recent_pins + 1))
+    redis.call('EXPIRE', pin, cfg.state_ttl)
+  end
+  local recent = p .. ':ev'
+  redis.call('LPUSH', recent, ev.summary)
+  redis.call('LTRIM', recent, 0, cfg.recent_events - 1)
+  redis.call('EXPIRE', recent, cfg.state_ttl)
+end
+
+local function contact_history(p, ts)
+  return redis.call('ZRANGEBYSCORE', p .. ':contact', ts - cfg.contact_window, '+inf',
+    'WITHSCORES')
+end
+
+for i, p in ipairs(KEYS) do
+  local ev = cjson.decode(ARGV[i + 1])
+  local dd = p .. ':dd:' .. ev.ch .. ':' .. ev.id
+  local stored = redis.call('GET', dd)
+  local res = {}
+  if stored then
+    res.dup = 1
+    res.stored = stored
+  else
+    local facts = prior_facts(p, ev)
+    redis.call('SET', dd, cjson.encode({pending = 1, facts = facts}), 'EX', cfg.dedupe_ttl)
+    update_state(p, ev)
+    res.facts = facts
+  end
+  res.windows = read_windows(p)
+  res.profile = redis.call('GET', p .. ':profile')
+  res.contact = contact_history(p, ev.ts)
+  res.open_alerts = redis.call('HLEN', p .. ':alerts')
+  res.pin_recent = redis.call('ZCOUNT', p .. ':pin', ev.ts - 3600, '+inf')
+  if res.profile then redis.call('EXPIRE', p .. ':profile', cfg.profile_ttl) end
+  results[i] = res
+end
+return cjson.encode(results)

@@ -1,0 +1,172 @@
+"""One typed settings object, built once at start-up and passed down.
+
+Values come, lowest precedence first, from the defaults below, an optional TOML file
+(``BEACON_CONFIG`` or ``--config``), then ``BEACON_*`` environment variables. Fields
+named in ``SECRET_FIELDS`` never appear in ``repr`` or in ``redacted()``.
+
+>>> s = Settings.build(env={"BEACON_HTTP_PORT": "7000", "BEACON_CHANNELS": "atm,mobile"})
+>>> s.http_port, s.channels
+(7000, ('atm', 'mobile'))
+>>> s.topic("decisions.atm")
+'decisions.atm'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+SECRET_FIELDS = frozenset({"redis_url", "kafka_sasl_password"})
+
+DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
+DEFAULT_EVENT_TYPES = (
+    "login",
+    "logout",
+    "withdrawal",
+    "deposit",
+    "transfer",
+    "bill_payment",
+    "card_payment",
+    "balance_inquiry",
+    "page_view",
+    "product_view",
+    "pin_failure",
+    "pin_change",
+    "device_change",
+    "password_reset",
+    "complaint",
+    "offer_response",
+    "account_closure",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the servers are. Empty means: start the embedded ones (development, CI).
+    redis_url: str = field(default="", repr=False)
+    kafka_bootstrap: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    # Namespacing, so tests and several deployments can share one broker / Redis.
+    app_id: str = "beacon"
+    topic_prefix: str = ""
+    key_prefix: str = "beacon"
+    # Contract of the interaction event.
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
+    event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
+    max_event_bytes: int = 16 * 1024
+    max_clock_skew_s: float = 300.0
+    max_event_age_s: float = 30 * 86400.0
+    # Bounds and lifetimes of per-customer state (nothing grows forever).
+    state_ttl_s: int = 35 * 86400
+    dedupe_ttl_s: int = 7 * 86400
+    profile_ttl_s: int = 400 * 86400
+    recent_events: int = 50
+    known_devices: int = 20
+    recent_decisions: int = 20
+    contact_history: int = 200
+    open_alerts: int = 50
+    # HTTP API served by the worker.
+    http_host: str = "127.0.0.1"
+    http_port: int = 6066
+    # Streaming and latency tuning (see BENCHMARKS.md for how these were chosen).
+    partitions: int = 4
+    retention_ms: int = 3_600_000
+    batch_max: int = 256
+    fetch_max_wait_ms: int = 5
+    producer_linger_ms: float = 1.0
+    rebalance_timeout_s: float = 4.0
+    commit_interval_s: float = 1.0
+    store_timeout_s: float = 0.5
+    # Decisions.
+    max_actions: int = 3
+    risk_step_up: float = 0.5
+    risk_block: float = 0.85
+    # Operations.
+    data_dir: str = ".beacon"
+    log_level: str = "info"
+
+    @classmethod
+    def build(
+        cls,
+        env: Mapping[str, str] | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Build settings from defaults, an optional TOML file, env vars and overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = config_file or env.get("BEACON_CONFIG")
+        if path:
+            values.update(_read_toml(Path(path)))
+        types = typing.get_type_hints(cls)
+        for f in fields(cls):
+            raw = env.get("BEACON_" + f.name.upper())
+            if raw is not None:
+                values[f.name] = _coerce(f.name, raw, types[f.name])
+        values.update(overrides)
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        settings = cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not self.channels:
+            raise ConfigError("channels: at least one channel is required")
+        for name in ("max_event_bytes", "batch_max", "partitions", "http_port"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.risk_step_up <= self.risk_block <= 1:
+            raise ConfigError("need 0 < risk_step_up <= risk_block <= 1")
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + name
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as a dict safe to log or print: secrets are masked."""
+        out = dataclasses.asdict(self)
+        for name in SECRET_FIELDS:
+            if out.get(name):
+                out[name] = "***"
+        return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    return dict(data.get("beacon", data))
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    try:
+        if typ is bool or typ == "bool":
+            if isinstance(value, bool):
+                return value
+            return str(value).strip().lower() in {"1", "true", "yes", "on"}
+        if typ is int:
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typing.get_origin(typ) is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot read {value!r} as {typ}") from exc

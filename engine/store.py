@@ -1,0 +1,181 @@
+"""Redis adapter for customer state: one script call per batch in, one per batch out.
+
+Every key of a customer carries the hash tag ``{customer_id}``, so each script call
+touches one slot per customer and the layout works on Redis Cluster too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from engine.decision import Decision
+from engine.errors import StoreError
+from engine.events import Event
+from engine.settings import Settings
+from engine.state import CONTACT_WINDOW_S, WINDOWS, Snapshot, lua_payload, snapshot_from_reply
+
+_PIN_BOUND = 50
+
+
+def _lua(name: str) -> str:
+    return resources.files("engine").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What the record step stores for one decision."""
+
+    decision: Decision
+    body: bytes  # the channel view, returned verbatim to a repeated event
+
+
+def connect(settings: Settings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.store_timeout_s,
+        socket_connect_timeout=settings.store_timeout_s,
+        health_check_interval=30,
+    )
+
+
+class StateStore:
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self._redis = client
+        self._prefix = settings.key_prefix
+        self._ingest = client.register_script(_lua("ingest.lua"))
+        self._record = client.register_script(_lua("record.lua"))
+        self._config = orjson.dumps(
+            {
+                "windows": [[w.name, w.bucket_s, w.buckets] for w in WINDOWS],
+                "state_ttl": settings.state_ttl_s,
+                "dedupe_ttl": settings.dedupe_ttl_s,
+                "profile_ttl": settings.profile_ttl_s,
+                "known_devices": settings.known_devices,
+                "recent_events": settings.recent_events,
+                "recent_decisions": settings.recent_decisions,
+                "recent_pins": _PIN_BOUND,
+                "contact_window": CONTACT_WINDOW_S,
+                "contact_history": settings.contact_history,
+                "open_alerts": settings.open_alerts,
+            }
+        )
+
+    def key(self, customer_id: str) -> str:
+        return f"{self._prefix}:{{{customer_id}}}"
+
+    async def ingest(self, events: Sequence[Event]) -> list[Snapshot]:
+        """Dedupe, update and read state for a batch of events in one round trip."""
+        keys = [self.key(e.customer_id) for e in events]
+        args = [self._config, *(lua_payload(e) for e in events)]
+        try:
+            raw = await self._ingest(keys=keys, args=args)
+        except RedisError as exc:
+            raise StoreError(f"state ingest failed: {exc}") from exc
+        return [snapshot_from_reply(r) for r in orjson.loads(raw)]
+
+    async def record(self, items: Sequence[Recorded]) -> None:
+        """Store decisions (for repeats), history, contacts and alerts in one round trip."""
+        if not items:
+            return
+        keys = [self.key(i.decision.event.customer_id) for i in items]
+        args = [self._config, *(_record_payload(i) for i in items)]
+        try:
+            await self._record(keys=keys, args=args)
+        except RedisError as exc:
+            raise StoreError(f"state record failed: {exc}") from exc
+
+    async def put_profile(self, customer_id: str, profile: dict[str, Any], ttl_s: int) -> None:
+        try:
+            await self._redis.set(self.key(customer_id) + ":profile", orjson.dumps(profile), ex=ttl_s)
+        except RedisError as exc:
+            raise StoreError(f"profile write failed: {exc}") from exc
+
+    async def put_profiles(self, profiles: Sequence[tuple[str, dict[str, Any]]], ttl_s: int) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for customer_id, profile in profiles:
+                    pipe.set(self.key(customer_id) + ":profile", orjson.dumps(profile), ex=ttl_s)
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"profile import failed: {exc}") from exc
+
+    async def customer_view(self, customer_id: str) -> dict[str, Any]:
+        """The unified view: profile, rolling state, recent interactions, decisions, alerts."""
+        k = self.key(customer_id)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(k + ":profile")
+                pipe.hgetall(k + ":last")
+                pipe.zrange(k + ":dev", 0, -1, withscores=True)
+                pipe.lrange(k + ":ev", 0, -1)
+                pipe.lrange(k + ":decisions", 0, -1)
+                pipe.hvals(k + ":alerts")
+                pipe.zcard(k + ":pin")
+                for w in WINDOWS:
+                    pipe.hgetall(f"{k}:wt:{w.name}")
+                res = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"customer read failed: {exc}") from exc
+        profile, last, devices, recent, decisions, alerts, pins, *windows = res
+        return {
+            "customer_id": customer_id,
+            "profile": orjson.loads(profile) if profile else None,
+            "last_seen": {_s(a): _s(b) for a, b in last.items()},
+            "devices": [{"device_id": _s(d), "last_seen": ts} for d, ts in devices],
+            "recent_pin_failures": pins,
+            "windows": {w.name: _window_view(raw) for w, raw in zip(WINDOWS, windows, strict=True)},
+            "recent_interactions": [orjson.loads(x) for x in recent],
+            "recent_decisions": [orjson.loads(x) for x in decisions],
+            "open_alerts": sorted((orjson.loads(a) for a in alerts), key=lambda a: a["alert_id"]),
+        }
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            raise StoreError(f"Redis is not answering: {exc}") from exc
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _window_view(raw: dict[bytes, bytes]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for key, value in raw.items():
+        name = _s(key)
+        if name.startswith("_"):
+            continue
+        dim, _, kind = name.rpartition("|")
+        slot = out.setdefault(dim, {"count": 0, "amount": 0.0})
+        if kind == "c":
+            slot["count"] = int(value)
+        else:
+            slot["amount"] = int(value) / 100.0
+    return out
+
+
+def _record_payload(item: Recorded) -> bytes:
+    d = item.decision
+    ev = d.event
+    contacts = [
+        f"{d.decision_id}|{a.id}|{ev.channel}" for a in d.actions if a.kind != "fallback"
+    ]
+    alerts = {a.alert_id: d.alert_bytes(a).decode() for a in d.alerts}
+    return orjson.dumps(
+        {
+            "dd": f"{ev.channel}:{ev.event_id}",
+            "decision": item.body.decode(),
+            "summary": orjson.dumps(d.summary()).decode(),
+            "ts": ev.ts,
+            "contacts": contacts,
+            "alerts": alerts,
+        }
+    )
