@@ -99,9 +99,11 @@ class Decision:
     def channel_bytes(self) -> bytes:
         return orjson.dumps(self.channel_view())
 
-    def audit_bytes(self) -> bytes:
+    def audit_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
         """The full record on ``decisions.audit``: inputs, features, scores, reasons."""
         record = self.channel_view()
+        if timings_ms:
+            record["timing_ms"] = {**self.timings_ms, **timings_ms}
         record["event"] = self.event.to_dict()
         record["features"] = self.features
         record["scores"] = self.scores

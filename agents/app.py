@@ -1,0 +1,98 @@
+"""The Faust app: topics, the interactions agent, the startup task and the web routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from agents.kafka_path import KafkaPath
+from agents.transport import register
+from agents.web import register_views
+from engine.api import Api
+from engine.runtime import Runtime
+from engine.service import Outcome
+
+log = logging.getLogger("beacon.app")
+
+
+def create_app(rt: Runtime) -> faust.App:
+    s = rt.settings
+    register()
+    app = faust.App(
+        s.app_id,
+        broker=f"beacon://{s.kafka_bootstrap}",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_host=s.http_host,
+        web_bind=s.http_host,
+        web_port=s.http_port,
+        datadir=str(Path(s.data_dir) / f"faust-{s.app_id}"),
+        producer_linger=s.producer_linger_ms / 1000.0,
+        broker_commit_interval=s.commit_interval_s,
+        broker_rebalance_timeout=s.rebalance_timeout_s,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=s.partitions,
+        topic_allow_declare=False,
+        stream_buffer_maxsize=s.batch_max * 4,
+    )
+    app.beacon_fetch_max_wait_ms = s.fetch_max_wait_ms
+    interactions = app.topic(s.topic("interactions"), key_type=bytes, value_type=bytes)
+    kafka_path = KafkaPath(app, rt)
+    app.beacon_kafka_path = kafka_path
+    api = Api(rt.service, rt.metrics, lambda: dict(rt.readiness), on_decision=_http_publisher(app, rt))
+    register_views(app, api)
+
+    @app.agent(interactions, name="decide")
+    async def decide(stream: Any) -> None:
+        async for event in stream.noack().events():
+            await kafka_path.handle(event)
+
+    @app.task
+    async def start() -> None:
+        rt.service.batcher.start()
+        rt.readiness["broker"] = True
+        while True:
+            try:
+                await rt.service.store.ping()
+                rt.readiness["redis"] = True
+                break
+            except Exception as exc:  # noqa: BLE001
+                log.warning("waiting for Redis: %s", exc)
+                await asyncio.sleep(1.0)
+        log.info("beacon ready: http://%s:%s  (metrics at /metrics)", s.http_host, s.http_port)
+
+    _ = (decide, start)
+    return app
+
+
+def _http_publisher(app: faust.App, rt: Runtime) -> Any:
+    """Audit records and alerts of HTTP decisions go to the same topics as Kafka's."""
+    s = rt.settings
+    audit, alerts = s.topic("decisions.audit"), s.topic("risk.alerts")
+    pending: set[asyncio.Task[None]] = set()
+
+    async def publish(outcome: Outcome) -> None:
+        decision = outcome.decision
+        if decision is None:
+            return
+        key = decision.event.customer_id.encode()
+        try:
+            await app.producer.send(audit, key, decision.audit_bytes(outcome.timings_ms), None, None, None)
+            for alert in decision.alerts:
+                rt.metrics.alerts.labels(alert.severity, alert.rule_id).inc()
+                await app.producer.send(alerts, key, decision.alert_bytes(alert), None, None, None)
+        except Exception:  # noqa: BLE001 - the channel already has its answer
+            log.exception("could not publish audit/alerts for %s", decision.decision_id)
+
+    def schedule(outcome: Outcome) -> None:
+        task = asyncio.get_running_loop().create_task(publish(outcome))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    return schedule

@@ -1,0 +1,123 @@
+"""The Kafka path: decode a record, hand it to the engine, emit what it decided.
+
+A record is acknowledged only after everything it produced (decision, audit record,
+alerts, or its DLQ copy) has been delivered to the broker, so a crash anywhere
+means redelivery, and redelivery is harmless because state updates are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from engine.errors import EventError, StoreError
+from engine.events import parse_event
+from engine.runtime import Runtime
+from engine.service import Outcome
+
+log = logging.getLogger("beacon.kafka")
+_RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+class KafkaPath:
+    def __init__(self, app: Any, rt: Runtime) -> None:
+        self.app = app
+        self.rt = rt
+        s = rt.settings
+        self._in_flight = asyncio.Semaphore(s.batch_max * 4)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dlq = s.topic("interactions.dlq")
+        self._audit = s.topic("decisions.audit")
+        self._alerts = s.topic("risk.alerts")
+        self._decisions = {c: s.topic(f"decisions.{c}") for c in s.channels}
+
+    async def handle(self, event: Any) -> None:
+        """Called by the agent for each record; returns once the record is queued."""
+        message = event.message
+        raw: bytes = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
+        try:
+            ev = parse_event(raw, self.rt.settings, time.time())
+        except EventError as err:
+            await self._dead_letter(event, raw, err)
+            return
+        await self._in_flight.acquire()
+        fut = await self.rt.service.batcher.submit(ev)
+        task = asyncio.get_running_loop().create_task(self._finish(event, ev, raw, fut))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for in-flight records (graceful shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _dead_letter(self, event: Any, raw: bytes, err: EventError) -> None:
+        m = self.rt.metrics
+        m.dlq.labels("kafka", err.code).inc()
+        m.events.labels("kafka", "invalid", "invalid", "dlq").inc()
+        msg = event.message
+        headers = [
+            ("beacon-error-code", err.code.encode()),
+            ("beacon-error-field", (err.field or "").encode()),
+            ("beacon-error-message", err.message.encode()[:500]),
+            ("beacon-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
+        ]
+        delivery = await self.app.producer.send(self._dlq, msg.key, raw, None, None, headers)
+        task = asyncio.get_running_loop().create_task(self._ack_after([delivery], event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, event: Any, ev: Any, raw: bytes, fut: asyncio.Future[Outcome]) -> None:
+        try:
+            outcome = await self._outcome(ev, fut)
+            deliveries = await self._publish(outcome)
+            await asyncio.gather(*deliveries)
+            event.ack()
+            m = self.rt.metrics
+            m.events.labels("kafka", ev.channel, ev.type, "replayed" if outcome.replayed else "decided").inc()
+            stamp = event.message.timestamp
+            if stamp:
+                m.decision_latency.labels("kafka").observe(max(time.time() - stamp, 0.0))
+        except Exception as exc:  # noqa: BLE001 - a poison record must not stall its partition
+            log.exception("decision for event %s failed; sending it to the DLQ", ev.event_id)
+            await self._dead_letter(event, raw, EventError("internal_error", f"{type(exc).__name__}: {exc}"))
+        finally:
+            self._in_flight.release()
+
+    async def _outcome(self, ev: Any, fut: asyncio.Future[Outcome]) -> Outcome:
+        """Await the decision, retrying while Redis is unavailable (nothing is dropped)."""
+        attempt = 0
+        while True:
+            try:
+                return await fut
+            except StoreError as exc:
+                self.rt.metrics.store_errors.inc()
+                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
+                if attempt == 0:
+                    log.warning("state store unavailable (%s); retrying event %s", exc, ev.event_id)
+                attempt += 1
+                await asyncio.sleep(delay)
+                fut = await self.rt.service.batcher.submit(ev)
+
+    async def _publish(self, outcome: Outcome) -> list[Any]:
+        ev = outcome.event
+        key = ev.customer_id.encode()
+        send = self.app.producer.send
+        deliveries = [await send(self._decisions[ev.channel], key, outcome.body, None, None, None)]
+        decision = outcome.decision
+        if decision is not None:  # a replay was audited when it was first decided
+            audit = decision.audit_bytes(outcome.timings_ms)
+            deliveries.append(await send(self._audit, key, audit, None, None, None))
+            for alert in decision.alerts:
+                self.rt.metrics.alerts.labels(alert.severity, alert.rule_id).inc()
+                deliveries.append(await send(self._alerts, key, decision.alert_bytes(alert), None, None, None))
+        return deliveries
+
+    async def _ack_after(self, deliveries: list[Any], event: Any) -> None:
+        try:
+            await asyncio.gather(*deliveries)
+            event.ack()
+        except Exception:  # noqa: BLE001
+            log.exception("DLQ delivery failed; the record will be redelivered")

@@ -1,0 +1,52 @@
+"""HTTP routes on the worker's web server (Faust views): routing only, see engine.api."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from engine.api import Api, Reply
+
+
+def _respond(view: View, reply: Reply) -> Response:
+    return view.bytes(reply.body, content_type=reply.content_type, status=reply.status, headers=reply.headers)
+
+
+def register_views(app: faust.App, api: Api) -> None:
+    @app.page("/v1/decisions")
+    class Decisions(View):
+        async def post(self, request: Request) -> Response:
+            body = await self.read_request_content(request)
+            return _respond(self, await api.post_decision(body))
+
+    @app.page("/v1/customers/{customer_id}")
+    class Customer(View):
+        async def get(self, request: Request, customer_id: str) -> Response:
+            return _respond(self, await api.get_customer(customer_id))
+
+    @app.page("/v1/customers/{customer_id}/profile")
+    class Profile(View):
+        async def put(self, request: Request, customer_id: str) -> Response:
+            body = await self.read_request_content(request)
+            return _respond(self, await api.put_profile(customer_id, body))
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return _respond(self, api.healthz())
+
+    @app.page("/readyz")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            return _respond(self, api.readyz())
+
+    @app.page("/metrics")
+    class MetricsPage(View):
+        async def get(self, request: Request) -> Response:
+            return _respond(self, api.metrics_page())
+
+    _ = (Decisions, Customer, Profile, Health, Ready, MetricsPage)
+
+

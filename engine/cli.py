@@ -1,0 +1,118 @@
+"""``beacon``: one entry point for operators, developers and CI. ``--help`` on each command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from engine.errors import BeaconError
+from engine.settings import Settings
+
+log = logging.getLogger("beacon")
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("redis_url", "kafka_bootstrap", "http_port", "topic_prefix", "key_prefix", "app_id"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings.build(config_file=getattr(args, "config", None), **overrides)
+
+
+def run_worker(settings: Settings) -> int:
+    """Run one Faust worker (agents + HTTP API) in this process until stopped."""
+    import faust
+    import uvloop
+
+    from agents.app import create_app
+    from engine.infra import ensure_topics
+    from engine.runtime import Runtime
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    loop.run_until_complete(ensure_topics(settings))
+    app = create_app(Runtime.build(settings))
+    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    if not settings.redis_url or not settings.kafka_bootstrap:
+        raise BeaconError("worker needs BEACON_REDIS_URL and BEACON_KAFKA_BOOTSTRAP (or use `beacon up`)")
+    return run_worker(settings)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from engine.infra import start_embedded
+
+    settings = load_settings(args)
+    emb = start_embedded(settings, log_dir=os.path.join(settings.data_dir, "logs"))
+    try:
+        settings = emb.settings_for(settings)
+        print(f"redis:  {_mask(settings.redis_url)}\nbroker: {settings.kafka_bootstrap}", flush=True)
+        return run_worker(settings)
+    finally:
+        emb.stop()
+
+
+def _mask(url: str) -> str:
+    # redis://user:secret@host -> redis://user:***@host
+    if "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+        head, tail = url.split("@", 1)
+        return head.rsplit(":", 1)[0] + ":***@" + tail
+    return url
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML settings file (else BEACON_CONFIG, env vars, defaults)")
+    p.add_argument("--redis-url", dest="redis_url", help="Redis URL; default: start an embedded one")
+    p.add_argument("--kafka", dest="kafka_bootstrap", help="broker host:port; default: start an embedded one")
+    p.add_argument("--http-port", dest="http_port", type=int, help="HTTP API port")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engine import commands
+
+    parser = argparse.ArgumentParser(prog="beacon", description="Beacon real-time decision engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+    def add(name: str, help_: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        _common(p)
+        p.set_defaults(func=fn)
+        handlers[name] = fn
+        return p
+
+    add("up", "start embedded Redis and broker (unless configured) and one worker", cmd_up)
+    add("worker", "run one worker against configured Redis and broker", cmd_worker)
+    commands.add_commands(sub, add)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        result: int = args.func(args)
+        return result
+    except BeaconError as exc:
+        print(f"beacon: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
