@@ -24,8 +24,15 @@ from engine.service import DecisionService
 JSON = "application/json"
 _CUSTOMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")
 _PROFILE_FIELDS = {
-    "segment": str, "age_band": str, "income_band": str, "kyc_risk": str, "timezone": str,
-    "products": list, "home_geo": dict, "tenure_months": int, "name": str,
+    "segment": str,
+    "age_band": str,
+    "income_band": str,
+    "kyc_risk": str,
+    "timezone": str,
+    "products": list,
+    "home_geo": dict,
+    "tenure_months": int,
+    "name": str,
 }
 
 
@@ -61,17 +68,24 @@ class Api:
             fut = self.service.batcher.submit_nowait(event)
         except Overloaded:
             self.metrics.overloaded.inc()
-            return error(429, "overloaded", "too many decisions in flight; retry shortly", **{"Retry-After": "1"})
+            return error(
+                429, "overloaded", "too many decisions in flight; retry shortly", **{"Retry-After": "1"}
+            )
         try:
             outcome = await asyncio.wait_for(fut, settings.store_timeout_s * 4)
         except (StoreError, TimeoutError):
             self.metrics.store_errors.inc()
             self.metrics.events.labels("http", event.channel, event.type, "unavailable").inc()
-            return error(503, "state_unavailable", "customer state is unavailable; use the channel default",
-                         **{"Retry-After": "1"})
+            return error(
+                503,
+                "state_unavailable",
+                "customer state is unavailable; use the channel default",
+                **{"Retry-After": "1"},
+            )
         self.on_decision(outcome)
-        self.metrics.events.labels("http", event.channel, event.type,
-                                   "replayed" if outcome.replayed else "decided").inc()
+        self.metrics.events.labels(
+            "http", event.channel, event.type, "replayed" if outcome.replayed else "decided"
+        ).inc()
         self.metrics.decision_latency.labels("http").observe(time.perf_counter() - started)
         headers = {"Beacon-Replayed": "true"} if outcome.replayed else {}
         return Reply(200, outcome.body, headers)

@@ -44,7 +44,7 @@ RISK_RULES = (
         "new_device_large_transfer",
         "high",
         lambda c: _f(c)["type"] == "transfer" and _f(c)["new_device"] == 1 and _f(c)["amount"] >= 1000,
-        "transfer of {amount} from a device never seen before",
+        "transfer of {amount:.2f} from a device never seen before",
         "step_up",
         0.5,
     ),
@@ -52,7 +52,7 @@ RISK_RULES = (
         "impossible_travel",
         "critical",
         lambda c: _f(c)["speed_kmh"] > 900 and _f(c)["distance_km"] > 500,
-        "{distance_km} km from the previous interaction at {speed_kmh} km/h",
+        "{distance_km:.0f} km from the previous interaction, at {speed_kmh:.0f} km/h",
         "step_up",
         0.6,
     ),
@@ -60,7 +60,7 @@ RISK_RULES = (
         "amount_spike",
         "medium",
         lambda c: _f(c)["amount_ratio_30d"] >= 5 and _f(c)["amount"] >= 500,
-        "amount {amount} is {amount_ratio_30d}x this customer's 30-day average",
+        "amount {amount:.2f} is {amount_ratio_30d:.1f}x this customer's 30-day average",
         "review",
         0.3,
     ),
@@ -116,10 +116,12 @@ OFFERS = (
             "branch": "Customer is pre-approved for the Gold card",
             "call_centre": "Mention the pre-approved Gold card",
         },
-        condition=lambda c: _calm(c)
-        and "credit_card" not in _products(c)
-        and _f(c)["income_band"] in ("high", "upper_middle")
-        and _f(c)["kyc_risk"] != "high",
+        condition=lambda c: (
+            _calm(c)
+            and "credit_card" not in _products(c)
+            and _f(c)["income_band"] in ("high", "upper_middle")
+            and _f(c)["kyc_risk"] != "high"
+        ),
     ),
     Offer(
         "savings_boost",
@@ -134,9 +136,11 @@ OFFERS = (
             "branch": "Suggest the bonus-rate savings account",
             "call_centre": "Mention the bonus-rate savings account",
         },
-        condition=lambda c: _calm(c)
-        and "savings" not in _products(c)
-        and _f(c)["type"] in ("deposit", "balance_inquiry", "login", "page_view"),
+        condition=lambda c: (
+            _calm(c)
+            and "savings" not in _products(c)
+            and _f(c)["type"] in ("deposit", "balance_inquiry", "login", "page_view")
+        ),
     ),
     Offer(
         "retention_fee_waiver",

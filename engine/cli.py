@@ -7,8 +7,8 @@ import asyncio
 import logging
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from engine.errors import BeaconError

@@ -84,9 +84,7 @@ class Event:
 def parse_event(raw: bytes, settings: Settings, now: float) -> Event:
     """Parse and validate one event; raise :class:`EventError` on any problem."""
     if len(raw) > settings.max_event_bytes:
-        raise EventError(
-            "too_large", f"event is {len(raw)} bytes; the limit is {settings.max_event_bytes}"
-        )
+        raise EventError("too_large", f"event is {len(raw)} bytes; the limit is {settings.max_event_bytes}")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -135,9 +133,7 @@ def _required_str(data: dict[str, Any], name: str) -> str:
 def _identifier(data: dict[str, Any], name: str) -> str:
     value = _required_str(data, name)
     if not _ID.match(value):
-        raise EventError(
-            "invalid_value", f"{name} must be 1-128 characters of [A-Za-z0-9_.:@/-]", name
-        )
+        raise EventError("invalid_value", f"{name} must be 1-128 characters of [A-Za-z0-9_.:@/-]", name)
     return value
 
 

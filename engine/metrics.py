@@ -12,8 +12,25 @@ from engine import __version__
 
 # Fine enough for single milliseconds at the low end, up to the 2.5 s of a stalled path.
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035,
-    0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.035,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
 )
 
 
@@ -22,10 +39,14 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = Counter(
-            "beacon_events_total", "Interaction events received", ["path", "channel", "type", "outcome"],
+            "beacon_events_total",
+            "Interaction events received",
+            ["path", "channel", "type", "outcome"],
             registry=r,
         )
-        self.dlq = Counter("beacon_dlq_total", "Events rejected to the DLQ or with 4xx", ["path", "reason"], registry=r)
+        self.dlq = Counter(
+            "beacon_dlq_total", "Events rejected to the DLQ or with 4xx", ["path", "reason"], registry=r
+        )
         self.decision_latency = Histogram(
             "beacon_decision_latency_seconds",
             "Event to decision: HTTP from request read to response; Kafka from the record's timestamp to "
@@ -35,20 +56,30 @@ class Metrics:
             registry=r,
         )
         self.stage_latency = Histogram(
-            "beacon_stage_latency_seconds", "Per-batch stage latency", ["stage"], buckets=LATENCY_BUCKETS,
+            "beacon_stage_latency_seconds",
+            "Per-batch stage latency",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.batch_size = Histogram(
-            "beacon_batch_size", "Events per state round trip", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            "beacon_batch_size",
+            "Events per state round trip",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=r,
         )
         self.alerts = Counter("beacon_alerts_total", "Risk alerts raised", ["severity", "rule"], registry=r)
         self.degraded = Counter(
-            "beacon_degraded_decisions_total", "Decisions answered without state (fallback)", ["path"], registry=r
+            "beacon_degraded_decisions_total",
+            "Decisions answered without state (fallback)",
+            ["path"],
+            registry=r,
         )
         self.store_errors = Counter("beacon_store_errors_total", "Redis failures", registry=r)
         self.overloaded = Counter("beacon_overloaded_total", "Requests shed with 429", registry=r)
-        self.queue_depth = Gauge("beacon_decision_queue_depth", "Events waiting for the decision loop", registry=r)
+        self.queue_depth = Gauge(
+            "beacon_decision_queue_depth", "Events waiting for the decision loop", registry=r
+        )
         self.build = Info("beacon_build", "Build and content versions", registry=r)
         self.build.info({"version": __version__})
 

@@ -28,9 +28,7 @@ class DecisionPolicy:
     max_actions: int = 3
 
 
-def decide(
-    event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer, policy: DecisionPolicy
-) -> Decision:
+def decide(event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer, policy: DecisionPolicy) -> Decision:
     features = build_features(event, snap)
     scores = scorer.score(features, tuple(o.id for o in rules.offers))
     context = {"event": event, "features": features, "scores": scores.to_dict(), "profile": snap.profile}
@@ -39,7 +37,11 @@ def decide(
     actions = arbitrate(
         outcome.eligible, scores, risk, event.channel, snap.contacts, rules.fallbacks, policy.max_actions
     )
-    versions: dict[str, Any] = {"engine": __version__, "rules": rules.version, "models": dict(scorer.versions)}
+    versions: dict[str, Any] = {
+        "engine": __version__,
+        "rules": rules.version,
+        "models": dict(scorer.versions),
+    }
     if outcome.errors:
         versions["rule_errors"] = list(outcome.errors)
     return Decision(

@@ -75,9 +75,7 @@ class RuleSet:
             if _holds(r.id, r.condition, context, errors)
         )
         eligible = tuple(
-            o
-            for o in self.offers
-            if channel in o.channels and _holds(o.id, o.condition, context, errors)
+            o for o in self.offers if channel in o.channels and _holds(o.id, o.condition, context, errors)
         )
         return RuleOutcome(fired, eligible, tuple(errors))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.builtin_rules import builtin_rules
 from engine.metrics import Metrics
@@ -16,7 +17,10 @@ class Runtime:
     settings: Settings
     service: DecisionService
     metrics: Metrics
-    readiness: dict[str, bool] = field(default_factory=lambda: {"redis": False, "broker": False, "rules": False})
+    readiness: dict[str, bool] = field(
+        default_factory=lambda: {"redis": False, "broker": False, "rules": False}
+    )
+    kafka_path: Any = None  # set by the Faust app; drained on shutdown
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics | None = None) -> Runtime:

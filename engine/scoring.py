@@ -25,7 +25,8 @@ class Scores:
 
 
 class Scorer(Protocol):
-    versions: Mapping[str, str]
+    @property
+    def versions(self) -> Mapping[str, str]: ...
 
     def score(self, features: Mapping[str, Any], offer_ids: tuple[str, ...]) -> Scores: ...
 

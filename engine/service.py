@@ -32,9 +32,7 @@ class Outcome:
 
 
 class DecisionService:
-    def __init__(
-        self, settings: Settings, store: StateStore, rules: RuleSet, scorer: Scorer
-    ) -> None:
+    def __init__(self, settings: Settings, store: StateStore, rules: RuleSet, scorer: Scorer) -> None:
         self.settings = settings
         self.store = store
         self.rules = rules

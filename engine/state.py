@@ -46,7 +46,8 @@ CONTACT_WINDOW_S = 7 * 86400
 _CENT = Decimal("0.01")
 
 
-class Tally(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Tally:
     count: int
     cents: int
 
@@ -132,9 +133,7 @@ def snapshot_from_reply(reply: dict[str, Any]) -> Snapshot:
         device_known=facts.get("device_known"),
         devices=int(facts.get("devices") or 0),
         pin_failures_1h=int(reply.get("pin_recent") or 0),
-        contacts=tuple(
-            (str(contacts[i]), float(contacts[i + 1])) for i in range(0, len(contacts), 2)
-        ),
+        contacts=tuple((str(contacts[i]), float(contacts[i + 1])) for i in range(0, len(contacts), 2)),
         open_alerts=int(reply.get("open_alerts") or 0),
         profile=orjson.loads(profile_raw) if profile_raw else {},
         duplicate=duplicate,

@@ -165,9 +165,7 @@ def _window_view(raw: dict[bytes, bytes]) -> dict[str, dict[str, float]]:
 def _record_payload(item: Recorded) -> bytes:
     d = item.decision
     ev = d.event
-    contacts = [
-        f"{d.decision_id}|{a.id}|{ev.channel}" for a in d.actions if a.kind != "fallback"
-    ]
+    contacts = [f"{d.decision_id}|{a.id}|{ev.channel}" for a in d.actions if a.kind != "fallback"]
     alerts = {a.alert_id: d.alert_bytes(a).decode() for a in d.alerts}
     return orjson.dumps(
         {

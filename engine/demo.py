@@ -1,0 +1,186 @@
+"""``beacon demo``: everything in one command, for a first look.
+
+Starts the embedded Redis and broker (unless configured), one worker, imports a few
+hundred simulated customer profiles, and runs channel simulators for ATM, internet
+and mobile banking. Most traffic goes through Kafka; every tenth event is asked over
+HTTP as a channel system would. Live decisions and alerts are printed as they
+arrive. Ctrl-C stops everything the demo started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.infra import Embedded, ensure_topics, free_port, start_embedded
+from engine.launcher import WorkerProcess, start_worker
+from engine.settings import Settings
+
+CHANNELS = ("atm", "internet", "mobile")
+_COLOURS = {"atm": "\033[36m", "internet": "\033[34m", "mobile": "\033[35m", "alert": "\033[1;31m"}
+_RESET = "\033[0m"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.cli import load_settings
+
+    settings = load_settings(args)
+    if not _port_free(settings.http_host, settings.http_port):
+        settings = settings.replace(http_port=free_port())
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logs = Path(settings.data_dir) / "logs"
+    emb: Embedded | None = None
+    worker: WorkerProcess | None = None
+    try:
+        emb = start_embedded(settings, log_dir=str(logs))
+        settings = emb.settings_for(settings)
+        asyncio.run(ensure_topics(settings))
+        print("starting the worker ...", flush=True)
+        worker = start_worker(settings, logs)
+        _banner(settings, worker, logs)
+        asyncio.run(_run(settings, worker.url, args))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping ...", flush=True)
+        if worker is not None:
+            worker.stop()
+        if emb is not None:
+            emb.stop()
+        print("stopped; nothing left running.", flush=True)
+    return 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) != 0
+
+
+def _banner(settings: Settings, worker: WorkerProcess, logs: Path) -> None:
+    print(
+        "\nBeacon demo is running.\n"
+        f"  decisions API  POST {worker.url}/v1/decisions\n"
+        f"  customer view  GET  {worker.url}/v1/customers/C000001\n"
+        f"  metrics        GET  {worker.url}/metrics\n"
+        f"  health         GET  {worker.url}/readyz\n"
+        f"  broker         {settings.kafka_bootstrap}   redis {settings.redis_url}\n"
+        f"  logs           {logs}/\n"
+        "Press Ctrl-C to stop.\n",
+        flush=True,
+    )
+
+
+async def _run(settings: Settings, url: str, args: argparse.Namespace) -> None:
+    from loadtest.generator import Population, TrafficGenerator
+
+    pop = Population(args.customers, seed=int(time.time()) % 1000)
+    await _import_profiles(settings, pop)
+    gen = TrafficGenerator(pop, seed=int(time.time()), id_prefix=f"demo{int(time.time())}", fraud_rate=0.03)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.duration:
+        loop.call_later(args.duration, stop.set)
+    tasks = [
+        asyncio.create_task(_simulate(settings, url, gen, args.rate, stop)),
+        asyncio.create_task(_print_live(settings, stop)),
+    ]
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _import_profiles(settings: Settings, pop: Any) -> None:
+    from engine.store import StateStore, connect
+
+    client = connect(settings)
+    try:
+        store = StateStore(client, settings)
+        await store.put_profiles([(c.customer_id, c.profile) for c in pop.customers], settings.profile_ttl_s)
+    finally:
+        await client.aclose()
+
+
+async def _simulate(settings: Settings, url: str, gen: Any, rate: float, stop: asyncio.Event) -> None:
+    import aiohttp
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    topic = settings.topic("interactions")
+    pending: set[asyncio.Task[None]] = set()
+    try:
+        async with aiohttp.ClientSession() as http:
+            start, i = time.perf_counter(), 0
+            while not stop.is_set():
+                event = gen.next_event(time.time())
+                if i % 10 == 9:
+                    task = asyncio.create_task(_ask_http(http, url, event))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                else:
+                    await producer.send(topic, orjson.dumps(event), key=event["customer_id"].encode())
+                i += 1
+                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+    finally:
+        await producer.stop()
+
+
+async def _ask_http(http: Any, url: str, event: dict[str, Any]) -> None:
+    with contextlib.suppress(Exception):
+        async with http.post(url + "/v1/decisions", data=orjson.dumps(event)) as resp:
+            _print_decision("http", orjson.loads(await resp.read()), event)
+
+
+async def _print_live(settings: Settings, stop: asyncio.Event) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    topics = [settings.topic(f"decisions.{c}") for c in CHANNELS] + [settings.topic("risk.alerts")]
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest"
+    )
+    await consumer.start()
+    try:
+        async for record in consumer:
+            body = orjson.loads(record.value)
+            if record.topic.endswith("risk.alerts"):
+                _print_alert(body)
+            else:
+                _print_decision("kafka", body, None)
+    finally:
+        await consumer.stop()
+
+
+def _print_decision(path: str, d: dict[str, Any], event: dict[str, Any] | None) -> None:
+    if "actions" not in d:
+        print(f"  [{path}] rejected: {d.get('error')}", flush=True)
+        return
+    ch = d["channel"]
+    top = d["actions"][0]
+    risk = d["risk"]
+    line = (
+        f"{_COLOURS.get(ch, '')}{ch:>8}{_RESET} {path:>5}  {d['customer_id']}  "
+        f"-> {top['kind']}:{top['id']}  risk {risk['verdict']} {risk['score']:.2f}"
+    )
+    if d.get("alerts"):
+        line += f"  alerts: {', '.join(a['rule_id'] for a in d['alerts'])}"
+    print(line, flush=True)
+
+
+def _print_alert(a: dict[str, Any]) -> None:
+    print(
+        f"{_COLOURS['alert']}   ALERT{_RESET} {a['severity']:>8}  {a['customer_id']}  "
+        f"{a['rule_id']}: {a['reason']}  (recommend {a['action']})",
+        flush=True,
+    )

@@ -1,0 +1,96 @@
+"""Start a worker as a child process and wait until it is ready (demo, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from engine.errors import InfraError
+from engine.infra import die_with_parent
+from engine.settings import Settings
+
+
+def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment that makes a child process build exactly these settings."""
+    env = dict(os.environ if base is None else base)
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        env["BEACON_" + f.name.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no offset commit (failure tests)."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def is_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_worker(settings: Settings, log_dir: Path, timeout: float = 60.0) -> WorkerProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"worker-{settings.app_id}-{settings.http_port}.log"
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "worker"],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+    worker = WorkerProcess(settings, proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise InfraError(f"worker exited with code {proc.returncode}:\n{worker.log()[-4000:]}")
+        if is_ready(worker.url):
+            return worker
+        time.sleep(0.2)
+    worker.stop()
+    raise InfraError(f"worker not ready within {timeout:.0f} s:\n{worker.log()[-4000:]}")
+
+
+@contextlib.contextmanager
+def running_worker(settings: Settings, log_dir: Path) -> Iterator[WorkerProcess]:
+    worker = start_worker(settings, log_dir)
+    try:
+        yield worker
+    finally:
+        worker.stop()
