@@ -19,10 +19,16 @@ from engine.service import Outcome
 log = logging.getLogger("beacon.app")
 
 
-def create_app(rt: Runtime) -> faust.App:
+class BeaconApp(faust.App):
+    """A Faust app that carries the consumer fetch wait for agents.transport."""
+
+    beacon_fetch_max_wait_ms: int = 5
+
+
+def create_app(rt: Runtime) -> BeaconApp:
     s = rt.settings
     register()
-    app = faust.App(
+    app = BeaconApp(
         s.app_id,
         broker=f"beacon://{s.kafka_bootstrap}",
         key_serializer="raw",
@@ -44,7 +50,7 @@ def create_app(rt: Runtime) -> faust.App:
     app.beacon_fetch_max_wait_ms = s.fetch_max_wait_ms
     interactions = app.topic(s.topic("interactions"), key_type=bytes, value_type=bytes)
     kafka_path = KafkaPath(app, rt)
-    app.beacon_kafka_path = kafka_path
+    rt.kafka_path = kafka_path
     api = Api(rt.service, rt.metrics, lambda: dict(rt.readiness), on_decision=_http_publisher(app, rt))
     register_views(app, api)
 
@@ -87,7 +93,7 @@ def _http_publisher(app: faust.App, rt: Runtime) -> Any:
             for alert in decision.alerts:
                 rt.metrics.alerts.labels(alert.severity, alert.rule_id).inc()
                 await app.producer.send(alerts, key, decision.alert_bytes(alert), None, None, None)
-        except Exception:  # noqa: BLE001 - the channel already has its answer
+        except Exception:
             log.exception("could not publish audit/alerts for %s", decision.decision_id)
 
     def schedule(outcome: Outcome) -> None:

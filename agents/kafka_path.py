@@ -80,7 +80,7 @@ class KafkaPath:
             stamp = event.message.timestamp
             if stamp:
                 m.decision_latency.labels("kafka").observe(max(time.time() - stamp, 0.0))
-        except Exception as exc:  # noqa: BLE001 - a poison record must not stall its partition
+        except Exception as exc:
             log.exception("decision for event %s failed; sending it to the DLQ", ev.event_id)
             await self._dead_letter(event, raw, EventError("internal_error", f"{type(exc).__name__}: {exc}"))
         finally:
@@ -112,12 +112,14 @@ class KafkaPath:
             deliveries.append(await send(self._audit, key, audit, None, None, None))
             for alert in decision.alerts:
                 self.rt.metrics.alerts.labels(alert.severity, alert.rule_id).inc()
-                deliveries.append(await send(self._alerts, key, decision.alert_bytes(alert), None, None, None))
+                deliveries.append(
+                    await send(self._alerts, key, decision.alert_bytes(alert), None, None, None)
+                )
         return deliveries
 
     async def _ack_after(self, deliveries: list[Any], event: Any) -> None:
         try:
             await asyncio.gather(*deliveries)
             event.ack()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("DLQ delivery failed; the record will be redelivered")

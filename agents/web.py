@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import faust
 from faust.web import Request, Response, View
 
@@ -48,5 +46,3 @@ def register_views(app: faust.App, api: Api) -> None:
             return _respond(self, api.metrics_page())
 
     _ = (Decisions, Customer, Profile, Health, Ready, MetricsPage)
-
-
