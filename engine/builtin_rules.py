@@ -155,7 +155,7 @@ OFFERS = (
             "branch": "Offer the six-month fee waiver",
             "call_centre": "Offer the six-month fee waiver",
         },
-        condition=lambda c: c["scores"]["churn"] >= 0.6 and _f(c)["open_alerts"] == 0,
+        condition=lambda c: c["scores"]["churn"] >= 0.6 and _calm(c),
         lever=1.5,
     ),
 )

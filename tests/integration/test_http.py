@@ -1,0 +1,105 @@
+"""The HTTP API of a real worker process (real Redis and broker behind it)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from engine.launcher import WorkerProcess
+from engine.settings import Settings
+from tests.helpers import isolated, running_worker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def worker(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    with running_worker(isolated(infra), tmp_path_factory.mktemp("http")) as w:
+        yield w
+
+
+@pytest.fixture
+def http(worker: WorkerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=worker.url, timeout=5) as client:
+        yield client
+
+
+def event(event_id: str, **kw: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "event_id": event_id,
+        "customer_id": "H1",
+        "channel": "internet",
+        "type": "login",
+        "ts": time.time(),
+        "device_id": "laptop",
+    }
+    body.update(kw)
+    return body
+
+
+def test_decision_then_same_decision_on_repeat(http: httpx.Client) -> None:
+    body = orjson.dumps(event("h-1"))
+    first = http.post("/v1/decisions", content=body)
+    assert first.status_code == 200, first.text
+    d = first.json()
+    assert d["event_id"] == "h-1" and d["channel"] == "internet" and d["actions"]
+    assert {"score", "verdict"} <= set(d["risk"]) and d["versions"]["rules"]
+    again = http.post("/v1/decisions", content=body)
+    assert again.status_code == 200 and again.content == first.content
+    assert again.headers["Beacon-Replayed"] == "true"
+
+
+def test_bad_event_is_400_with_code_and_field(http: httpx.Client) -> None:
+    r = http.post("/v1/decisions", content=orjson.dumps(event("h-2", amount="lots")))
+    assert r.status_code == 400
+    assert r.json()["error"] == {"code": "wrong_type", "field": "amount", "message": "amount must be a number"}
+    assert http.post("/v1/decisions", content=b"not json").json()["error"]["code"] == "invalid_json"
+    r = http.post("/v1/decisions", content=b'{"x": "' + b"y" * 20000 + b'"}')
+    assert r.status_code == 400 and r.json()["error"]["code"] == "too_large"
+
+
+def test_rejected_event_changes_no_state(http: httpx.Client) -> None:
+    http.post("/v1/decisions", content=orjson.dumps(event("h-3", customer_id="H3", channel="fax")))
+    assert http.get("/v1/customers/H3").status_code == 404
+
+
+def test_profile_and_unified_view(http: httpx.Client) -> None:
+    profile = {"segment": "affluent", "income_band": "high", "products": ["current"], "kyc_risk": "low"}
+    assert http.put("/v1/customers/H4/profile", content=orjson.dumps(profile)).status_code == 200
+    bad = http.put("/v1/customers/H4/profile", content=orjson.dumps({"products": "current"}))
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "products"
+    d = http.post("/v1/decisions", content=orjson.dumps(event("h-4", customer_id="H4"))).json()
+    assert d["actions"][0]["id"] == "credit_card_gold"
+    view = http.get("/v1/customers/H4").json()
+    assert view["profile"] == profile
+    assert view["recent_interactions"][0]["event_id"] == "h-4"
+    assert view["recent_decisions"][0]["decision_id"] == d["decision_id"]
+    assert view["windows"]["24h"]["all"]["count"] == 1
+    assert http.get("/v1/customers/nobody").status_code == 404
+
+
+def test_alerts_are_kept_in_the_customer_view(http: httpx.Client) -> None:
+    for i in range(3):
+        http.post(
+            "/v1/decisions",
+            content=orjson.dumps(event(f"h-5-{i}", customer_id="H5", channel="atm", type="pin_failure",
+                                       terminal_id="T1")),
+        )  # fmt: skip
+    view = http.get("/v1/customers/H5").json()
+    assert [a["rule_id"] for a in view["open_alerts"]] == ["pin_bruteforce"]
+
+
+def test_health_readiness_and_metrics(http: httpx.Client) -> None:
+    assert http.get("/healthz").status_code == 200
+    ready = http.get("/readyz").json()
+    assert ready["ready"] and all(ready["checks"].values())
+    http.post("/v1/decisions", content=orjson.dumps(event("h-6")))
+    text = http.get("/metrics").text
+    assert 'beacon_decision_latency_seconds_bucket{le="0.001",path="http"}' in text
+    assert 'beacon_events_total{channel="internet",outcome="decided",path="http",type="login"}' in text
+    assert 'beacon_dlq_total{path="http",reason="wrong_type"}' in text

@@ -1,0 +1,103 @@
+"""The ingest and record scripts against a real Redis: windows, dedupe, bounds, TTLs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from engine.builtin_rules import builtin_rules
+from engine.events import Event
+from engine.scoring import BuiltinScorer
+from engine.service import DecisionService
+from engine.settings import Settings
+from engine.state import Tally
+from engine.store import StateStore, connect
+from tests.helpers import isolated
+
+pytestmark = pytest.mark.integration
+T0 = time.time() - 20 * 86400  # windows run on event time; start well in the past
+
+
+@pytest.fixture
+async def service(infra: Settings) -> AsyncIterator[DecisionService]:
+    settings = isolated(infra, max_event_age_s=40 * 86400.0)
+    client = connect(settings)
+    yield DecisionService(settings, StateStore(client, settings), builtin_rules(), BuiltinScorer())
+    await client.aclose()
+
+
+def ev(i: int, ts: float, **kw: object) -> Event:
+    fields: dict[str, object] = {"channel": "atm", "type": "withdrawal", "amount": 10.0}
+    fields.update(kw)
+    return Event(f"e{i}", str(fields.pop("customer", "c1")), ts=ts, **fields)  # type: ignore[arg-type]
+
+
+async def test_windows_slide_with_event_time(service: DecisionService) -> None:
+    store = service.store
+    await service.decide_batch([ev(1, T0), ev(2, T0 + 30)])
+    snap = (await store.ingest([ev(3, T0 + 5 * 60)]))[0]
+    assert snap.tally("10m") == Tally(3, 3000)
+    # 15 minutes later the first three are out of 10m but still in 1h.
+    snap = (await store.ingest([ev(4, T0 + 15 * 60)]))[0]
+    assert snap.tally("10m").count == 1 and snap.tally("1h").count == 4
+    # Two days later only the wide windows remember.
+    snap = (await store.ingest([ev(5, T0 + 2 * 86400, channel="mobile", type="login", amount=None)]))[0]
+    assert snap.tally("24h") == Tally(1, 0)
+    assert snap.tally("7d") == Tally(5, 4000)
+    assert snap.tally("7d", "ch:mobile") == Tally(1, 0) and snap.tally("30d", "ty:withdrawal").count == 4
+
+
+async def test_a_late_event_counts_only_where_it_fits(service: DecisionService) -> None:
+    store = service.store
+    await store.ingest([ev(1, T0 + 3600)])
+    snap = (await store.ingest([ev(2, T0)]))[0]  # an hour late
+    assert snap.tally("10m").count == 1 and snap.tally("24h").count == 2
+    assert snap.last["id"] == "e1"  # last-seen is not moved back by a late event
+
+
+async def test_repeat_changes_nothing_and_gets_the_same_decision(service: DecisionService) -> None:
+    first = await service.decide_batch([ev(1, T0, type="pin_failure", terminal_id="T1")])
+    again = await service.decide_batch([ev(1, T0, type="pin_failure", terminal_id="T1")])
+    assert again[0].replayed and again[0].body == first[0].body
+    view = await service.store.customer_view("c1")
+    assert view["windows"]["24h"]["all"]["count"] == 1
+    assert len(view["recent_interactions"]) == 1 and len(view["recent_decisions"]) == 1
+    assert view["recent_pin_failures"] == 1
+
+
+async def test_same_event_twice_in_one_batch_is_decided_once(service: DecisionService) -> None:
+    out = await service.decide_batch([ev(1, T0), ev(1, T0)])
+    assert not out[0].replayed and out[1].replayed and out[0].body == out[1].body
+    assert (await service.store.customer_view("c1"))["windows"]["24h"]["all"]["count"] == 1
+
+
+async def test_state_is_bounded_and_every_key_expires(service: DecisionService) -> None:
+    s = service.settings
+    events = [
+        ev(i, T0 + i, channel="mobile", type="login", amount=None, device_id=f"d{i}") for i in range(80)
+    ]
+    for i in range(0, 80, 20):
+        await service.decide_batch(events[i : i + 20])
+    view = await service.store.customer_view("c1")
+    assert len(view["devices"]) == s.known_devices
+    assert len(view["recent_interactions"]) == s.recent_events
+    assert len(view["recent_decisions"]) == s.recent_decisions
+    client = connect(s)
+    keys = [k async for k in client.scan_iter(match=f"{s.key_prefix}:*")]
+    ttls = {k: await client.ttl(k) for k in keys}
+    await client.aclose()
+    assert keys and all(ttl > 0 for ttl in ttls.values()), ttls
+
+
+async def test_first_delivery_facts_survive_a_crash_before_record(service: DecisionService) -> None:
+    store = service.store
+    # Ingest without recording, as if the worker died before storing its decision.
+    first = (await store.ingest([ev(1, T0, device_id="dA")]))[0]
+    snap = (await store.ingest([ev(2, T0 + 5, device_id="dB")]))[0]
+    assert snap.device_known is False and snap.devices == 1
+    redelivered = (await store.ingest([ev(2, T0 + 5, device_id="dB")]))[0]
+    assert redelivered.duplicate and redelivered.stored_decision is None
+    assert redelivered.device_known is False and redelivered.devices == 1  # facts as first seen
+    assert redelivered.tally("24h").count == 2 and first.devices == 0

@@ -1,0 +1,85 @@
+"""Event validation: every kind of bad input gets a stable code and the field."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from engine.errors import EventError
+from engine.events import parse_event
+from engine.settings import Settings
+
+NOW = 1_795_428_000.0
+S = Settings()
+
+
+def good(**changes: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "event_id": "e-1",
+        "customer_id": "C000001",
+        "channel": "atm",
+        "type": "withdrawal",
+        "ts": NOW - 10,
+        "amount": 40.0,
+    }
+    event.update(changes)
+    return {k: v for k, v in event.items() if v is not ...}
+
+
+def code_of(raw: bytes) -> tuple[str, str | None]:
+    with pytest.raises(EventError) as info:
+        parse_event(raw, S, NOW)
+    return info.value.code, info.value.field
+
+
+def test_valid_event_keeps_unknown_fields() -> None:
+    ev = parse_event(orjson.dumps(good(loyalty_tier="gold")), S, NOW)
+    assert ev.extra == {"loyalty_tier": "gold"}
+    assert ev.to_dict()["loyalty_tier"] == "gold"
+
+
+def test_iso_timestamp_with_zone() -> None:
+    ev = parse_event(orjson.dumps(good(ts="2026-11-23T10:00:00Z")), S, NOW + 10)
+    assert ev.ts == NOW
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "field"),
+    [
+        ({"customer_id": ...}, "missing_field", "customer_id"),
+        ({"event_id": 12}, "wrong_type", "event_id"),
+        ({"channel": "fax"}, "unknown_channel", "channel"),
+        ({"type": "teleport"}, "unknown_type", "type"),
+        ({"amount": "12"}, "wrong_type", "amount"),
+        ({"amount": True}, "wrong_type", "amount"),
+        ({"amount": -1}, "invalid_value", "amount"),
+        ({"ts": NOW + 3600}, "ts_in_future", "ts"),
+        ({"ts": NOW - 86400 * 40}, "ts_too_old", "ts"),
+        ({"ts": "yesterday"}, "invalid_value", "ts"),
+        ({"ts": "2026-11-23T10:00:00"}, "invalid_value", "ts"),
+        ({"geo": {"lat": 91, "lon": 0}}, "invalid_value", "geo"),
+        ({"geo": [1, 2]}, "wrong_type", "geo"),
+        ({"currency": "pounds"}, "invalid_value", "currency"),
+        ({"customer_id": "has space"}, "invalid_value", "customer_id"),
+        ({"attributes": {"a": {"b": {"c": {"d": {"e": 1}}}}}}, "invalid_value", "attributes"),
+    ],
+)
+def test_bad_fields_have_codes(changes: dict[str, object], code: str, field: str) -> None:
+    assert code_of(orjson.dumps(good(**changes))) == (code, field)
+
+
+def test_not_json_not_object_too_large_invalid_utf8() -> None:
+    assert code_of(b'{"event_id": ')[0] == "invalid_json"
+    assert code_of(b"[1, 2]")[0] == "not_an_object"
+    assert code_of(b'{"pad": "' + b"x" * 17000 + b'"}')[0] == "too_large"
+    assert code_of(b'{"event_id": "\xff\xfe"}')[0] == "invalid_utf8"
+
+
+def test_nan_and_infinity_are_rejected() -> None:
+    # NaN is not JSON; orjson refuses it, and a float overflow becomes inf.
+    assert code_of(b'{"amount": NaN}')[0] == "invalid_json"
+    raw = orjson.dumps(good()).replace(b"40.0", b"1e999")
+    assert code_of(raw)[0] in {"invalid_json", "invalid_value"}
+    assert not math.isnan(parse_event(orjson.dumps(good()), S, NOW).amount or 0)

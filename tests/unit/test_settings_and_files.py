@@ -1,0 +1,51 @@
+"""Settings precedence and secrecy; reading event and profile files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.commands import load_profiles
+from engine.errors import ConfigError
+from engine.files import FileFormatError, read_events
+from engine.settings import Settings
+
+
+def test_env_overrides_file_and_secrets_are_masked(tmp_path: Path) -> None:
+    cfg = tmp_path / "beacon.toml"
+    cfg.write_text('[beacon]\nhttp_port = 7001\nredis_url = "redis://:hunter2@db:6379/0"\n')
+    s = Settings.build(env={"BEACON_HTTP_PORT": "7002"}, config_file=cfg)
+    assert s.http_port == 7002
+    assert "hunter2" not in repr(s) and s.redacted()["redis_url"] == "***"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"BEACON_HTTP_PORT": "eighty"}, {"BEACON_BATCH_MAX": "0"}, {"BEACON_RISK_BLOCK": "0.1"}],
+)
+def test_bad_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.build(env=env)
+
+
+def test_unknown_setting_in_file_is_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "b.toml"
+    cfg.write_text("http_prot = 1\n")
+    with pytest.raises(ConfigError, match="http_prot"):
+        Settings.build(env={}, config_file=cfg)
+
+
+def test_jsonl_with_a_broken_line_names_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "e.jsonl"
+    f.write_text('{"event_id": "a"}\n\n{"event_id": \n')
+    with pytest.raises(FileFormatError, match="e.jsonl:3"):
+        list(read_events(f))
+
+
+def test_profiles_csv_reports_bad_rows(tmp_path: Path) -> None:
+    f = tmp_path / "p.csv"
+    f.write_text("customer_id,segment,products,tenure_months\nC1,mass,current;savings,12\n,mass,,\nC3,x,,many\n")
+    good, bad = load_profiles(f)
+    assert good == [("C1", {"segment": "mass", "products": ["current", "savings"], "tenure_months": 12})]
+    assert [line for line, _ in bad] == [3, 4]
