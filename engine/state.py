@@ -16,6 +16,7 @@ Window(name='10m', bucket_s=60, buckets=10)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple
@@ -128,7 +129,7 @@ def snapshot_from_reply(reply: dict[str, Any]) -> Snapshot:
     profile_raw = reply.get("profile")
     contacts = reply.get("contact") or []
     return Snapshot(
-        windows={name: _tallies(raw) for name, raw in (reply.get("windows") or {}).items()},
+        windows=window_tallies(_pairs(reply.get("windows") or [])),
         last=_as_map(facts.get("last")),
         device_known=facts.get("device_known"),
         devices=int(facts.get("devices") or 0),
@@ -146,12 +147,36 @@ def _as_map(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
-def _tallies(raw: Any) -> dict[str, Tally]:
-    counts: dict[str, list[int]] = {}
-    for key, value in _as_map(raw).items():
-        if key.startswith("_"):
-            continue
-        dim, _, kind = key.rpartition("|")
-        slot = counts.setdefault(dim, [0, 0])
+def window_tallies(pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, Tally]]:
+    """Parse the totals hash (``<window>|<dim>|c|a`` fields) into tallies per window.
+
+    The total over all events, ``all``, is the sum over channels: every event has
+    exactly one channel, so the script need not store it.
+
+    >>> w = window_tallies([("1h|ch:atm|c", "2"), ("1h|ch:atm|a", "500"), ("1h|ch:mobile|c", "1"),
+    ...                     ("1h|_hi", "9"), ("1h|ty:login|c", "1")])
+    >>> w["1h"]["all"], w["1h"]["ty:login"]
+    (Tally(count=3, cents=500), Tally(count=1, cents=0))
+    """
+    raw: dict[str, dict[str, list[int]]] = {}
+    for key, value in pairs:
+        window, _, rest = key.partition("|")
+        dim, _, kind = rest.rpartition("|")
+        if not dim:
+            continue  # window metadata (_hi, _lo)
+        slot = raw.setdefault(window, {}).setdefault(dim, [0, 0])
         slot[0 if kind == "c" else 1] = int(value)
-    return {dim: Tally(c, a) for dim, (c, a) in counts.items() if c or a}
+    out: dict[str, dict[str, Tally]] = {}
+    for window, dims in raw.items():
+        tallies = {dim: Tally(c, a) for dim, (c, a) in dims.items() if c or a}
+        channels = [t for dim, t in tallies.items() if dim.startswith("ch:")]
+        if channels:
+            tallies["all"] = Tally(sum(t.count for t in channels), sum(t.cents for t in channels))
+        out[window] = tallies
+    return out
+
+
+def _pairs(flat: Any) -> Iterable[tuple[str, str]]:
+    if isinstance(flat, dict):  # cjson gives {} for an empty table
+        return ((str(k), str(v)) for k, v in flat.items())
+    return ((str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2))

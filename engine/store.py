@@ -19,7 +19,14 @@ from engine.decision import Decision
 from engine.errors import StoreError
 from engine.events import Event
 from engine.settings import Settings
-from engine.state import CONTACT_WINDOW_S, WINDOWS, Snapshot, lua_payload, snapshot_from_reply
+from engine.state import (
+    CONTACT_WINDOW_S,
+    WINDOWS,
+    Snapshot,
+    lua_payload,
+    snapshot_from_reply,
+    window_tallies,
+)
 
 _PIN_BOUND = 50
 
@@ -118,19 +125,24 @@ class StateStore:
                 pipe.lrange(k + ":decisions", 0, -1)
                 pipe.hvals(k + ":alerts")
                 pipe.zcard(k + ":pin")
-                for w in WINDOWS:
-                    pipe.hgetall(f"{k}:wt:{w.name}")
+                pipe.hgetall(k + ":wt")
                 res = await pipe.execute()
         except RedisError as exc:
             raise StoreError(f"customer read failed: {exc}") from exc
-        profile, last, devices, recent, decisions, alerts, pins, *windows = res
+        profile, last, devices, recent, decisions, alerts, pins, totals = res
+        windows = window_tallies((_s(a), _s(b)) for a, b in totals.items())
         return {
             "customer_id": customer_id,
             "profile": orjson.loads(profile) if profile else None,
             "last_seen": {_s(a): _s(b) for a, b in last.items()},
             "devices": [{"device_id": _s(d), "last_seen": ts} for d, ts in devices],
             "recent_pin_failures": pins,
-            "windows": {w.name: _window_view(raw) for w, raw in zip(WINDOWS, windows, strict=True)},
+            "windows": {
+                w.name: {
+                    dim: {"count": t.count, "amount": t.amount} for dim, t in windows.get(w.name, {}).items()
+                }
+                for w in WINDOWS
+            },
             "recent_interactions": [orjson.loads(x) for x in recent],
             "recent_decisions": [orjson.loads(x) for x in decisions],
             "open_alerts": sorted((orjson.loads(a) for a in alerts), key=lambda a: a["alert_id"]),
@@ -145,21 +157,6 @@ class StateStore:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _window_view(raw: dict[bytes, bytes]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for key, value in raw.items():
-        name = _s(key)
-        if name.startswith("_"):
-            continue
-        dim, _, kind = name.rpartition("|")
-        slot = out.setdefault(dim, {"count": 0, "amount": 0.0})
-        if kind == "c":
-            slot["count"] = int(value)
-        else:
-            slot["amount"] = int(value) / 100.0
-    return out
 
 
 def _record_payload(item: Recorded) -> bytes:

@@ -21,55 +21,67 @@ local function bump(key, field, by)
   if by ~= 0 then redis.call('HINCRBY', key, field, by) end
 end
 
+-- Windows: per window a hash of buckets ('<bucket>|<dim>|c|a'); one totals hash for
+-- all windows ('<window>|<dim>|c|a', plus '<window>|_hi' and '<window>|_lo', the newest
+-- bucket seen and the oldest that may still hold data). Dimensions are the channel and
+-- the type; the total over all events is the sum over channels (derived by the reader).
+
 -- Drop buckets that fell out of the window and subtract them from the totals.
-local function expire_window(b, t, lo, cutoff)
-  if lo >= cutoff then return end
+local function expire_window(b, t, name, cutoff)
   local flat = redis.call('HGETALL', b)
   for j = 1, #flat, 2 do
     local f = flat[j]
     local sep = string.find(f, '|', 1, true)
-    local k = tonumber(string.sub(f, 1, sep - 1))
-    if k < cutoff then
-      bump(t, string.sub(f, sep + 1), -tonumber(flat[j + 1]))
+    if tonumber(string.sub(f, 1, sep - 1)) < cutoff then
+      -- Subtract the stored string as is: no float formatting of large sums.
+      redis.call('HINCRBY', t, name .. string.sub(f, sep), '-' .. flat[j + 1])
       redis.call('HDEL', b, f)
     end
   end
-  redis.call('HSET', t, '_lo', cutoff)
 end
 
-local function update_window(p, w, ev, dims)
-  local name, width, n = w[1], w[2], w[3]
-  local b, t = p .. ':wb:' .. name, p .. ':wt:' .. name
-  local cur = math.floor(ev.ts / width)
-  local meta = redis.call('HMGET', t, '_hi', '_lo')
-  local hi, lo = tonumber(meta[1]), tonumber(meta[2])
-  if not hi then hi, lo = cur, cur end
-  if cur > hi then hi = cur end
-  local cutoff = hi - n + 1
-  -- An event older than the window (late, out of order) counts only in wider windows.
-  if cur >= cutoff then
-    for _, d in ipairs(dims) do
-      bump(b, cur .. '|' .. d .. '|c', 1)
-      bump(t, d .. '|c', 1)
-      if ev.amt then
-        bump(b, cur .. '|' .. d .. '|a', ev.amt)
-        bump(t, d .. '|a', ev.amt)
+local function update_windows(p, ev)
+  local t = p .. ':wt'
+  local meta_fields = {}
+  for i, w in ipairs(cfg.windows) do
+    meta_fields[2 * i - 1] = w[1] .. '|_hi'
+    meta_fields[2 * i] = w[1] .. '|_lo'
+  end
+  local meta = redis.call('HMGET', t, unpack(meta_fields))
+  local new_meta = {}
+  local dims = {'ch:' .. ev.ch, 'ty:' .. ev.ty}
+  for i, w in ipairs(cfg.windows) do
+    local name, width, n = w[1], w[2], w[3]
+    local b = p .. ':wb:' .. name
+    local cur = math.floor(ev.ts / width)
+    local hi, lo = tonumber(meta[2 * i - 1]), tonumber(meta[2 * i])
+    if not hi then hi, lo = cur, cur end
+    if cur > hi then hi = cur end
+    local cutoff = hi - n + 1
+    -- An event older than the window (late, out of order) counts only in wider windows.
+    if cur >= cutoff then
+      for _, d in ipairs(dims) do
+        bump(b, cur .. '|' .. d .. '|c', 1)
+        bump(t, name .. '|' .. d .. '|c', 1)
+        if ev.amt then
+          bump(b, cur .. '|' .. d .. '|a', ev.amt)
+          bump(t, name .. '|' .. d .. '|a', ev.amt)
+        end
       end
+      if cur < lo then lo = cur end
     end
-    if cur < lo then lo = cur end
+    if lo < cutoff then
+      expire_window(b, t, name, cutoff)
+      lo = cutoff
+    end
+    new_meta[#new_meta + 1] = name .. '|_hi'
+    new_meta[#new_meta + 1] = hi
+    new_meta[#new_meta + 1] = name .. '|_lo'
+    new_meta[#new_meta + 1] = lo
+    redis.call('EXPIRE', b, cfg.state_ttl)
   end
-  redis.call('HSET', t, '_hi', hi, '_lo', lo)
-  expire_window(b, t, lo, cutoff)
-  redis.call('EXPIRE', b, cfg.state_ttl)
+  redis.call('HSET', t, unpack(new_meta))
   redis.call('EXPIRE', t, cfg.state_ttl)
-end
-
-local function read_windows(p)
-  local out = {}
-  for _, w in ipairs(cfg.windows) do
-    out[w[1]] = hgetall_map(p .. ':wt:' .. w[1])
-  end
-  return out
 end
 
 -- Facts about the customer *before* this event (what "new device" etc. mean).
@@ -83,8 +95,7 @@ local function prior_facts(p, ev)
 end
 
 local function update_state(p, ev)
-  local dims = {'all', 'ch:' .. ev.ch, 'ty:' .. ev.ty}
-  for _, w in ipairs(cfg.windows) do update_window(p, w, ev, dims) end
+  update_windows(p, ev)
   local last = p .. ':last'
   local last_ts = tonumber(redis.call('HGET', last, 'ts'))
   if not last_ts or ev.ts >= last_ts then
@@ -133,7 +144,7 @@ for i, p in ipairs(KEYS) do
     update_state(p, ev)
     res.facts = facts
   end
-  res.windows = read_windows(p)
+  res.windows = redis.call('HGETALL', p .. ':wt')
   res.profile = redis.call('GET', p .. ':profile')
   res.contact = contact_history(p, ev.ts)
   res.open_alerts = redis.call('HLEN', p .. ':alerts')

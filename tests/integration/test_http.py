@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
@@ -57,7 +56,11 @@ def test_decision_then_same_decision_on_repeat(http: httpx.Client) -> None:
 def test_bad_event_is_400_with_code_and_field(http: httpx.Client) -> None:
     r = http.post("/v1/decisions", content=orjson.dumps(event("h-2", amount="lots")))
     assert r.status_code == 400
-    assert r.json()["error"] == {"code": "wrong_type", "field": "amount", "message": "amount must be a number"}
+    assert r.json()["error"] == {
+        "code": "wrong_type",
+        "field": "amount",
+        "message": "amount must be a number",
+    }
     assert http.post("/v1/decisions", content=b"not json").json()["error"]["code"] == "invalid_json"
     r = http.post("/v1/decisions", content=b'{"x": "' + b"y" * 20000 + b'"}')
     assert r.status_code == 400 and r.json()["error"]["code"] == "too_large"

@@ -63,7 +63,9 @@ def test_step_up_suppresses_offers_but_keeps_service() -> None:
     scores = Scores(0.1, 0.1, {"o": 0.5, "s": 0.5})
     actions = arbitrate((offer, service), scores, Risk(0.6, "step_up"), "atm", (), {}, 3)
     assert [a.id for a in actions] == ["s"]
-    actions = arbitrate((offer,), scores, Risk(0.9, "block"), "atm", (), {"atm": {"id": "fb", "text": "t"}}, 3)
+    actions = arbitrate(
+        (offer,), scores, Risk(0.9, "block"), "atm", (), {"atm": {"id": "fb", "text": "t"}}, 3
+    )
     assert actions[0].id == "fb" and actions[0].reasons == ("risk verdict suppresses offers",)
 
 

@@ -39,13 +39,15 @@ def test_unknown_setting_in_file_is_refused(tmp_path: Path) -> None:
 def test_jsonl_with_a_broken_line_names_the_line(tmp_path: Path) -> None:
     f = tmp_path / "e.jsonl"
     f.write_text('{"event_id": "a"}\n\n{"event_id": \n')
-    with pytest.raises(FileFormatError, match="e.jsonl:3"):
+    with pytest.raises(FileFormatError, match=r"e\.jsonl:3"):
         list(read_events(f))
 
 
 def test_profiles_csv_reports_bad_rows(tmp_path: Path) -> None:
     f = tmp_path / "p.csv"
-    f.write_text("customer_id,segment,products,tenure_months\nC1,mass,current;savings,12\n,mass,,\nC3,x,,many\n")
+    f.write_text(
+        "customer_id,segment,products,tenure_months\nC1,mass,current;savings,12\n,mass,,\nC3,x,,many\n"
+    )
     good, bad = load_profiles(f)
     assert good == [("C1", {"segment": "mass", "products": ["current", "savings"], "tenure_months": 12})]
     assert [line for line, _ in bad] == [3, 4]

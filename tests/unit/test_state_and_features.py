@@ -15,7 +15,7 @@ def test_reply_of_a_first_delivery() -> None:
     reply = {
         "facts": {"last": {"ts": str(TS - 60), "ch": "mobile", "lat": "51.5", "lon": "-0.1"},
                   "device_known": False, "devices": 2},
-        "windows": {"10m": {"all|c": "3", "all|a": "12050", "_hi": "1", "_lo": "1", "ch:atm|c": "1"}},
+        "windows": ["10m|ch:atm|c", "1", "10m|ch:mobile|c", "2", "10m|ch:mobile|a", "12050", "10m|_hi", "1"],
         "profile": orjson.dumps({"segment": "mass"}).decode(),
         "contact": ["d1|savings_boost|atm", str(TS - 100)],
         "open_alerts": 1,
@@ -23,7 +23,7 @@ def test_reply_of_a_first_delivery() -> None:
     }  # fmt: skip
     snap = snapshot_from_reply(reply)
     assert snap.tally("10m") == Tally(3, 12050)
-    assert snap.tally("10m", "ch:atm") == Tally(1, 0)
+    assert snap.tally("10m", "ch:atm") == Tally(1, 0) and snap.tally("10m", "ch:mobile") == Tally(2, 12050)
     assert snap.tally("1h") == Tally(0, 0)
     assert snap.device_known is False and snap.devices == 2
     assert snap.contacts == (("d1|savings_boost|atm", TS - 100),)
