@@ -41,7 +41,13 @@ CHANNEL_MIX = {"mobile": 0.5, "internet": 0.3, "atm": 0.2}
 TYPE_MIX = {
     "atm": {"withdrawal": 0.5, "balance_inquiry": 0.3, "deposit": 0.15, "pin_failure": 0.05},
     "internet": {"login": 0.3, "page_view": 0.3, "transfer": 0.15, "bill_payment": 0.15, "product_view": 0.1},
-    "mobile": {"login": 0.35, "balance_inquiry": 0.2, "transfer": 0.15, "card_payment": 0.15, "page_view": 0.15},
+    "mobile": {
+        "login": 0.35,
+        "balance_inquiry": 0.2,
+        "transfer": 0.15,
+        "card_payment": 0.15,
+        "page_view": 0.15,
+    },
 }
 AMOUNT_MEANS = {"withdrawal": 80, "deposit": 300, "transfer": 250, "bill_payment": 90, "card_payment": 45}
 
@@ -230,4 +236,7 @@ def _choose(mix: dict[str, float], rng: random.Random) -> str:
 
 
 def _jitter(point: tuple[float, float], rng: random.Random) -> dict[str, float]:
-    return {"lat": round(point[0] + rng.uniform(-0.05, 0.05), 5), "lon": round(point[1] + rng.uniform(-0.05, 0.05), 5)}
+    return {
+        "lat": round(point[0] + rng.uniform(-0.05, 0.05), 5),
+        "lon": round(point[1] + rng.uniform(-0.05, 0.05), 5),
+    }
