@@ -73,7 +73,6 @@ def create_app(rt: Runtime) -> BeaconApp:
                 await asyncio.sleep(1.0)
         log.info("beacon ready: http://%s:%s  (metrics at /metrics)", s.http_host, s.http_port)
 
-    _ = (decide, start)
     return app
 
 

@@ -45,4 +45,3 @@ def register_views(app: faust.App, api: Api) -> None:
         async def get(self, request: Request) -> Response:
             return _respond(self, api.metrics_page())
 
-    _ = (Decisions, Customer, Profile, Health, Ready, MetricsPage)

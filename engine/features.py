@@ -50,6 +50,7 @@ def build_features(event: Event, snap: Snapshot) -> dict[str, Any]:
     f["contacts_7d"] = len(snap.contacts)
     f["complaints_7d"] = snap.tally("7d", "ty:complaint").count
     f.update(_profile_features(snap.profile))
+    f["home_distance_km"] = _home_distance(event, snap.profile)
     return f
 
 
@@ -93,6 +94,17 @@ def _movement_features(event: Event, snap: Snapshot) -> dict[str, Any]:
         # Floor the gap at a minute so two events in one second are not "infinitely fast".
         out["speed_kmh"] = round(km / (max(gap, 60.0) / 3600.0), 1)
     return out
+
+
+def _home_distance(event: Event, profile: dict[str, Any]) -> float:
+    home = profile.get("home_geo")
+    if event.geo is None or not isinstance(home, dict):
+        return -1.0
+    try:
+        lat, lon = float(home["lat"]), float(home["lon"])
+    except (KeyError, TypeError, ValueError):
+        return -1.0  # a malformed profile must not break the decision
+    return round(haversine_km(lat, lon, event.geo.lat, event.geo.lon), 3)
 
 
 def _profile_features(profile: dict[str, Any]) -> dict[str, Any]:

@@ -70,3 +70,11 @@ def test_first_device_is_not_new_and_no_history_means_no_movement() -> None:
     ev = Event("e", "c", "mobile", "login", TS, device_id="d1")
     f = build_features(ev, Snapshot(windows={}, device_known=False, devices=0))
     assert f["new_device"] == 0 and f["distance_km"] == -1.0 and f["amount_ratio_30d"] == 0.0
+
+
+def test_distance_from_home_uses_the_profile() -> None:
+    ev = Event("e", "c", "atm", "withdrawal", TS, geo=Geo(48.8566, 2.3522))
+    far = build_features(ev, Snapshot(windows={}, profile={"home_geo": {"lat": 51.5074, "lon": -0.1278}}))
+    assert round(far["home_distance_km"]) == 344
+    broken = build_features(ev, Snapshot(windows={}, profile={"home_geo": {"lat": "north"}}))
+    assert broken["home_distance_km"] == -1.0
