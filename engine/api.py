@@ -72,7 +72,7 @@ class Api:
                 429, "overloaded", "too many decisions in flight; retry shortly", **{"Retry-After": "1"}
             )
         try:
-            outcome = await asyncio.wait_for(fut, settings.store_timeout_s * 4)
+            outcome = await asyncio.wait_for(fut, settings.decision_timeout_s)
         except (StoreError, TimeoutError):
             self.metrics.store_errors.inc()
             self.metrics.events.labels("http", event.channel, event.type, "unavailable").inc()

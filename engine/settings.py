@@ -84,7 +84,8 @@ class Settings:
     producer_linger_ms: float = 1.0
     rebalance_timeout_s: float = 4.0
     commit_interval_s: float = 1.0
-    store_timeout_s: float = 0.5
+    store_timeout_s: float = 2.0  # Redis socket timeout; a big batch on a busy host needs room
+    decision_timeout_s: float = 1.0  # HTTP: answer 503 rather than wait longer than this
     # Decisions.
     max_actions: int = 3
     risk_step_up: float = 0.5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 
 from engine.infra import free_port
 from engine.launcher import WorkerProcess, running_worker, start_worker
@@ -25,10 +26,18 @@ def isolated(settings: Settings, **extra: object) -> Settings:
     )
 
 
+Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+
+
 async def consume_until(
-    bootstrap: str, topics: list[str], want: int, timeout: float
-) -> list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:
-    """Read (topic, key, value, headers) from the start of topics until ``want`` records or timeout."""
+    bootstrap: str,
+    topics: list[str],
+    want: int,
+    timeout: float,
+    done: Callable[[list[Record]], bool] | None = None,
+) -> list[Record]:
+    """Read (topic, key, value, headers) from the start of topics until ``want`` records
+    (or until ``done(records)`` is true, when given) or the timeout."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -40,10 +49,11 @@ async def consume_until(
         fetch_max_wait_ms=50,
     )
     await consumer.start()
-    out: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+    out: list[Record] = []
     deadline = time.monotonic() + timeout
+    finished = done or (lambda records: len(records) >= want)
     try:
-        while len(out) < want and time.monotonic() < deadline:
+        while not finished(out) and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 out.extend((r.topic, r.key, r.value, list(r.headers)) for r in records)
