@@ -115,7 +115,7 @@ async def test_ramp_keeps_target_rates_and_refines() -> None:
         ran.append(rate)
         return serial_result(f"r{rate}", "kafka", [0.001]) if rate <= 1000 else _unsustained(rate)
 
-    await ramp([200, 500, 1000, 2000, 3000], run_one, refine=True)
+    await ramp([200, 500, 1000, 2000, 3000], run_one, refine=True, keep=[2000])
     assert ran == [200, 500, 1000, 2000, 1500]  # 3000 skipped, 2000 kept (a target), midpoint
 
 
