@@ -28,8 +28,9 @@ class Runtime:
 
         store = StateStore(connect(settings), settings)
         rules = builtin_rules()
-        service = DecisionService(settings, store, rules, BuiltinScorer())
-        rt = cls(settings, service, metrics or Metrics())
+        metrics = metrics or Metrics()
+        service = DecisionService(settings, store, rules, BuiltinScorer(), metrics)
+        rt = cls(settings, service, metrics)
         rt.readiness["rules"] = True
         rt.metrics.build.info({"version": rt.metrics_version(), "rules": rules.version})
         return rt

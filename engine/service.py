@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from engine.batching import MicroBatcher
 from engine.decision import Decision
 from engine.events import Event
+from engine.metrics import Metrics
 from engine.pipeline import DecisionPolicy, decide
 from engine.rules import RuleSet
 from engine.scoring import Scorer
@@ -32,8 +33,16 @@ class Outcome:
 
 
 class DecisionService:
-    def __init__(self, settings: Settings, store: StateStore, rules: RuleSet, scorer: Scorer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        rules: RuleSet,
+        scorer: Scorer,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.rules = rules
         self.scorer = scorer
@@ -66,6 +75,12 @@ class DecisionService:
         t2 = time.perf_counter()
         await self.store.record(to_record)
         t3 = time.perf_counter()
+        if self.metrics is not None:
+            m = self.metrics
+            m.batch_size.observe(len(events))
+            m.stage_latency.labels("state").observe(t1 - t0)
+            m.stage_latency.labels("decide").observe(t2 - t1)
+            m.stage_latency.labels("record").observe(t3 - t2)
         timings = {
             "state_ms": round((t1 - t0) * 1000, 3),
             "decide_ms": round((t2 - t1) * 1000, 3),

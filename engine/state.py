@@ -115,7 +115,7 @@ def event_summary(event: Event) -> dict[str, Any]:
     return summary
 
 
-def snapshot_from_reply(reply: dict[str, Any]) -> Snapshot:
+def snapshot_from_reply(reply: dict[str, Any], channel: str, etype: str) -> Snapshot:
     """Turn one element of the ingest script's reply into a :class:`Snapshot`."""
     duplicate = bool(reply.get("dup"))
     stored_decision: bytes | None = None
@@ -129,7 +129,7 @@ def snapshot_from_reply(reply: dict[str, Any]) -> Snapshot:
     profile_raw = reply.get("profile")
     contacts = reply.get("contact") or []
     return Snapshot(
-        windows=window_tallies(_pairs(reply.get("windows") or [])),
+        windows=_window_summary(reply.get("windows") or [], channel, etype),
         last=_as_map(facts.get("last")),
         device_known=facts.get("device_known"),
         devices=int(facts.get("devices") or 0),
@@ -176,7 +176,18 @@ def window_tallies(pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, Tall
     return out
 
 
-def _pairs(flat: Any) -> Iterable[tuple[str, str]]:
-    if isinstance(flat, dict):  # cjson gives {} for an empty table
-        return ((str(k), str(v)) for k, v in flat.items())
-    return ((str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2))
+def _window_summary(summary: list[Any], channel: str, etype: str) -> dict[str, dict[str, Tally]]:
+    """The script's per-window numbers (see ``window_summary`` in ingest.lua) as tallies."""
+    if not summary:
+        return {}
+    out: dict[str, dict[str, Tally]] = {}
+    for w, (all_c, all_a, ch_c, ch_a, ty_c, ty_a) in zip(WINDOWS, summary, strict=False):
+        out[w.name] = {
+            "all": Tally(int(all_c), int(all_a)),
+            "ch:" + channel: Tally(int(ch_c), int(ch_a)),
+            "ty:" + etype: Tally(int(ty_c), int(ty_a)),
+        }
+    complaints = int(summary[len(WINDOWS)])
+    if complaints and etype != "complaint":
+        out["7d"]["ty:complaint"] = Tally(complaints, 0)
+    return out

@@ -61,6 +61,7 @@ class StateStore:
         self._config = orjson.dumps(
             {
                 "windows": [[w.name, w.bucket_s, w.buckets] for w in WINDOWS],
+                "channels": list(settings.channels),
                 "state_ttl": settings.state_ttl_s,
                 "dedupe_ttl": settings.dedupe_ttl_s,
                 "profile_ttl": settings.profile_ttl_s,
@@ -85,7 +86,9 @@ class StateStore:
             raw = await self._ingest(keys=keys, args=args)
         except RedisError as exc:
             raise StoreError(f"state ingest failed: {exc}") from exc
-        return [snapshot_from_reply(r) for r in orjson.loads(raw)]
+        return [
+            snapshot_from_reply(r, e.channel, e.type) for r, e in zip(orjson.loads(raw), events, strict=True)
+        ]
 
     async def record(self, items: Sequence[Recorded]) -> None:
         """Store decisions (for repeats), history, contacts and alerts in one round trip."""

@@ -125,6 +125,37 @@ local function update_state(p, ev)
   redis.call('EXPIRE', recent, cfg.state_ttl)
 end
 
+-- What the features need of the windows, summed here so the reader parses a few numbers:
+-- per window {all count, all cents, channel count, channel cents, type count, type cents},
+-- then the complaints of the 7-day window. "All" is the sum over the configured channels.
+local function window_summary(p, ev)
+  local fields = {}
+  for _, w in ipairs(cfg.windows) do
+    for _, ch in ipairs(cfg.channels) do
+      fields[#fields + 1] = w[1] .. '|ch:' .. ch .. '|c'
+      fields[#fields + 1] = w[1] .. '|ch:' .. ch .. '|a'
+    end
+    fields[#fields + 1] = w[1] .. '|ty:' .. ev.ty .. '|c'
+    fields[#fields + 1] = w[1] .. '|ty:' .. ev.ty .. '|a'
+  end
+  fields[#fields + 1] = '7d|ty:complaint|c'
+  local v = redis.call('HMGET', p .. ':wt', unpack(fields))
+  local out, k = {}, 0
+  for _, _ in ipairs(cfg.windows) do
+    local all_c, all_a, ch_c, ch_a = 0, 0, 0, 0
+    for _, ch in ipairs(cfg.channels) do
+      local c, a = tonumber(v[k + 1]) or 0, tonumber(v[k + 2]) or 0
+      all_c, all_a = all_c + c, all_a + a
+      if ch == ev.ch then ch_c, ch_a = c, a end
+      k = k + 2
+    end
+    out[#out + 1] = {all_c, all_a, ch_c, ch_a, tonumber(v[k + 1]) or 0, tonumber(v[k + 2]) or 0}
+    k = k + 2
+  end
+  out[#out + 1] = tonumber(v[k + 1]) or 0
+  return out
+end
+
 local function contact_history(p, ts)
   return redis.call('ZRANGEBYSCORE', p .. ':contact', ts - cfg.contact_window, '+inf',
     'WITHSCORES')
@@ -144,7 +175,7 @@ for i, p in ipairs(KEYS) do
     update_state(p, ev)
     res.facts = facts
   end
-  res.windows = redis.call('HGETALL', p .. ':wt')
+  res.windows = window_summary(p, ev)
   res.profile = redis.call('GET', p .. ':profile')
   res.contact = contact_history(p, ev.ts)
   res.open_alerts = redis.call('HLEN', p .. ':alerts')

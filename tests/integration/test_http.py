@@ -106,3 +106,4 @@ def test_health_readiness_and_metrics(http: httpx.Client) -> None:
     assert 'beacon_decision_latency_seconds_bucket{le="0.001",path="http"}' in text
     assert 'beacon_events_total{channel="internet",outcome="decided",path="http",type="login"}' in text
     assert 'beacon_dlq_total{path="http",reason="wrong_type"}' in text
+    assert "beacon_batch_size_count" in text and 'beacon_stage_latency_seconds_count{stage="state"}' in text

@@ -46,7 +46,11 @@ async def test_windows_slide_with_event_time(service: DecisionService) -> None:
     snap = (await store.ingest([ev(5, T0 + 2 * 86400, channel="mobile", type="login", amount=None)]))[0]
     assert snap.tally("24h") == Tally(1, 0)
     assert snap.tally("7d") == Tally(5, 4000)
-    assert snap.tally("7d", "ch:mobile") == Tally(1, 0) and snap.tally("30d", "ty:withdrawal").count == 4
+    assert snap.tally("7d", "ch:mobile") == Tally(1, 0) and snap.tally("30d", "ty:login").count == 1
+    # The snapshot carries what the decision needs; the customer view carries every dimension.
+    view = await store.customer_view("c1")
+    assert view["windows"]["30d"]["ty:withdrawal"] == {"count": 4, "amount": 40.0}
+    assert view["windows"]["7d"]["all"]["count"] == 5
 
 
 async def test_a_late_event_counts_only_where_it_fits(service: DecisionService) -> None:

@@ -15,16 +15,18 @@ def test_reply_of_a_first_delivery() -> None:
     reply = {
         "facts": {"last": {"ts": str(TS - 60), "ch": "mobile", "lat": "51.5", "lon": "-0.1"},
                   "device_known": False, "devices": 2},
-        "windows": ["10m|ch:atm|c", "1", "10m|ch:mobile|c", "2", "10m|ch:mobile|a", "12050", "10m|_hi", "1"],
+        # per window: all c/a, this channel c/a, this type c/a; then complaints in 7 d
+        "windows": [[3, 12050, 1, 0, 1, 0], [3, 12050, 1, 0, 1, 0], [3, 12050, 1, 0, 1, 0],
+                    [4, 12050, 2, 0, 2, 0], [9, 99999, 5, 700, 4, 700], 1],
         "profile": orjson.dumps({"segment": "mass"}).decode(),
         "contact": ["d1|savings_boost|atm", str(TS - 100)],
         "open_alerts": 1,
         "pin_recent": 2,
     }  # fmt: skip
-    snap = snapshot_from_reply(reply)
+    snap = snapshot_from_reply(reply, "atm", "withdrawal")
     assert snap.tally("10m") == Tally(3, 12050)
-    assert snap.tally("10m", "ch:atm") == Tally(1, 0) and snap.tally("10m", "ch:mobile") == Tally(2, 12050)
-    assert snap.tally("1h") == Tally(0, 0)
+    assert snap.tally("10m", "ch:atm") == Tally(1, 0) and snap.tally("30d", "ty:withdrawal") == Tally(4, 700)
+    assert snap.tally("7d", "ty:complaint") == Tally(1, 0) and snap.tally("7d", "ch:mobile") == Tally(0, 0)
     assert snap.device_known is False and snap.devices == 2
     assert snap.contacts == (("d1|savings_boost|atm", TS - 100),)
     assert snap.profile == {"segment": "mass"} and not snap.duplicate
@@ -32,13 +34,14 @@ def test_reply_of_a_first_delivery() -> None:
 
 def test_reply_of_a_repeat_returns_the_stored_decision() -> None:
     stored = orjson.dumps({"decision_id": "x"}).decode()
-    snap = snapshot_from_reply({"dup": 1, "stored": stored, "windows": {}, "contact": []})
+    snap = snapshot_from_reply({"dup": 1, "stored": stored, "windows": {}, "contact": []}, "atm", "login")
     assert snap.duplicate and snap.stored_decision == stored.encode()
 
 
 def test_repeat_of_an_unfinished_delivery_recovers_prior_facts() -> None:
     pending = orjson.dumps({"pending": 1, "facts": {"last": [], "devices": 1, "device_known": True}})
-    snap = snapshot_from_reply({"dup": 1, "stored": pending.decode(), "windows": {}, "contact": []})
+    reply = {"dup": 1, "stored": pending.decode(), "windows": {}, "contact": []}
+    snap = snapshot_from_reply(reply, "atm", "login")
     assert snap.duplicate and snap.stored_decision is None and snap.devices == 1 and snap.last == {}
 
 
