@@ -9,7 +9,8 @@ from typing import Any
 
 import faust
 
-from agents.kafka_path import KafkaPath
+from agents.bulk import BulkProducer
+from agents.kafka_path import KafkaPath, publish_audit_and_alerts
 from agents.transport import register
 from agents.web import register_views
 from engine.api import Api
@@ -49,9 +50,10 @@ def create_app(rt: Runtime) -> BeaconApp:
     )
     app.beacon_fetch_max_wait_ms = s.fetch_max_wait_ms
     interactions = app.topic(s.topic("interactions"), key_type=bytes, value_type=bytes)
-    kafka_path = KafkaPath(app, rt)
+    bulk = BulkProducer(s)
+    kafka_path = KafkaPath(app, rt, bulk)
     rt.kafka_path = kafka_path
-    api = Api(rt.service, rt.metrics, lambda: dict(rt.readiness), on_decision=_http_publisher(app, rt))
+    api = Api(rt.service, rt.metrics, lambda: dict(rt.readiness), on_decision=_http_publisher(bulk, rt))
     register_views(app, api)
 
     @app.agent(interactions, name="decide")
@@ -61,6 +63,7 @@ def create_app(rt: Runtime) -> BeaconApp:
 
     @app.task
     async def start() -> None:
+        await bulk.start()
         rt.service.batcher.start()
         rt.readiness["broker"] = True
         while True:
@@ -73,27 +76,28 @@ def create_app(rt: Runtime) -> BeaconApp:
                 await asyncio.sleep(1.0)
         log.info("beacon ready: http://%s:%s  (metrics at /metrics)", s.http_host, s.http_port)
 
+    async def flush(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await kafka_path.drain()  # in-flight records finish and are acknowledged
+        await bulk.stop()
+
+    app.on_before_shutdown.connect(flush)  # type: ignore[arg-type]  # mode's stub is narrower than its use
+
     return app
 
 
-def _http_publisher(app: faust.App, rt: Runtime) -> Any:
+def _http_publisher(bulk: BulkProducer, rt: Runtime) -> Any:
     """Audit records and alerts of HTTP decisions go to the same topics as Kafka's."""
-    s = rt.settings
-    audit, alerts = s.topic("decisions.audit"), s.topic("risk.alerts")
     pending: set[asyncio.Task[None]] = set()
 
     async def publish(outcome: Outcome) -> None:
-        decision = outcome.decision
-        if decision is None:
+        if outcome.decision is None:
             return
-        key = decision.event.customer_id.encode()
         try:
-            await app.producer.send(audit, key, decision.audit_bytes(outcome.timings_ms), None, None, None)
-            for alert in decision.alerts:
-                rt.metrics.alerts.labels(alert.severity, alert.rule_id).inc()
-                await app.producer.send(alerts, key, decision.alert_bytes(alert), None, None, None)
+            await asyncio.gather(
+                *await publish_audit_and_alerts(bulk, rt, outcome.decision, outcome.timings_ms)
+            )
         except Exception:
-            log.exception("could not publish audit/alerts for %s", decision.decision_id)
+            log.exception("could not publish audit/alerts for %s", outcome.decision.decision_id)
 
     def schedule(outcome: Outcome) -> None:
         task = asyncio.get_running_loop().create_task(publish(outcome))

@@ -12,6 +12,8 @@ import logging
 import time
 from typing import Any
 
+from agents.bulk import BulkProducer
+from engine.decision import Decision
 from engine.errors import EventError, StoreError
 from engine.events import parse_event
 from engine.runtime import Runtime
@@ -22,15 +24,14 @@ _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 class KafkaPath:
-    def __init__(self, app: Any, rt: Runtime) -> None:
+    def __init__(self, app: Any, rt: Runtime, bulk: BulkProducer) -> None:
         self.app = app
         self.rt = rt
+        self.bulk = bulk
         s = rt.settings
         self._in_flight = asyncio.Semaphore(s.batch_max * 4)
         self._tasks: set[asyncio.Task[None]] = set()
         self._dlq = s.topic("interactions.dlq")
-        self._audit = s.topic("decisions.audit")
-        self._alerts = s.topic("risk.alerts")
         self._decisions = {c: s.topic(f"decisions.{c}") for c in s.channels}
 
     async def handle(self, event: Any) -> None:
@@ -64,7 +65,7 @@ class KafkaPath:
             ("beacon-error-message", err.message.encode()[:500]),
             ("beacon-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
         ]
-        delivery = await self.app.producer.send(self._dlq, msg.key, raw, None, None, headers)
+        delivery = await self.bulk.send(self._dlq, msg.key, raw, headers)
         task = asyncio.get_running_loop().create_task(self._ack_after([delivery], event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -104,17 +105,12 @@ class KafkaPath:
     async def _publish(self, outcome: Outcome) -> list[Any]:
         ev = outcome.event
         key = ev.customer_id.encode()
-        send = self.app.producer.send
-        deliveries = [await send(self._decisions[ev.channel], key, outcome.body, None, None, None)]
-        decision = outcome.decision
-        if decision is not None:  # a replay was audited when it was first decided
-            audit = decision.audit_bytes(outcome.timings_ms)
-            deliveries.append(await send(self._audit, key, audit, None, None, None))
-            for alert in decision.alerts:
-                self.rt.metrics.alerts.labels(alert.severity, alert.rule_id).inc()
-                deliveries.append(
-                    await send(self._alerts, key, decision.alert_bytes(alert), None, None, None)
-                )
+        topic = self._decisions[ev.channel]
+        deliveries = [await self.app.producer.send(topic, key, outcome.body, None, None, None)]
+        if outcome.decision is not None:  # a replay was audited when it was first decided
+            deliveries += await publish_audit_and_alerts(
+                self.bulk, self.rt, outcome.decision, outcome.timings_ms
+            )
         return deliveries
 
     async def _ack_after(self, deliveries: list[Any], event: Any) -> None:
@@ -123,3 +119,16 @@ class KafkaPath:
             event.ack()
         except Exception:
             log.exception("DLQ delivery failed; the record will be redelivered")
+
+
+async def publish_audit_and_alerts(
+    bulk: BulkProducer, rt: Runtime, decision: Decision, timings_ms: dict[str, float]
+) -> list[Any]:
+    """Queue the audit record and alerts of a fresh decision; returns the delivery futures."""
+    s = rt.settings
+    key = decision.event.customer_id.encode()
+    deliveries = [await bulk.send(s.topic("decisions.audit"), key, decision.audit_bytes(timings_ms))]
+    for alert in decision.alerts:
+        rt.metrics.alerts.labels(alert.severity, alert.rule_id).inc()
+        deliveries.append(await bulk.send(s.topic("risk.alerts"), key, decision.alert_bytes(alert)))
+    return deliveries

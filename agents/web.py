@@ -44,4 +44,3 @@ def register_views(app: faust.App, api: Api) -> None:
     class MetricsPage(View):
         async def get(self, request: Request) -> Response:
             return _respond(self, api.metrics_page())
-

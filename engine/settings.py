@@ -81,7 +81,8 @@ class Settings:
     retention_ms: int = 3_600_000
     batch_max: int = 256
     fetch_max_wait_ms: int = 5
-    producer_linger_ms: float = 1.0
+    producer_linger_ms: float = 1.0  # decisions: a channel is waiting
+    bulk_linger_ms: float = 50.0  # audit, alerts, DLQ: fewer, larger batches
     rebalance_timeout_s: float = 4.0
     commit_interval_s: float = 1.0
     store_timeout_s: float = 2.0  # Redis socket timeout; a big batch on a busy host needs room

@@ -11,7 +11,7 @@ import pytest
 
 from engine.launcher import WorkerProcess
 from engine.settings import Settings
-from tests.helpers import isolated, running_worker
+from tests.helpers import Record, consume_until, isolated, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +107,24 @@ def test_health_readiness_and_metrics(http: httpx.Client) -> None:
     assert 'beacon_events_total{channel="internet",outcome="decided",path="http",type="login"}' in text
     assert 'beacon_dlq_total{path="http",reason="wrong_type"}' in text
     assert "beacon_batch_size_count" in text and 'beacon_stage_latency_seconds_count{stage="state"}' in text
+
+
+async def test_audit_record_and_alert_are_published(worker: WorkerProcess) -> None:
+    s = worker.settings
+    async with httpx.AsyncClient(base_url=worker.url, timeout=5) as client:
+        for i in range(3):
+            body = event(f"h-7-{i}", customer_id="H7", channel="atm", type="pin_failure", terminal_id="T2")
+            r = await client.post("/v1/decisions", content=orjson.dumps(body))
+            assert r.status_code == 200
+    topics = [s.topic("decisions.audit"), s.topic("risk.alerts")]
+
+    def seen(records: list[Record]) -> bool:
+        return any(t.endswith("risk.alerts") and b"H7" in v for t, _, v, _ in records)
+
+    out = await consume_until(s.kafka_bootstrap, topics, 0, timeout=30, done=seen)
+    audits = [orjson.loads(v) for t, _, v, _ in out if t.endswith("decisions.audit") and b'"H7"' in v]
+    alerts = [orjson.loads(v) for t, _, v, _ in out if t.endswith("risk.alerts") and b'"H7"' in v]
+    assert {a["event_id"] for a in audits} == {"h-7-0", "h-7-1", "h-7-2"}
+    assert all({"features", "scores", "event", "versions"} <= set(a) for a in audits)
+    assert [a["rule_id"] for a in alerts] == ["pin_bruteforce"]
+    assert alerts[0]["evidence"]["pin_failures_1h"] == 3 and alerts[0]["decision_id"]
