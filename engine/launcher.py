@@ -9,13 +9,37 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from engine.errors import InfraError
-from engine.infra import die_with_parent
+from engine.infra import die_with_parent, free_port
 from engine.settings import Settings
+
+
+def isolated(settings: Settings, tag: str | None = None, prefix: str = "t", **extra: object) -> Settings:
+    """Settings whose topics, keys, consumer group and port no other run shares."""
+    tag = tag or uuid.uuid4().hex[:8]
+    return settings.replace(
+        topic_prefix=f"{prefix}{tag}.",
+        key_prefix=f"{prefix}{tag}",
+        app_id=f"beacon-{prefix}{tag}",
+        http_port=free_port(),
+        **extra,
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within ``timeout``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -46,13 +70,7 @@ class WorkerProcess:
         self.proc.wait()
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
 
 
 def is_ready(url: str) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from engine import launcher
 from engine.infra import Embedded, free_port, redis_server_binary, tansu_binary
 from engine.settings import Settings
 
@@ -45,21 +46,7 @@ PACKAGES = (
 
 def isolated(settings: Settings, tag: str | None = None, **extra: Any) -> Settings:
     """Settings with topic, key and consumer-group names nothing else uses."""
-    tag = tag or uuid.uuid4().hex[:8]
-    return settings.replace(
-        topic_prefix=f"lt{tag}.",
-        key_prefix=f"lt{tag}",
-        app_id=f"beacon-lt{tag}",
-        http_port=free_port(),
-        **extra,
-    )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, value in settings.__dict__.items():
-        env["BEACON_" + name.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
-    return env
+    return launcher.isolated(settings, tag, prefix="lt", **extra)
 
 
 @dataclass
@@ -76,13 +63,7 @@ class Child:
         return ""
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        launcher.stop_process(self.proc, timeout)
 
 
 @dataclass
@@ -118,7 +99,7 @@ async def start_worker(settings: Settings, log_dir: Path, timeout: float = 90.0)
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "worker"],
             cwd=str(log_dir),
-            env=settings_env(settings),
+            env=launcher.settings_env(settings),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

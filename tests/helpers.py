@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable
 
-from engine.infra import free_port
-from engine.launcher import WorkerProcess, running_worker, start_worker
-from engine.settings import Settings
+from engine.launcher import WorkerProcess, isolated, running_worker, start_worker
 
 __all__ = ["WorkerProcess", "consume_until", "isolated", "running_worker", "start_worker"]
-
-
-def isolated(settings: Settings, **extra: object) -> Settings:
-    """Settings with topic, key and group names no other test shares."""
-    tag = uuid.uuid4().hex[:8]
-    return settings.replace(
-        topic_prefix=f"t{tag}.",
-        key_prefix=f"k{tag}",
-        app_id=f"beacon-{tag}",
-        http_port=free_port(),
-        **extra,
-    )
 
 
 Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
