@@ -51,20 +51,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 async def _check_servers(settings: Settings, report: Report, url: str | None) -> None:
     from engine import infra
 
-    if settings.redis_url:
-        await _check_redis(settings, report)
-    else:
-        try:
-            report(True, "redis", f"none configured; `beacon up` starts {infra.redis_server_binary()}")
+    servers = (
+        ("redis", settings.redis_url, _check_redis, infra.redis_server_binary),
+        ("broker", settings.kafka_bootstrap, _check_broker, infra.tansu_binary),
+    )
+    for name, configured, check, embedded_binary in servers:
+        if configured:
+            await check(settings, report)
+            continue
+        try:  # nothing configured: say what `beacon up` would start, if it can
+            report(True, name, f"none configured; `beacon up` starts {embedded_binary()}")
         except BeaconError as exc:
-            report(False, "redis", str(exc))
-    if settings.kafka_bootstrap:
-        await _check_broker(settings, report)
-    else:
-        try:
-            report(True, "broker", f"none configured; `beacon up` starts {infra.tansu_binary()}")
-        except BeaconError as exc:
-            report(False, "broker", str(exc))
+            report(False, name, str(exc))
     if url:
         from engine.launcher import is_ready
 
