@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,6 @@ def create_app(rt: Runtime) -> BeaconApp:
     interactions = app.topic(s.topic("interactions"), key_type=bytes, value_type=bytes)
     bulk = BulkProducer(s)
     kafka_path = KafkaPath(app, rt, bulk)
-    rt.kafka_path = kafka_path
     api = Api(rt.service, rt.metrics, lambda: dict(rt.readiness), on_decision=_http_publisher(bulk, rt))
     register_views(app, api)
 
@@ -77,7 +77,10 @@ def create_app(rt: Runtime) -> BeaconApp:
         log.info("beacon ready: http://%s:%s  (metrics at /metrics)", s.http_host, s.http_port)
 
     async def flush(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await kafka_path.drain()  # in-flight records finish and are acknowledged
+        # In-flight records finish and are acknowledged; bounded, so a dead Redis cannot
+        # hold shutdown (unacknowledged records are redelivered to the next worker).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(kafka_path.drain(), 10.0)
         await bulk.stop()
 
     app.on_before_shutdown.connect(flush)  # type: ignore[arg-type]  # mode's stub is narrower than its use
