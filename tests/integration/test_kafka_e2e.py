@@ -103,3 +103,43 @@ async def _assert_state_matches(store: StateStore, gen: TrafficGenerator) -> Non
                     mismatches.append((cid, window, dim, cell, count, gen.tally.cents[(c, dim)]))
     assert not mismatches, mismatches[:10]
     assert {w.name for w in WINDOWS} >= {"24h", "7d", "30d"}
+
+
+async def test_hostile_records_go_to_the_dlq_and_the_agent_keeps_going(infra: Settings, logdir: Path) -> None:
+    settings = isolated(infra)
+    await ensure_topics(settings)
+    good = orjson.dumps(
+        {"event_id": "after", "customer_id": "Z1", "channel": "atm", "type": "withdrawal", "ts": time.time()}
+    )
+    hostile = {
+        b"": "invalid_json",
+        b"\xff\xfe\x00garbage": "invalid_utf8",
+        b'{"event_id": "x", "customer_id": "Z1", "channel": "atm", "type": "login", "pad": "'
+        + b"y" * 20_000
+        + b'"}': "too_large",
+        b"[]": "not_an_object",
+        b'{"event_id": "n", "customer_id": "Z1", "channel": "atm", "type": "login", "ts": 1e400}': (
+            "invalid_json"
+        ),
+    }
+    with running_worker(settings, logdir):
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, max_request_size=1_048_576)
+        await producer.start()
+        try:
+            topic = settings.topic("interactions")
+            for value in hostile:
+                await producer.send_and_wait(topic, value, key=b"Z1")
+            await producer.send_and_wait(topic, None, key=b"Z1")  # a tombstone: no value at all
+            await producer.send_and_wait(topic, good, key=b"Z1")
+        finally:
+            await producer.stop()
+        dlq, decisions = settings.topic("interactions.dlq"), settings.topic("decisions.atm")
+        out = await consume_until(settings.kafka_bootstrap, [dlq, decisions], len(hostile) + 2, timeout=60)
+    dead = [(v, dict(h)) for t, _, v, h in out if t == dlq]
+    codes = {v: h["beacon-error-code"].decode() for v, h in dead}
+    assert {v: codes.get(v) for v in hostile} == hostile
+    assert codes.get(b"") == "invalid_json" and len(dead) == len(hostile) + 1
+    assert all(h["beacon-source"] for _, h in dead)
+    assert [orjson.loads(v)["event_id"] for t, _, v, _ in out if t == decisions] == ["after"]
+    view = await StateStore(connect(settings), settings).customer_view("Z1")
+    assert view["windows"]["24h"]["all"]["count"] == 1  # no rejected record touched state
