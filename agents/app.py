@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,10 @@ def create_app(rt: Runtime) -> BeaconApp:
             except Exception as exc:  # noqa: BLE001
                 log.warning("waiting for Redis: %s", exc)
                 await asyncio.sleep(1.0)
+        # Start-up objects (modules, Faust's services, compiled rules) live for the whole
+        # process: move them out of the collector's reach so full collections stay short.
+        gc.collect()
+        gc.freeze()
         log.info("beacon ready: http://%s:%s  (metrics at /metrics)", s.http_host, s.http_port)
 
     async def flush(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
