@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -78,10 +78,11 @@ class Decision:
     features: dict[str, Any]
     scores: dict[str, Any]
     degraded: bool = False
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
-    def channel_view(self) -> dict[str, Any]:
-        """What the channel system receives (HTTP body, ``decisions.<channel>``)."""
+    def channel_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
+        """What the channel system receives (HTTP body, ``decisions.<channel>``).
+
+        ``timings_ms`` are the stage times of the batch the decision was made in."""
         ev = self.event
         return {
             "decision_id": self.decision_id,
@@ -93,17 +94,15 @@ class Decision:
             "alerts": [a.to_dict() for a in self.alerts],
             "versions": self.versions,
             "degraded": self.degraded,
-            "timing_ms": self.timings_ms,
+            "timing_ms": timings_ms or {},
         }
 
-    def channel_bytes(self) -> bytes:
-        return orjson.dumps(self.channel_view())
+    def channel_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
+        return orjson.dumps(self.channel_view(timings_ms))
 
     def audit_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
         """The full record on ``decisions.audit``: inputs, features, scores, reasons."""
-        record = self.channel_view()
-        if timings_ms:
-            record["timing_ms"] = {**self.timings_ms, **timings_ms}
+        record = self.channel_view(timings_ms)
         record["event"] = self.event.to_dict()
         record["features"] = self.features
         record["scores"] = self.scores

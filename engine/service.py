@@ -18,6 +18,7 @@ from engine.pipeline import DecisionPolicy, decide
 from engine.rules import RuleSet
 from engine.scoring import Scorer
 from engine.settings import Settings
+from engine.state import Snapshot
 from engine.store import Recorded, StateStore
 
 
@@ -55,40 +56,54 @@ class DecisionService:
         t0 = time.perf_counter()
         snapshots = await self.store.ingest(events)
         t1 = time.perf_counter()
-        outcomes: list[Outcome] = []
-        to_record: list[Recorded] = []
-        first_in_batch: dict[tuple[str, str], Outcome] = {}
-        for event, snap in zip(events, snapshots, strict=True):
-            key = (event.channel, event.event_id)
-            if key in first_in_batch:  # the same event twice in one batch
-                outcomes.append(_replay(event, first_in_batch[key].body))
-                continue
-            if snap.stored_decision is not None:
-                outcome = _replay(event, snap.stored_decision)
-            else:
-                decision = decide(event, snap, self.rules, self.scorer, self.policy)
-                body = decision.channel_bytes()
-                outcome = Outcome(event, body, decision)
-                to_record.append(Recorded(decision, body))
-            first_in_batch[key] = outcome
-            outcomes.append(outcome)
+        results = self._decide_each(events, snapshots)
         t2 = time.perf_counter()
-        await self.store.record(to_record)
+        stage = {"state_ms": round((t1 - t0) * 1000, 3), "decide_ms": round((t2 - t1) * 1000, 3)}
+        bodies = {k: r if isinstance(r, bytes) else r.channel_bytes(stage) for k, r in results.items()}
+        fresh = [Recorded(r, bodies[k]) for k, r in results.items() if isinstance(r, Decision)]
         t3 = time.perf_counter()
+        await self.store.record(fresh)
+        t4 = time.perf_counter()
         if self.metrics is not None:
             m = self.metrics
             m.batch_size.observe(len(events))
             m.stage_latency.labels("state").observe(t1 - t0)
             m.stage_latency.labels("decide").observe(t2 - t1)
-            m.stage_latency.labels("record").observe(t3 - t2)
-        timings = {
-            "state_ms": round((t1 - t0) * 1000, 3),
-            "decide_ms": round((t2 - t1) * 1000, 3),
-            "record_ms": round((t3 - t2) * 1000, 3),
-            "batch": float(len(events)),
-        }
-        return [Outcome(o.event, o.body, o.decision, o.replayed, timings) for o in outcomes]
+            m.stage_latency.labels("record").observe(t4 - t3)
+        timings = {**stage, "record_ms": round((t4 - t3) * 1000, 3), "batch": float(len(events))}
+        return _outcomes(events, results, bodies, timings)
+
+    def _decide_each(
+        self, events: Sequence[Event], snapshots: Sequence[Snapshot]
+    ) -> dict[tuple[str, str], Decision | bytes]:
+        """Per distinct (channel, event_id): a fresh decision, or the body stored for a repeat."""
+        results: dict[tuple[str, str], Decision | bytes] = {}
+        for event, snap in zip(events, snapshots, strict=True):
+            key = (event.channel, event.event_id)
+            if key in results:  # the same event twice in one batch is decided once
+                continue
+            if snap.stored_decision is not None:
+                results[key] = snap.stored_decision
+            else:
+                results[key] = decide(event, snap, self.rules, self.scorer, self.policy)
+        return results
 
 
-def _replay(event: Event, body: bytes) -> Outcome:
-    return Outcome(event, body, None, replayed=True)
+def _outcomes(
+    events: Sequence[Event],
+    results: dict[tuple[str, str], Decision | bytes],
+    bodies: dict[tuple[str, str], bytes],
+    timings: dict[str, float],
+) -> list[Outcome]:
+    """One outcome per input event; only the first copy of a fresh decision carries it."""
+    outcomes: list[Outcome] = []
+    seen: set[tuple[str, str]] = set()
+    for event in events:
+        key = (event.channel, event.event_id)
+        result = results[key]
+        if key in seen or isinstance(result, bytes):
+            outcomes.append(Outcome(event, bodies[key], None, replayed=True, timings_ms=timings))
+        else:
+            outcomes.append(Outcome(event, bodies[key], result, timings_ms=timings))
+        seen.add(key)
+    return outcomes
