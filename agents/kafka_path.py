@@ -74,13 +74,17 @@ class KafkaPath:
         try:
             outcome = await self._outcome(ev, fut)
             deliveries = await self._publish(outcome)
-            await asyncio.gather(*deliveries)
-            event.ack()
+            # Latency is what the channel sees: until its decision record is delivered.
+            # The audit and alert records ride the bulk producer's linger; the offset is
+            # committed only once they are delivered too.
+            await deliveries[0]
             m = self.rt.metrics
-            m.events.labels("kafka", ev.channel, ev.type, "replayed" if outcome.replayed else "decided").inc()
             stamp = event.message.timestamp
             if stamp:
                 m.decision_latency.labels("kafka").observe(max(time.time() - stamp, 0.0))
+            await asyncio.gather(*deliveries[1:])
+            event.ack()
+            m.events.labels("kafka", ev.channel, ev.type, "replayed" if outcome.replayed else "decided").inc()
         except Exception as exc:
             log.exception("decision for event %s failed; sending it to the DLQ", ev.event_id)
             await self._dead_letter(event, raw, EventError("internal_error", f"{type(exc).__name__}: {exc}"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=8.0, help="demo events/s")
     p.add_argument("--out", default="loadtest/results/soak.md")
     args = p.parse_args(argv)
+    # A plain kill must still stop the demo it started (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.with_suffix(".demo.log")
