@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 RATE ?= 500
 DURATION ?= 30
 
-.PHONY: install demo up test check lint typecheck unit integration bench loadtest clean
+.PHONY: bench-rules install demo up test check lint typecheck unit integration bench loadtest clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ integration: install
 
 bench: install
 	$(BIN)/python -m loadtest.bench --out BENCHMARKS.md
+	$(BIN)/python -m loadtest.rulebench --out BENCHMARKS.md
+
+bench-rules: install
+	$(BIN)/python -m loadtest.rulebench --out BENCHMARKS.md
 
 loadtest: install
 	$(BIN)/python -m loadtest.run --rate $(RATE) --duration $(DURATION)

@@ -65,7 +65,6 @@ def create_app(rt: Runtime) -> BeaconApp:
     @app.task
     async def start() -> None:
         await bulk.start()
-        rt.service.batcher.start()
         rt.readiness["broker"] = True
         while True:
             try:
@@ -75,11 +74,25 @@ def create_app(rt: Runtime) -> BeaconApp:
             except Exception as exc:  # noqa: BLE001
                 log.warning("waiting for Redis: %s", exc)
                 await asyncio.sleep(1.0)
+        # Decisions start once a rules version runs; until then HTTP answers 503 and
+        # Kafka records wait in the batcher's queue.
+        await rt.load_rules()
+        rt.service.batcher.start()
         # Start-up objects (modules, Faust's services, compiled rules) live for the whole
         # process: move them out of the collector's reach so full collections stay short.
         gc.collect()
         gc.freeze()
-        log.info("beacon ready: http://%s:%s  (metrics at /metrics)", s.http_host, s.http_port)
+        log.info(
+            "beacon ready: http://%s:%s  (metrics at /metrics), rules %s",
+            s.http_host,
+            s.http_port,
+            rt.rule_watch.active,
+        )
+
+    @app.task
+    async def watch_rules() -> None:
+        await rt.rule_watch.loaded.wait()
+        await rt.rule_watch.watch()
 
     async def flush(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # In-flight records finish and are acknowledged; bounded, so a dead Redis cannot

@@ -17,7 +17,8 @@ def register_views(app: faust.App, api: Api) -> None:
     class Decisions(View):
         async def post(self, request: Request) -> Response:
             body = await self.read_request_content(request)
-            return _respond(self, await api.post_decision(body))
+            explain = request.query.get("explain", "").lower() in ("1", "true", "yes")
+            return _respond(self, await api.post_decision(body, explain=explain))
 
     @app.page("/v1/customers/{customer_id}")
     class Customer(View):

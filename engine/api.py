@@ -19,7 +19,7 @@ from engine.batching import Overloaded
 from engine.errors import EventError, StoreError
 from engine.events import parse_event
 from engine.metrics import Metrics
-from engine.service import DecisionService
+from engine.service import DecisionService, Outcome
 
 JSON = "application/json"
 _CUSTOMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")
@@ -56,9 +56,12 @@ class Api:
     ready: Callable[[], dict[str, bool]]
     on_decision: Callable[[Any], None] = lambda outcome: None  # publishes audit + alerts
 
-    async def post_decision(self, body: bytes) -> Reply:
+    async def post_decision(self, body: bytes, explain: bool = False) -> Reply:
+        """Decide one event; ``explain`` adds the full explanation (``?explain=true``)."""
         started = time.perf_counter()
         settings = self.service.settings
+        if self.service.rules is None:  # still starting: no version loaded yet
+            return error(503, "not_ready", "rules are still loading; retry shortly", **{"Retry-After": "1"})
         try:
             event = parse_event(body, settings, time.time())
         except EventError as err:
@@ -88,7 +91,7 @@ class Api:
         ).inc()
         self.metrics.decision_latency.labels("http").observe(time.perf_counter() - started)
         headers = {"Beacon-Replayed": "true"} if outcome.replayed else {}
-        return Reply(200, outcome.body, headers)
+        return Reply(200, _explained(outcome) if explain else outcome.body, headers)
 
     async def get_customer(self, customer_id: str) -> Reply:
         if not _CUSTOMER.match(customer_id):
@@ -147,3 +150,13 @@ def validate_profile(data: Any) -> dict[str, Any]:
         if name in data and data[name] is not None and not isinstance(data[name], typ):
             raise EventError("wrong_type", f"{name} must be {typ.__name__}", name)
     return data
+
+
+def _explained(outcome: Outcome) -> bytes:
+    """The channel's body plus the full explanation (the stored body itself stays short)."""
+    view = orjson.loads(outcome.body)
+    if outcome.decision is not None:
+        view["explain"] = outcome.decision.explain()
+    else:
+        view["explain"] = {"note": "a repeated event: its decisions.audit record holds the explanation"}
+    return orjson.dumps(view)

@@ -81,7 +81,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine import commands
+    from engine import commands, rules_cli
 
     parser = argparse.ArgumentParser(prog="beacon", description="Beacon real-time decision engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("up", "start embedded Redis and broker (unless configured) and one worker", cmd_up)
     add("worker", "run one worker against configured Redis and broker", cmd_worker)
     commands.add_commands(sub, add)
+    rules_cli.add_commands(sub)
     return parser
 
 

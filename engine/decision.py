@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -46,6 +46,10 @@ class Alert:
     severity: str
     reason: str
     action: Verdict
+    typologies: tuple[str, ...] = ()
+    suppress_s: int = 0  # no second alert of this rule for the customer within this
+    values: dict[str, Any] = field(default_factory=dict)  # what the condition read
+    when: tuple[str, ...] = ()  # the condition's clauses, as written in the pack
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +58,7 @@ class Alert:
             "severity": self.severity,
             "reason": self.reason,
             "action": self.action,
+            "typologies": list(self.typologies),
         }
 
 
@@ -62,13 +67,22 @@ class Risk:
     score: float
     verdict: Verdict
     reasons: tuple[str, ...] = ()
+    typologies: tuple[dict[str, Any], ...] = ()  # {id, score, verdict} of those that scored
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": round(self.score, 6), "verdict": self.verdict, "reasons": list(self.reasons)}
+        return {
+            "score": round(self.score, 6),
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "typologies": list(self.typologies),
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """A decision. Before the commit step, ``actions`` are all ranked candidates; after
+    it, the ones shown (contact-policy caps applied), or the fallback."""
+
     decision_id: str
     event: Event
     actions: tuple[Action, ...]
@@ -78,6 +92,10 @@ class Decision:
     features: dict[str, Any]
     scores: dict[str, Any]
     degraded: bool = False
+    fallback: Action | None = None
+    max_actions: int = 3
+    dropped: tuple[Any, ...] = ()  # engine.rules.Dropped: candidates that did not make it
+    explanation: dict[str, Any] = field(default_factory=dict)  # rules that fired, with values
 
     def channel_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
         """What the channel system receives (HTTP body, ``decisions.<channel>``).
@@ -94,15 +112,33 @@ class Decision:
             "alerts": [a.to_dict() for a in self.alerts],
             "versions": self.versions,
             "degraded": self.degraded,
+            "dropped": [d.short() for d in self.dropped],
             "timing_ms": timings_ms or {},
         }
 
     def channel_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
         return orjson.dumps(self.channel_view(timings_ms))
 
+    def explain(self) -> dict[str, Any]:
+        """The full explanation: every candidate kept or dropped and why, with the values
+        the deciding condition read; every rule that fired with its values."""
+        return {
+            "kept": [
+                {"id": a.id, "kind": a.kind, "score": round(a.score, 6), "reasons": list(a.reasons)}
+                for a in self.actions
+            ],
+            "dropped": [d.to_dict() for d in self.dropped],
+            **self.explanation,
+        }
+
+    def explained_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
+        view = self.channel_view(timings_ms)
+        view["explain"] = self.explain()
+        return view
+
     def audit_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
-        """The full record on ``decisions.audit``: inputs, features, scores, reasons."""
-        record = self.channel_view(timings_ms)
+        """The full record on ``decisions.audit``: inputs, features, scores, explanation."""
+        record = self.explained_view(timings_ms)
         record["event"] = self.event.to_dict()
         record["features"] = self.features
         record["scores"] = self.scores
@@ -120,20 +156,19 @@ class Decision:
             ts=ev.ts,
             risk=self.risk.to_dict(),
             versions=self.versions,
+            conditions={"when": list(alert.when), "values": alert.values},
             evidence={k: self.features[k] for k in _EVIDENCE if k in self.features},
         )
         return orjson.dumps(body)
 
-    def summary(self) -> dict[str, Any]:
-        """What the customer's recent-decisions list keeps."""
+    def summary_head(self) -> dict[str, Any]:
+        """What the customer's recent-decisions list keeps (the commit adds actions, alerts)."""
         return {
             "decision_id": self.decision_id,
             "event_id": self.event.event_id,
             "ts": self.event.ts,
             "channel": self.event.channel,
-            "actions": [a.id for a in self.actions],
             "verdict": self.risk.verdict,
-            "alerts": [a.rule_id for a in self.alerts],
         }
 
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.events import Event
-from engine.state import WINDOWS, Snapshot
+from engine.state import MARKED, WINDOWS, Snapshot
 
 _EARTH_KM = 6371.0088
 _MIN_HISTORY = 3  # prior events of a type before an amount ratio means anything
@@ -41,7 +41,9 @@ def build_features(event: Event, snap: Snapshot) -> dict[str, Any]:
         f[f"n_{w.name}"] = total.count
         f[f"amt_{w.name}"] = total.amount
         f[f"n_{w.name}_channel"] = snap.tally(w.name, "ch:" + event.channel).count
-        f[f"n_{w.name}_type"] = snap.tally(w.name, "ty:" + event.type).count
+        by_type = snap.tally(w.name, "ty:" + event.type)
+        f[f"n_{w.name}_type"] = by_type.count
+        f[f"amt_{w.name}_type"] = by_type.amount
     f["amount_ratio_30d"] = _amount_ratio(event, snap)
     f.update(_device_features(event, snap))
     f.update(_movement_features(event, snap))
@@ -49,6 +51,10 @@ def build_features(event: Event, snap: Snapshot) -> dict[str, Any]:
     f["open_alerts"] = snap.open_alerts
     f["contacts_7d"] = len(snap.contacts)
     f["complaints_7d"] = snap.tally("7d", "ty:complaint").count
+    f["device_customers_24h"] = snap.device_customers_24h
+    for marked in MARKED:
+        at = snap.seen.get(marked)
+        f[f"secs_since_{marked}"] = round(max(event.ts - at, 0.0), 3) if at is not None else -1.0
     f.update(_profile_features(snap.profile))
     f["home_distance_km"] = _home_distance(event, snap.profile)
     return f
@@ -80,6 +86,7 @@ def _movement_features(event: Event, snap: Snapshot) -> dict[str, Any]:
     out: dict[str, Any] = {
         "seconds_since_last": -1.0,
         "channel_switch": 0,
+        "terminal_changed": 0,
         "distance_km": -1.0,
         "speed_kmh": -1.0,
     }
@@ -88,6 +95,9 @@ def _movement_features(event: Event, snap: Snapshot) -> dict[str, Any]:
     gap = max(event.ts - float(last["ts"]), 0.0)
     out["seconds_since_last"] = round(gap, 3)
     out["channel_switch"] = int(last.get("ch") != event.channel)
+    out["terminal_changed"] = int(
+        bool(event.terminal_id and last.get("term") and last["term"] != event.terminal_id)
+    )
     if event.geo is not None and "lat" in last:
         km = haversine_km(float(last["lat"]), float(last["lon"]), event.geo.lat, event.geo.lon)
         out["distance_km"] = round(km, 3)
@@ -129,3 +139,11 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * _EARTH_KM * math.asin(math.sqrt(a))
+
+
+def _feature_names() -> frozenset[str]:
+    sample = Event("x", "x", "atm", "login", 0.0, amount=1.0, device_id="d", terminal_id="t")
+    return frozenset(build_features(sample, Snapshot(windows={})))
+
+
+FEATURE_NAMES = _feature_names()  # what rules may read as state.<name>

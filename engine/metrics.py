@@ -82,6 +82,18 @@ class Metrics:
         )
         self.build = Info("beacon_build", "Build and content versions", registry=r)
         self.build.info({"version": __version__})
+        self.rules_reloads = Counter(
+            "beacon_rules_reloads_total", "Rule versions this worker switched to", registry=r
+        )
+        self.rules_reload_failures = Counter(
+            "beacon_rules_reload_failures_total",
+            "Rule versions refused because they did not compile; the running version stayed",
+            registry=r,
+        )
+
+    def rules_version(self, version: str) -> None:
+        """The active rules version, as the ``rules`` label of ``beacon_build_info``."""
+        self.build.info({"version": __version__, "rules": version})
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,20 +1,23 @@
 """The decision function: (event, state snapshot) -> Decision. Pure: no I/O, no clock.
 
-Both paths (HTTP and Kafka) call :func:`decide`; adapters do everything else.
+Both paths (HTTP and Kafka) call :func:`decide`; adapters do everything else. The
+decision it returns ranks every candidate; the commit step (engine.commit) applies
+the contact-policy caps atomically in Redis and picks what is shown.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from engine import __version__
-from engine.arbitration import arbitrate
+from engine.arbitration import arbitrate, fallback_action
 from engine.decision import VERDICT_ORDER, Alert, Decision, Risk, Verdict, decision_id_for
 from engine.events import Event
 from engine.features import build_features
-from engine.rules import Fired, RuleSet
+from engine.rules import Fired, RuleOutcome, RuleSet
 from engine.scoring import Scorer, Scores
 from engine.state import Snapshot
 
@@ -28,15 +31,26 @@ class DecisionPolicy:
     max_actions: int = 3
 
 
+def evaluate_rules(
+    rules: RuleSet,
+    event: Event,
+    features: Mapping[str, Any],
+    profile: Mapping[str, Any],
+    scores: Mapping[str, Any],
+) -> RuleOutcome:
+    """Build the one CEL context of this event and evaluate every rule against it."""
+    raw_event = event.to_dict()
+    ctx = rules.evaluator.bind(raw_event, features, profile, scores, event.ts, event.channel)
+    sources = {"event": raw_event, "state": features, "profile": profile, "scores": scores}
+    return rules.evaluate(ctx, sources, event.channel, event.ts)
+
+
 def decide(event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer, policy: DecisionPolicy) -> Decision:
     features = build_features(event, snap)
     scores = scorer.score(features, tuple(o.id for o in rules.offers))
-    context = {"event": event, "features": features, "scores": scores.to_dict(), "profile": snap.profile}
-    outcome = rules.evaluate(context, event.channel)
-    risk = assess_risk(scores, outcome.fired, policy)
-    actions = arbitrate(
-        outcome.eligible, scores, risk, event.channel, snap.contacts, rules.fallbacks, policy.max_actions
-    )
+    outcome = evaluate_rules(rules, event, features, snap.profile, scores.to_dict())
+    risk = assess_risk(scores, outcome, policy)
+    ranked, suppressed = arbitrate(outcome.eligible, scores, risk, event.channel)
     versions: dict[str, Any] = {
         "engine": __version__,
         "rules": rules.version,
@@ -44,39 +58,75 @@ def decide(event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer, policy:
     }
     if outcome.errors:
         versions["rule_errors"] = list(outcome.errors)
+    in_typologies = {
+        f.rule.id: tuple(t.id for t in rules.typologies if f.rule.id in t.weights) for f in outcome.fired
+    }
     return Decision(
         decision_id=decision_id_for(event),
         event=event,
-        actions=actions,
+        actions=ranked,
         risk=risk,
-        alerts=tuple(_alert(event, f) for f in outcome.fired),
+        alerts=tuple(_alert(event, f, in_typologies[f.rule.id]) for f in outcome.fired),
         versions=versions,
         features=features,
         scores=scores.to_dict(),
+        fallback=fallback_action(rules.fallbacks, event.channel),
+        max_actions=policy.max_actions,
+        dropped=outcome.dropped + suppressed,
+        explanation={
+            "rules": [_fired_view(f) for f in outcome.fired],
+            "typologies": [t.to_dict() for t in outcome.typologies],
+        },
     )
 
 
-def assess_risk(scores: Scores, fired: tuple[Fired, ...], policy: DecisionPolicy) -> Risk:
-    """Combine the model's fraud score with the rules that fired into one verdict."""
+def assess_risk(scores: Scores, outcome: RuleOutcome, policy: DecisionPolicy) -> Risk:
+    """One verdict from the rules that fired, the typology scores and the fraud model."""
     verdict: Verdict = "allow"
     reasons: list[str] = []
-    rule_score = 0.0
-    for f in fired:
-        rule_score = 1 - (1 - rule_score) * (1 - f.rule.weight)
+    for f in outcome.fired:
         reasons.append(f"{f.rule.id}: {f.reason}")
-        if VERDICT_ORDER[f.rule.action] > VERDICT_ORDER[verdict]:
-            verdict = f.rule.action
-    score = max(scores.fraud, rule_score)
-    by_score: Verdict = (
-        "block" if score >= policy.risk_block else "step_up" if score >= policy.risk_step_up else "allow"
+        verdict = _worse(verdict, f.rule.action)
+    for t in outcome.typologies:
+        if VERDICT_ORDER[t.verdict] > VERDICT_ORDER["allow"]:
+            reasons.append(f"typology {t.id}: score {t.score:.2f} -> {t.verdict}")
+        verdict = _worse(verdict, t.verdict)
+    typology_score = max((t.score for t in outcome.typologies), default=0.0)
+    by_model: Verdict = (
+        "block"
+        if scores.fraud >= policy.risk_block
+        else "step_up"
+        if scores.fraud >= policy.risk_step_up
+        else "allow"
     )
-    if VERDICT_ORDER[by_score] > VERDICT_ORDER[verdict]:
-        verdict = by_score
-        reasons.append(f"fraud score {score:.2f}")
-    return Risk(score=round(score, 6), verdict=verdict, reasons=tuple(reasons))
+    if VERDICT_ORDER[by_model] > VERDICT_ORDER[verdict]:
+        reasons.append(f"fraud score {scores.fraud:.2f}")
+        verdict = by_model
+    return Risk(
+        score=round(max(scores.fraud, typology_score), 6),
+        verdict=verdict,
+        reasons=tuple(reasons),
+        typologies=tuple(t.to_dict() for t in outcome.typologies),
+    )
 
 
-def _alert(event: Event, fired: Fired) -> Alert:
+def _worse(a: Verdict, b: Verdict) -> Verdict:
+    return b if VERDICT_ORDER[b] > VERDICT_ORDER[a] else a
+
+
+def _fired_view(f: Fired) -> dict[str, Any]:
+    return {
+        "id": f.rule.id,
+        "name": f.rule.name,
+        "severity": f.rule.severity,
+        "action": f.rule.action,
+        "when": list(f.rule.when.sources),
+        "values": f.values,
+        "reason": f.reason,
+    }
+
+
+def _alert(event: Event, fired: Fired, typologies: tuple[str, ...]) -> Alert:
     # Ids sort by time, so the bounded per-customer inbox can drop the oldest first.
     digest = hashlib.blake2s(f"{event.channel}:{event.event_id}".encode(), digest_size=5).hexdigest()
     return Alert(
@@ -85,4 +135,8 @@ def _alert(event: Event, fired: Fired) -> Alert:
         severity=fired.rule.severity,
         reason=fired.reason,
         action=fired.rule.action,
+        typologies=typologies,
+        suppress_s=fired.rule.suppress_s,
+        values=fired.values,
+        when=fired.rule.when.sources,
     )

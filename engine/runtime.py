@@ -1,12 +1,17 @@
-"""Everything a worker process holds, built once from the settings."""
+"""Everything a worker process holds, built once from the settings.
+
+Building is synchronous and does no I/O; the rules come from Redis afterwards
+(:meth:`Runtime.load_rules`, awaited by the worker's start-up task before it reports
+ready), because Redis may not be reachable yet when the process starts.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine import __version__
-from engine.builtin_rules import builtin_rules
 from engine.metrics import Metrics
+from engine.rulestore import RuleStore
+from engine.rulewatch import RuleWatcher
 from engine.scoring import BuiltinScorer
 from engine.service import DecisionService
 from engine.settings import Settings
@@ -18,17 +23,21 @@ class Runtime:
     settings: Settings
     service: DecisionService
     metrics: Metrics
+    rule_watch: RuleWatcher
     readiness: dict[str, bool] = field(
         default_factory=lambda: {"redis": False, "broker": False, "rules": False}
     )
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics | None = None) -> Runtime:
-        store = StateStore(connect(settings), settings)
-        rules = builtin_rules()
+        client = connect(settings)
         metrics = metrics or Metrics()
-        service = DecisionService(settings, store, rules, BuiltinScorer(), metrics)
-        rt = cls(settings, service, metrics)
-        rt.readiness["rules"] = True
-        rt.metrics.build.info({"version": __version__, "rules": rules.version})
-        return rt
+        service = DecisionService(settings, StateStore(client, settings), None, BuiltinScorer(), metrics)
+        readiness = {"redis": False, "broker": False, "rules": False}
+        watch = RuleWatcher(RuleStore(client, settings.key_prefix), service, settings, metrics, readiness)
+        return cls(settings, service, metrics, watch, readiness)
+
+    async def load_rules(self) -> None:
+        """Load the current rules version (seeding Redis from ``rules_dir`` when empty);
+        returns once one runs, and only then is ``readiness["rules"]`` true."""
+        await self.rule_watch.load_initial()

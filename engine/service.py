@@ -10,8 +10,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from engine import commit
 from engine.batching import MicroBatcher
 from engine.decision import Decision
+from engine.errors import StoreError
 from engine.events import Event
 from engine.metrics import Metrics
 from engine.pipeline import DecisionPolicy, decide
@@ -19,7 +21,7 @@ from engine.rules import RuleSet
 from engine.scoring import Scorer
 from engine.settings import Settings
 from engine.state import Snapshot
-from engine.store import Recorded, StateStore
+from engine.store import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +40,15 @@ class DecisionService:
         self,
         settings: Settings,
         store: StateStore,
-        rules: RuleSet,
+        rules: RuleSet | None,
         scorer: Scorer,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.store = store
-        self.rules = rules
+        # None until the worker has loaded a version (engine/rulewatch.py swaps it later).
+        self.rules: RuleSet | None = rules
         self.scorer = scorer
         self.policy = DecisionPolicy(settings.risk_step_up, settings.risk_block, settings.max_actions)
         self.batcher: MicroBatcher[Event, Outcome] = MicroBatcher(
@@ -53,28 +56,36 @@ class DecisionService:
         )
 
     async def decide_batch(self, events: Sequence[Event]) -> list[Outcome]:
+        rules = self.rules  # one rule version for the whole batch, even across a swap
+        if rules is None:  # not reached: the worker starts the batcher after the rules
+            raise StoreError("rules are not loaded yet")
         t0 = time.perf_counter()
         snapshots = await self.store.ingest(events)
         t1 = time.perf_counter()
-        results = self._decide_each(events, snapshots)
+        results = self._decide_each(events, snapshots, rules)
         t2 = time.perf_counter()
         stage = {"state_ms": round((t1 - t0) * 1000, 3), "decide_ms": round((t2 - t1) * 1000, 3)}
-        bodies = {k: r if isinstance(r, bytes) else r.channel_bytes(stage) for k, r in results.items()}
-        fresh = [Recorded(r, bodies[k]) for k, r in results.items() if isinstance(r, Decision)]
+        fresh = [(k, r) for k, r in results.items() if isinstance(r, Decision)]
+        replies = await self.store.commit(
+            [d.event.customer_id for _, d in fresh],
+            [commit.payload(d, rules.offer_index, stage) for _, d in fresh],
+        )
         t3 = time.perf_counter()
-        await self.store.record(fresh)
-        t4 = time.perf_counter()
+        committed: dict[tuple[str, str], Decision | bytes] = dict(results)
+        bodies: dict[tuple[str, str], bytes] = {k: r for k, r in results.items() if isinstance(r, bytes)}
+        for (key, decision), reply in zip(fresh, replies, strict=True):
+            committed[key], bodies[key] = commit.apply(decision, reply)
         if self.metrics is not None:
             m = self.metrics
             m.batch_size.observe(len(events))
             m.stage_latency.labels("state").observe(t1 - t0)
             m.stage_latency.labels("decide").observe(t2 - t1)
-            m.stage_latency.labels("record").observe(t4 - t3)
-        timings = {**stage, "record_ms": round((t4 - t3) * 1000, 3), "batch": float(len(events))}
-        return _outcomes(events, results, bodies, timings)
+            m.stage_latency.labels("record").observe(t3 - t2)
+        timings = {**stage, "record_ms": round((t3 - t2) * 1000, 3), "batch": float(len(events))}
+        return _outcomes(events, committed, bodies, timings)
 
     def _decide_each(
-        self, events: Sequence[Event], snapshots: Sequence[Snapshot]
+        self, events: Sequence[Event], snapshots: Sequence[Snapshot], rules: RuleSet
     ) -> dict[tuple[str, str], Decision | bytes]:
         """Per distinct (channel, event_id): a fresh decision, or the body stored for a repeat."""
         results: dict[tuple[str, str], Decision | bytes] = {}
@@ -85,7 +96,7 @@ class DecisionService:
             if snap.stored_decision is not None:
                 results[key] = snap.stored_decision
             else:
-                results[key] = decide(event, snap, self.rules, self.scorer, self.policy)
+                results[key] = decide(event, snap, rules, self.scorer, self.policy)
         return results
 
 

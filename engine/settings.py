@@ -58,6 +58,8 @@ class Settings:
     app_id: str = "beacon"
     topic_prefix: str = ""
     key_prefix: str = "beacon"
+    rules_dir: str = ""  # rule packs seeded into Redis when none is published; "": the project's rules/
+    rules_poll_s: float = 2.0  # how often a worker checks for a newly published rule version
     # Contract of the interaction event.
     channels: tuple[str, ...] = DEFAULT_CHANNELS
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
@@ -129,6 +131,11 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.risk_step_up <= self.risk_block <= 1:
             raise ConfigError("need 0 < risk_step_up <= risk_block <= 1")
+
+    def rules_path(self) -> Path:
+        if self.rules_dir:
+            return Path(self.rules_dir)
+        return Path(__file__).resolve().parent.parent / "rules"
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name

@@ -44,6 +44,10 @@ WINDOWS: tuple[Window, ...] = (
     Window("30d", 86400, 30),
 )
 CONTACT_WINDOW_S = 7 * 86400
+# Event types whose last occurrence is kept per customer (``secs_since_<type>``), plus
+# ``new_device``, the last time a device was seen beside known ones.
+MARKED = ("login", "password_reset", "device_change", "pin_change", "complaint", "transfer",
+          "withdrawal", "offer_response", "new_device")  # fmt: skip
 _CENT = Decimal("0.01")
 
 
@@ -72,6 +76,8 @@ class Snapshot:
     contacts: tuple[tuple[str, float], ...] = ()  # (decision|action|channel, ts), last 7 d
     open_alerts: int = 0
     profile: dict[str, Any] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)  # marked type -> last ts, before this event
+    device_customers_24h: int = 0  # customers seen on this event's device in 24 h
     duplicate: bool = False
     stored_decision: bytes | None = None  # set when a repeat's decision was stored
 
@@ -96,6 +102,11 @@ def lua_payload(event: Event) -> bytes:
         out["term"] = event.terminal_id
     if event.geo is not None:
         out["lat"], out["lon"] = event.geo.lat, event.geo.lon
+    if event.type == "offer_response":
+        action, response = event.attributes.get("action_id"), event.attributes.get("response")
+        if isinstance(action, str) and isinstance(response, str):
+            out["act"], out["resp"] = action, response
+    out["cid"] = event.customer_id
     out["summary"] = orjson.dumps(event_summary(event)).decode()
     return orjson.dumps(out)
 
@@ -137,6 +148,8 @@ def snapshot_from_reply(reply: dict[str, Any], channel: str, etype: str) -> Snap
         contacts=tuple((str(contacts[i]), float(contacts[i + 1])) for i in range(0, len(contacts), 2)),
         open_alerts=int(reply.get("open_alerts") or 0),
         profile=orjson.loads(profile_raw) if profile_raw else {},
+        seen={str(k): float(v) for k, v in _as_map(facts.get("seen")).items()},
+        device_customers_24h=int(reply.get("dev_customers") or 0),
         duplicate=duplicate,
         stored_decision=stored_decision,
     )

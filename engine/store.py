@@ -7,7 +7,6 @@ touches one slot per customer and the layout works on Redis Cluster too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -15,12 +14,12 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from engine.decision import Decision
 from engine.errors import StoreError
 from engine.events import Event
 from engine.settings import Settings
 from engine.state import (
     CONTACT_WINDOW_S,
+    MARKED,
     WINDOWS,
     Snapshot,
     lua_payload,
@@ -29,18 +28,11 @@ from engine.state import (
 )
 
 _PIN_BOUND = 50
+_DEVICE_CUSTOMERS_BOUND = 100
 
 
 def _lua(name: str) -> str:
     return resources.files("engine").joinpath("lua", name).read_text()
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """What the record step stores for one decision."""
-
-    decision: Decision
-    body: bytes  # the channel view, returned verbatim to a repeated event
 
 
 def connect(settings: Settings) -> aioredis.Redis:
@@ -57,7 +49,7 @@ class StateStore:
         self._redis = client
         self._prefix = settings.key_prefix
         self._ingest = client.register_script(_lua("ingest.lua"))
-        self._record = client.register_script(_lua("record.lua"))
+        self._commit = client.register_script(_lua("commit.lua"))
         self._config = orjson.dumps(
             {
                 "windows": [[w.name, w.bucket_s, w.buckets] for w in WINDOWS],
@@ -72,6 +64,9 @@ class StateStore:
                 "contact_window": CONTACT_WINDOW_S,
                 "contact_history": settings.contact_history,
                 "open_alerts": settings.open_alerts,
+                "marked": list(MARKED),
+                "key_prefix": settings.key_prefix,
+                "device_customers": _DEVICE_CUSTOMERS_BOUND,
             }
         )
 
@@ -90,16 +85,17 @@ class StateStore:
             snapshot_from_reply(r, e.channel, e.type) for r, e in zip(orjson.loads(raw), events, strict=True)
         ]
 
-    async def record(self, items: Sequence[Recorded]) -> None:
-        """Store decisions (for repeats), history, contacts and alerts in one round trip."""
-        if not items:
-            return
-        keys = [self.key(i.decision.event.customer_id) for i in items]
-        args = [self._config, *(_record_payload(i) for i in items)]
+    async def commit(self, customer_ids: Sequence[str], payloads: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Apply caps and suppression, count impressions, store the decisions: one round trip."""
+        if not payloads:
+            return []
+        keys = [self.key(c) for c in customer_ids]
         try:
-            await self._record(keys=keys, args=args)
+            raw = await self._commit(keys=keys, args=[self._config, *payloads])
         except RedisError as exc:
-            raise StoreError(f"state record failed: {exc}") from exc
+            raise StoreError(f"decision commit failed: {exc}") from exc
+        replies: list[dict[str, Any]] = orjson.loads(raw)
+        return replies
 
     async def put_profile(self, customer_id: str, profile: dict[str, Any], ttl_s: int) -> None:
         try:
@@ -160,20 +156,3 @@ class StateStore:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _record_payload(item: Recorded) -> bytes:
-    d = item.decision
-    ev = d.event
-    contacts = [f"{d.decision_id}|{a.id}|{ev.channel}" for a in d.actions if a.kind != "fallback"]
-    alerts = {a.alert_id: d.alert_bytes(a).decode() for a in d.alerts}
-    return orjson.dumps(
-        {
-            "dd": f"{ev.channel}:{ev.event_id}",
-            "decision": item.body.decode(),
-            "summary": orjson.dumps(d.summary()).decode(),
-            "ts": ev.ts,
-            "contacts": contacts,
-            "alerts": alerts,
-        }
-    )

@@ -140,6 +140,7 @@ class Lab:
         from engine.runtime import Runtime
 
         rt = Runtime.build(isolated(self.base, tag=f"{self.tag}e{batch}"))
+        await rt.load_rules()  # seeds this isolated prefix from rules/
         service = rt.service
         events = self.events(n + 10 * batch, 1000.0)
         now = time.time() + 60.0

@@ -8,6 +8,8 @@
 -- touches for that event carries the same hash tag, so it is Redis Cluster safe.
 -- ARGV[1] is the config (JSON); ARGV[i+1] is event i (JSON).
 local cfg = cjson.decode(ARGV[1])
+cfg.marked_set = {}
+for _, ty in ipairs(cfg.marked) do cfg.marked_set[ty] = true end
 local results = {}
 
 local function hgetall_map(key)
@@ -91,7 +93,48 @@ local function prior_facts(p, ev)
     facts.device_known = redis.call('ZSCORE', p .. ':dev', ev.dev) ~= false
   end
   facts.devices = redis.call('ZCARD', p .. ':dev')
+  -- When each marked event type (and a new device) was last seen, before this event.
+  local seen = redis.call('HMGET', p .. ':seen', unpack(cfg.marked))
+  facts.seen = {}
+  for j, ty in ipairs(cfg.marked) do
+    if seen[j] then facts.seen[ty] = tonumber(seen[j]) end
+  end
   return facts
+end
+
+local function mark_seen(p, ev, facts)
+  local fields = {}
+  if cfg.marked_set[ev.ty] then
+    fields[#fields + 1] = ev.ty
+    fields[#fields + 1] = ev.ts
+  end
+  if ev.dev and facts.device_known == false and facts.devices > 0 then
+    fields[#fields + 1] = 'new_device'
+    fields[#fields + 1] = ev.ts
+  end
+  if #fields > 0 then
+    redis.call('HSET', p .. ':seen', unpack(fields))
+    redis.call('EXPIRE', p .. ':seen', cfg.state_ttl)
+  end
+  -- A declined offer starts its cool-down (the commit script reads this hash).
+  if ev.ty == 'offer_response' and ev.act and ev.resp == 'declined' then
+    redis.call('HSET', p .. ':declined', ev.act, ev.ts)
+    redis.call('EXPIRE', p .. ':declined', cfg.state_ttl)
+  end
+end
+
+-- Customers seen on a device in the last 24 hours (one device, many customers).
+-- The key is the device's own, outside the customer's slot: see README, Redis Cluster.
+local function device_customers(ev, update)
+  if not ev.dev then return 0 end
+  local k = cfg.key_prefix .. ':{dev:' .. ev.dev .. '}:customers'
+  if update then
+    redis.call('ZADD', k, ev.ts, ev.cid)
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', ev.ts - 86400)
+    redis.call('ZREMRANGEBYRANK', k, 0, -(cfg.device_customers + 1))
+    redis.call('EXPIRE', k, 2 * 86400)
+  end
+  return redis.call('ZCOUNT', k, ev.ts - 86400, '+inf')
 end
 
 local function update_state(p, ev)
@@ -173,8 +216,10 @@ for i, p in ipairs(KEYS) do
     local facts = prior_facts(p, ev)
     redis.call('SET', dd, cjson.encode({pending = 1, facts = facts}), 'EX', cfg.dedupe_ttl)
     update_state(p, ev)
+    mark_seen(p, ev, facts)
     res.facts = facts
   end
+  res.dev_customers = device_customers(ev, not stored)
   res.windows = window_summary(p, ev)
   res.profile = redis.call('GET', p .. ':profile')
   res.contact = contact_history(p, ev.ts)

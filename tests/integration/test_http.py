@@ -54,6 +54,25 @@ def test_decision_then_same_decision_on_repeat(http: httpx.Client) -> None:
     assert again.headers["Beacon-Replayed"] == "true"
 
 
+def test_explain_gives_every_candidate_and_rule_with_values(http: httpx.Client) -> None:
+    profile = {"income_band": "low", "products": ["current"], "kyc_risk": "low"}
+    assert http.put("/v1/customers/H8/profile", content=orjson.dumps(profile)).status_code == 200
+    short = http.post("/v1/decisions", content=orjson.dumps(event("h-8", customer_id="H8"))).json()
+    assert "explain" not in short and all({"id", "stage", "why"} == set(d) for d in short["dropped"])
+    gold = next(d for d in short["dropped"] if d["id"] == "credit_card_gold")
+    assert gold["stage"] == "eligibility"
+    body = orjson.dumps(event("h-8b", customer_id="H8", channel="atm", type="pin_failure", terminal_id="T8"))
+    for i in range(3):
+        full = http.post(
+            "/v1/decisions?explain=true", content=body.replace(b"h-8b", f"h-8b{i}".encode())
+        ).json()
+    explain = full["explain"]
+    assert {"kept", "dropped", "rules", "typologies"} <= set(explain)
+    fired = {r["id"]: r for r in explain["rules"]}
+    assert fired["pin_bruteforce"]["values"]["state.pin_failures_1h"] == 3
+    assert all("values" in d for d in explain["dropped"])
+
+
 def test_bad_event_is_400_with_code_and_field(http: httpx.Client) -> None:
     r = http.post("/v1/decisions", content=orjson.dumps(event("h-2", amount="lots")))
     assert r.status_code == 400
@@ -126,6 +145,7 @@ async def test_audit_record_and_alert_are_published(worker: WorkerProcess) -> No
     audits = [orjson.loads(v) for t, _, v, _ in out if t.endswith("decisions.audit") and b'"H7"' in v]
     alerts = [orjson.loads(v) for t, _, v, _ in out if t.endswith("risk.alerts") and b'"H7"' in v]
     assert {a["event_id"] for a in audits} == {"h-7-0", "h-7-1", "h-7-2"}
-    assert all({"features", "scores", "event", "versions"} <= set(a) for a in audits)
+    assert all({"features", "scores", "event", "versions", "explain"} <= set(a) for a in audits)
     assert [a["rule_id"] for a in alerts] == ["pin_bruteforce"]
+    assert alerts[0]["conditions"]["values"]["state.pin_failures_1h"] == 3 and alerts[0]["versions"]["rules"]
     assert alerts[0]["evidence"]["pin_failures_1h"] == 3 and alerts[0]["decision_id"]

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.builtin_rules import builtin_rules
 from engine.events import Event
 from engine.scoring import BuiltinScorer
 from engine.service import DecisionService
@@ -15,6 +14,7 @@ from engine.settings import Settings
 from engine.state import Tally
 from engine.store import StateStore, connect
 from tests.helpers import isolated
+from tests.unit.rulefixture import fixture_rules
 
 pytestmark = pytest.mark.integration
 T0 = time.time() - 20 * 86400  # windows run on event time; start well in the past
@@ -24,7 +24,7 @@ T0 = time.time() - 20 * 86400  # windows run on event time; start well in the pa
 async def service(infra: Settings) -> AsyncIterator[DecisionService]:
     settings = isolated(infra, max_event_age_s=40 * 86400.0)
     client = connect(settings)
-    yield DecisionService(settings, StateStore(client, settings), builtin_rules(), BuiltinScorer())
+    yield DecisionService(settings, StateStore(client, settings), fixture_rules(), BuiltinScorer())
     await client.aclose()
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 from engine.api import Api
-from engine.builtin_rules import builtin_rules
 from engine.errors import StoreError
 from engine.events import Event
 from engine.metrics import Metrics
@@ -17,6 +17,7 @@ from engine.scoring import BuiltinScorer
 from engine.service import DecisionService
 from engine.settings import Settings
 from engine.state import Snapshot
+from tests.unit.rulefixture import fixture_rules
 
 
 class FakeStore:
@@ -28,13 +29,24 @@ class FakeStore:
             raise StoreError("redis down")
         return [Snapshot(windows={}) for _ in events]
 
-    async def record(self, items: Sequence[object]) -> None:
-        return None
+    async def commit(self, customer_ids: Sequence[str], payloads: Sequence[bytes]) -> list[dict[str, Any]]:
+        # No caps, no suppression: the first candidates, as the commit script would pick.
+        replies = []
+        for raw in payloads:
+            p = orjson.loads(raw)
+            picked = list(range(min(p["max"], len(p["cands"]))))
+            frags = [p["cands"][i]["frag"] for i in picked] or [p["fallback"]["frag"]]
+            alerts = ",".join(a["frag"] for a in p["alerts"])
+            body = f"{p['head']}[{','.join(frags)}]{p['mid']}[{alerts}]{p['mid2']}[{p['dropped']}]{p['tail']}"
+            replies.append(
+                {"body": body, "picked": picked, "capped": [], "alerts": list(range(len(p["alerts"])))}
+            )
+        return replies
 
 
 def api_with(store: FakeStore, **settings: object) -> Api:
     s = Settings.build(env={}, **settings)
-    service = DecisionService(s, store, builtin_rules(), BuiltinScorer())  # type: ignore[arg-type]
+    service = DecisionService(s, store, fixture_rules(), BuiltinScorer())  # type: ignore[arg-type]
     return Api(service, Metrics(), lambda: {"redis": True, "broker": False, "rules": True})
 
 

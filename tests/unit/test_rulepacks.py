@@ -1,138 +1,146 @@
-"""Rule packs in rules/: they load, bad packs are refused with file/rule/problem, and the
-shipped packs decide exactly like the built-in rule set they will replace."""
+"""Rule packs: the shipped bundle loads and passes its own cases; bad packs are refused
+with a message naming the file, the rule and the problem; runtime errors are contained."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from engine.builtin_rules import builtin_rules
-from engine.events import Event, Geo
-from engine.features import build_features
-from engine.rulepack import RulePackError, cel_context, load_packs, parse_pack
-from engine.rules import RuleSet
+from engine.events import Event
+from engine.pipeline import DecisionPolicy, decide
+from engine.rulebook import load, run_cases
+from engine.rulepack import RulePackError, bundle_digest, read_bundle
 from engine.scoring import BuiltinScorer
 from engine.settings import Settings
-from engine.state import Snapshot, Tally
+from engine.state import Snapshot
+from tests.unit.rulefixture import CHANNELS, OFFERS, RISK
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
-CHANNELS = frozenset(Settings().channels)
-FEATURES = frozenset(build_features(Event("e", "c", "atm", "login", 0.0), Snapshot(windows={})))
+FALLBACKS = (
+    "fallbacks: {atm: {id: a}, internet: {id: i}, mobile: {id: m}, branch: {id: b}, call_centre: {id: c}}\n"
+)
 
 
-def test_shipped_packs_load() -> None:
-    packs = load_packs(RULES_DIR, CHANNELS, FEATURES)
-    assert len(packs.risk_rules) == 5 and len(packs.offers) == 5 and "atm" in packs.fallbacks
+def test_shipped_bundle_loads_and_passes_its_own_cases() -> None:
+    s = Settings()
+    compiled = load(read_bundle(RULES_DIR), frozenset(s.channels), "shipped", s.event_types)
+    assert len(compiled.rules.risk_rules) >= 5 and len(compiled.rules.offers) >= 5
+    results = run_cases(compiled)
+    assert results, "the shipped packs carry test cases"
+    failing = [(r.file, r.name, r.problems) for r in results if not r.passed]
+    assert failing == []
+
+
+def _refused(files: dict[str, str]) -> str:
+    with pytest.raises(RulePackError) as info:
+        load(files, CHANNELS, "v")
+    return str(info.value)
+
+
+def _risk(rule: str) -> dict[str, str]:
+    return {"bad.yaml": "kind: risk\nrules:\n  - " + rule}
 
 
 @pytest.mark.parametrize(
-    ("pack", "message"),
+    ("rule", "message"),
     [
-        ("kind: risk\nrules:\n  - {id: a, severity: high, when: 'features.amount >', action: block}",
-         "bad.yaml: rule a: condition does not compile"),
-        ("kind: risk\nrules:\n  - {id: a, severity: high, when: 'balance > 1', action: block}",
-         "bad.yaml: rule a: unknown variable(s) balance"),
-        ("kind: risk\nrules:\n  - {id: a, severity: high, when: 'features.balance > 1', action: block}",
-         "bad.yaml: rule a: unknown feature(s) balance"),
-        ("kind: risk\nrules:\n  - {id: a, severity: huge, when: 'true', action: block}",
-         "bad.yaml: rule a: severity must be one of"),
-        ("kind: risk\nrules:\n  - {id: a, severity: low, when: 'true', action: shout}",
-         "bad.yaml: rule a: action must be one of"),
-        ("kind: risk\nrules:\n  - {id: a, severity: low, when: 'true', action: block}\n"
-         "  - {id: a, severity: low, when: 'true', action: block}", "bad.yaml: rule a: duplicate id"),
-        ("kind: offers\noffers:\n  - {id: o, kind: offer, channels: [atm, mobile], treatments: {atm: x},"
-         " eligible: 'true'}", "bad.yaml: rule o: missing treatment for channel(s) mobile"),
-        ("kind: offers\noffers:\n  - {id: o, kind: offer, channels: [fax], treatments: {fax: x},"
-         " eligible: 'true'}",
-         "bad.yaml: rule o: channels must be"),
-        ("kind: risk\nrules:\n  - {id: a, severity: low, when: 'true', action: block, colour: red}",
+        ("{id: a, severity: high, when: 'state.amount >', action: block}",
+         "bad.yaml: rule a: `when` does not compile"),
+        ("{id: a, severity: high, when: 'balance > 1', action: block}",
+         "bad.yaml: rule a: `when`: unknown variable(s) balance"),
+        ("{id: a, severity: high, when: 'state.pin_failurs_1h > 1', action: block}",
+         "bad.yaml: rule a: `when`: unknown field state.pin_failurs_1h (did you mean state.pin_failures_1h?)"),
+        ("{id: a, severity: huge, when: 'true', action: block}",
+         "bad.yaml: rule a: severity must be one of low, medium, high, critical (got 'huge')"),
+        ("{id: a, severity: low, when: 'true', action: shout}", "bad.yaml: rule a: action must be one of"),
+        ("{id: a, severity: low, when: 'true', action: block, colour: red}",
          "bad.yaml: rule a: unknown key(s) colour"),
-        ("kind: sideways", "bad.yaml: a pack is a mapping"),
-        ("kind: risk\nrules: [\n", "bad.yaml: not valid YAML"),
+        ("{id: a, severity: low, when: 'true', action: block, suppress: soon}",
+         "bad.yaml: rule a: `suppress`: 'soon' is not a duration"),
+        ("{id: a, severity: low, when: 'event.amount * 2 > 100.0', action: block}",
+         "bad.yaml: rule a: `when` fails on a sample"),
+        ("{id: a, severity: low, when: 'in_list(\"nope\", event.terminal_id)', action: block}",
+         "bad.yaml: rule a: `when`: unknown list 'nope'"),
+        ("{id: a, severity: low, when: 'true', action: block, reason: '{state.nope}'}",
+         "bad.yaml: rule a: `reason`: unknown field state.nope"),
+        ("{id: Bad-Id, severity: low, when: 'true', action: block}", "bad.yaml: every entry of `rules` needs an id"),
     ],
 )  # fmt: skip
-def test_bad_packs_are_refused_with_file_rule_and_problem(pack: str, message: str) -> None:
-    with pytest.raises(RulePackError) as info:
-        parse_pack(pack, "bad.yaml", CHANNELS, FEATURES)
-    assert str(info.value).startswith(message)
+def test_bad_risk_rules_are_refused_with_file_rule_and_problem(rule: str, message: str) -> None:
+    assert _refused(_risk(rule)).startswith(message)
 
 
-def test_duplicate_ids_across_files(tmp_path: Path) -> None:
-    rule = "kind: risk\nrules:\n  - {id: a, severity: low, when: 'true', action: review}\n"
-    (tmp_path / "one.yaml").write_text(rule)
-    (tmp_path / "two.yaml").write_text(rule)
-    with pytest.raises(RulePackError, match=r"two\.yaml: rule a: duplicate id \(also in one\.yaml\)"):
-        load_packs(tmp_path, CHANNELS, FEATURES)
+@pytest.mark.parametrize(
+    ("offer", "message"),
+    [
+        ("{id: o, kind: offer, channels: [atm, mobile], treatments: {atm: x}}",
+         "bad.yaml: rule o: missing treatment for channel(s) mobile"),
+        ("{id: o, kind: offer, channels: [fax], treatments: {fax: x}}", "bad.yaml: rule o: channels must be"),
+        ("{id: o, kind: gift, channels: [atm], treatments: {atm: x}}", "bad.yaml: rule o: kind must be one of"),
+        ("{id: o, kind: offer, channels: [atm], treatments: {atm: x}, contact: {max: 0}}",
+         "bad.yaml: rule o: `per_offer`: max must be a whole number >= 1"),
+        ("{id: o, kind: offer, channels: [atm], treatments: {atm: x}, contact: {max: 1, window: 30d}}",
+         "bad.yaml: rule o: `per_offer`: max must be a whole number >= 1 and window at most 7d"),
+        ("{id: o, kind: offer, channels: [atm], treatments: {atm: x}, valid: {from: 2027-01-01, until: 2026-01-01}}",
+         "bad.yaml: rule o: `valid`: until must be after from"),
+        ("{id: o, kind: offer, channels: [atm], treatments: {atm: x}, eligible: 'true'}",
+         "bad.yaml: rule o: unknown key(s) eligible (did you mean eligibility?)"),
+        ("{id: o, kind: offer, channels: [atm], treatments: {atm: x}, levers: {a: -1}}",
+         "bad.yaml: rule o: value and every lever must be non-negative numbers"),
+    ],
+)  # fmt: skip
+def test_bad_offers_are_refused_with_file_rule_and_problem(offer: str, message: str) -> None:
+    assert _refused({"bad.yaml": "kind: offers\n" + FALLBACKS + "offers:\n  - " + offer}).startswith(message)
 
 
-def test_comprehension_variables_and_lists_are_allowed() -> None:
-    pack = parse_pack(
-        "kind: risk\nlists: {watch_terminals: [T1]}\nrules:\n"
-        "  - {id: w, severity: low, action: review,"
-        " when: 'lists.watch_terminals.exists(t, t == event.terminal_id)'}",
-        "w.yaml", CHANNELS, FEATURES,
-    )  # fmt: skip
-    ctx = cel_context({"terminal_id": "T1"}, {}, {}, {}, "atm", pack.lists)
-    assert pack.risk_rules[0].condition(ctx)
+def test_bundle_level_problems() -> None:
+    rule = "{id: a, severity: low, when: 'true', action: review}"
+    both = {"one.yaml": "kind: risk\nrules:\n  - " + rule, "two.yaml": "kind: risk\nrules:\n  - " + rule}
+    assert _refused(both) == "two.yaml: rule a: duplicate id (also in one.yaml)"
+    no_fallback = {
+        "o.yaml": "kind: offers\noffers:\n  - {id: o, kind: offer, channels: [atm], treatments: {atm: x}}"
+    }
+    assert _refused(no_fallback).startswith("offers: no fallback for channel(s)")
+    typo = {
+        "t.yaml": "kind: risk\nrules:\n  - "
+        + rule
+        + "\ntypologies:\n  - {id: t, rules: {b: 0.5}, review: 0.5}"
+    }
+    assert _refused(typo) == "t.yaml: typology t: unknown rule(s) b"
+    assert _refused({"x.yaml": "kind: sideways"}).startswith("x.yaml: a pack is a mapping")
+    assert _refused({"x.yaml": "kind: risk\nrules: [\n"}).startswith("x.yaml: not valid YAML")
 
 
-CHURNING = "8"  # the case whose churn score is set high, as a churn model would
+def test_digest_depends_on_content_only() -> None:
+    a = {"risk.yaml": RISK, "offers.yaml": OFFERS}
+    assert bundle_digest(a) == bundle_digest(dict(reversed(a.items())))
+    assert bundle_digest(a) != bundle_digest({**a, "risk.yaml": RISK + "\n"})
 
 
-def _scores(event: Event, features: dict[str, object], offer_ids: tuple[str, ...]) -> dict[str, object]:
-    scores = BuiltinScorer().score(features, offer_ids).to_dict()
-    if event.event_id == CHURNING:
-        scores["churn"] = 0.8
-    return scores
+def test_a_rule_failing_at_run_time_is_reported_not_fatal() -> None:
+    files = _risk(
+        "{id: odd, severity: low, action: review, when: 'event.attributes.x != null && event.attributes.x > 1.0'}"
+    )
+    rules = load(files, CHANNELS, "v").rules  # passes the dry run: the attribute is null there
+    ev = Event("e", "c", "atm", "login", 0.0, attributes={"x": "text"})
+    d = decide(ev, Snapshot(windows={}), rules, BuiltinScorer(), DecisionPolicy())
+    assert d.alerts == () and d.versions["rule_errors"][0].startswith("odd: ")
 
 
-def _cases() -> list[tuple[Event, Snapshot]]:
-    ts = time.time()
-    rich = {"income_band": "high", "products": ["current"], "kyc_risk": "low"}
-    return [
-        (Event("1", "c", "atm", "pin_failure", ts), Snapshot(windows={}, pin_failures_1h=4)),
-        (Event("2", "c", "internet", "transfer", ts, amount=5000.0, device_id="x"),
-         Snapshot(windows={}, device_known=False, devices=2)),
-        (Event("3", "c", "atm", "withdrawal", ts, amount=900.0, geo=Geo(40.7, -74.0)),
-         Snapshot(windows={"10m": {"ty:withdrawal": Tally(5, 1000)},
-                           "30d": {"ty:withdrawal": Tally(10, 180000)}},
-                  last={"ts": str(ts - 600), "ch": "atm", "lat": "51.5", "lon": "-0.1"})),
-        (Event("4", "c", "internet", "login", ts), Snapshot(windows={}, profile=rich)),
-        (Event("5", "c", "mobile", "complaint", ts),
-         Snapshot(windows={"7d": {"ty:complaint": Tally(1, 0)}}, profile=rich)),
-        (Event("6", "c", "atm", "balance_inquiry", ts),
-         Snapshot(windows={"30d": {"ty:balance_inquiry": Tally(4, 0)}})),
-        (Event("7", "c", "mobile", "login", ts),
-         Snapshot(windows={"30d": {"all": Tally(1, 0)}}, open_alerts=1)),
-        (Event("8", "c", "mobile", "deposit", ts), Snapshot(windows={"30d": {"all": Tally(1, 0)}})),
-    ]  # fmt: skip
+def test_comprehensions_may_bind_their_own_names() -> None:
+    files = _risk("{id: w, severity: low, action: review, when: 'profile.products.exists(p, p == \"loan\")'}")
+    rules = load(files, CHANNELS, "v").rules
+    d = decide(Event("e", "c", "atm", "login", 0.0), Snapshot(windows={}, profile={"products": ["loan"]}),
+               rules, BuiltinScorer(), DecisionPolicy())  # fmt: skip
+    assert [a.rule_id for a in d.alerts] == ["w"]
 
 
-@pytest.mark.parametrize(("event", "snap"), _cases())
-def test_packs_decide_like_the_builtin_rules(event: Event, snap: Snapshot) -> None:
-    packs = load_packs(RULES_DIR, CHANNELS, FEATURES)
-    from_packs = RuleSet("packs", packs.risk_rules, packs.offers, packs.fallbacks)
-    builtin = builtin_rules()
-    features = build_features(event, snap)
-    scores = _scores(event, features, tuple(o.id for o in builtin.offers))
-    plain = {"event": event, "features": features, "scores": scores, "profile": snap.profile}
-    ctx = cel_context(event.to_dict(), features, scores, snap.profile, event.channel, packs.lists)
-    want = builtin.evaluate(plain, event.channel)
-    got = from_packs.evaluate(ctx | {"features": features}, event.channel)
-    assert not got.errors and not want.errors
-    assert [f.rule.id for f in got.fired] == [f.rule.id for f in want.fired]
-    assert [f.reason for f in got.fired] == [f.reason for f in want.fired]
-    assert [o.id for o in got.eligible] == [o.id for o in want.eligible]
-
-
-def test_equivalence_cases_cover_every_rule_and_offer() -> None:
-    builtin = builtin_rules()
-    fired: set[str] = set()
-    for event, snap in _cases():
-        features = build_features(event, snap)
-        scores = _scores(event, features, ())
-        out = builtin.evaluate({"event": event, "features": features, "scores": scores}, event.channel)
-        fired |= {f.rule.id for f in out.fired} | {o.id for o in out.eligible}
-    assert fired == {r.id for r in builtin.risk_rules} | {o.id for o in builtin.offers}
+def test_failing_case_is_reported_with_what_was_expected() -> None:
+    files = _risk(
+        "{id: a, severity: low, when: 'event.amount > 10.0', action: review}\n"
+        "tests:\n  - name: big\n    event: {amount: 5.0}\n    expect: {fires: [a], verdict: review}"
+    )
+    [result] = run_cases(load(files, CHANNELS, "v"))
+    assert not result.passed
+    assert result.problems == ("expected a to be fired", "expected verdict review, got allow")

@@ -1,0 +1,152 @@
+-- Beacon commit: after decisions are made, for each one atomically
+--   1. pick the actions to show: the ranked candidates in order, skipping any that
+--      would break a contact-policy cap (per offer, per channel, overall, cool-down
+--      after a decline, global daily cap per offer), up to max; the fallback if none;
+--   2. raise each alert unless the same rule alerted this customer within its
+--      suppression window;
+--   3. count the impressions, store the final decision (so a repeated event gets the
+--      same answer) and append it to the customer's bounded history.
+-- Counters live in Redis beside the rolling state, so two workers never overshoot.
+-- KEYS[i] is the customer's key prefix; ARGV[1] the config (JSON); ARGV[i+1] decision i:
+--   {dd, did, ts, ch, day, max, head, mid, mid2, tail, dropped, sumhead, fallback={id,frag},
+--    cands=[{id, frag, caps=[[kind,max,window,label]...], cool, daily}],
+--    alerts=[{id, rule, frag, inbox, sup}]}
+-- Returns, per decision, {body, picked=[index...], capped=[[index, why]...], alerts=[index...]}.
+local cfg = cjson.decode(ARGV[1])
+local out = {}
+
+local function contact_counts(p, r)
+  -- Impressions in the longest cap window: member is decision|action|channel.
+  local widest = 0
+  for _, c in ipairs(r.cands) do
+    for _, cap in ipairs(c.caps) do
+      if cap[3] > widest then widest = cap[3] end
+    end
+  end
+  local seen = {}
+  if widest > 0 then
+    local flat = redis.call('ZRANGEBYSCORE', p .. ':contact', r.ts - widest, '+inf', 'WITHSCORES')
+    for j = 1, #flat, 2 do
+      local _, _, act, ch = string.find(flat[j], '^[^|]*|([^|]*)|(.*)$')
+      seen[#seen + 1] = {act, ch, tonumber(flat[j + 1])}
+    end
+  end
+  return seen
+end
+
+local function count(seen, r, kind, window, id)
+  local n = 0
+  for _, s in ipairs(seen) do
+    if s[3] > r.ts - window then
+      if kind == 'overall' or (kind == 'offer' and s[1] == id) or (kind == 'channel' and s[2] == r.ch) then
+        n = n + 1
+      end
+    end
+  end
+  return n
+end
+
+-- Why a candidate cannot be shown now, or nil.
+local function capped(p, r, c, seen)
+  for _, cap in ipairs(c.caps) do
+    if count(seen, r, cap[1], cap[3], c.id) >= cap[2] then
+      return cap[1] .. ' cap reached: at most ' .. cap[4]
+    end
+  end
+  if c.cool > 0 then
+    local declined = tonumber(redis.call('HGET', p .. ':declined', c.id))
+    if declined and r.ts - declined < c.cool then
+      return 'declined ' .. math.floor((r.ts - declined) / 3600) .. ' h ago; cool-down not over'
+    end
+  end
+  if c.daily > 0 then
+    local shown = tonumber(redis.call('HGET', cfg.key_prefix .. ':caps:' .. r.day, c.id)) or 0
+    if shown >= c.daily then
+      return 'daily cap reached: ' .. c.daily .. ' impressions today'
+    end
+  end
+  return nil
+end
+
+local function pick(p, r)
+  local seen = contact_counts(p, r)
+  local picked, capped_out, frags, ids = {}, {}, {}, {}
+  for i, c in ipairs(r.cands) do
+    if #picked >= r.max then break end
+    local why = capped(p, r, c, seen)
+    if why then
+      capped_out[#capped_out + 1] = {i - 1, why}
+    else
+      picked[#picked + 1] = i - 1
+      frags[#frags + 1] = c.frag
+      ids[#ids + 1] = '"' .. c.id .. '"'
+      seen[#seen + 1] = {c.id, r.ch, r.ts}  -- shown together counts too
+      redis.call('ZADD', p .. ':contact', r.ts, r.did .. '|' .. c.id .. '|' .. r.ch)
+      if c.daily > 0 then
+        local k = cfg.key_prefix .. ':caps:' .. r.day
+        redis.call('HINCRBY', k, c.id, 1)
+        redis.call('EXPIRE', k, 3 * 86400)
+      end
+    end
+  end
+  if #picked > 0 then
+    local ch = p .. ':contact'
+    redis.call('ZREMRANGEBYSCORE', ch, '-inf', r.ts - cfg.contact_window)
+    redis.call('ZREMRANGEBYRANK', ch, 0, -(cfg.contact_history + 1))
+    redis.call('EXPIRE', ch, cfg.state_ttl)
+  else
+    frags[1] = r.fallback.frag
+    ids[1] = '"' .. r.fallback.id .. '"'
+  end
+  return picked, capped_out, frags, ids
+end
+
+local function raise_alerts(p, r)
+  local raised, frags, rules = {}, {}, {}
+  local inbox = p .. ':alerts'
+  for i, a in ipairs(r.alerts) do
+    local fresh = true
+    if a.sup > 0 then
+      fresh = redis.call('SET', p .. ':sup:' .. a.rule, a.id, 'NX', 'EX', a.sup) ~= false
+    end
+    if fresh then
+      raised[#raised + 1] = i - 1
+      frags[#frags + 1] = a.frag
+      rules[#rules + 1] = '"' .. a.rule .. '"'
+      redis.call('HSET', inbox, a.id, a.inbox)
+    end
+  end
+  if #raised > 0 then
+    -- Bound the inbox per customer: drop the oldest ids (ids sort by time).
+    local n = redis.call('HLEN', inbox)
+    if n > cfg.open_alerts then
+      local all = redis.call('HKEYS', inbox)
+      table.sort(all)
+      for j = 1, n - cfg.open_alerts do redis.call('HDEL', inbox, all[j]) end
+    end
+    redis.call('EXPIRE', inbox, cfg.state_ttl)
+  end
+  return raised, frags, rules
+end
+
+for i, p in ipairs(KEYS) do
+  local r = cjson.decode(ARGV[i + 1])
+  local picked, capped_out, action_frags, action_ids = pick(p, r)
+  local raised, alert_frags, alert_rules = raise_alerts(p, r)
+  local dropped = r.dropped
+  for _, c in ipairs(capped_out) do
+    local d = '{"id":"' .. r.cands[c[1] + 1].id .. '","stage":"contact_policy","why":"' .. c[2] .. '"}'
+    dropped = dropped .. (dropped == '' and '' or ',') .. d
+  end
+  local body = r.head .. '[' .. table.concat(action_frags, ',') .. ']' .. r.mid .. '['
+    .. table.concat(alert_frags, ',') .. ']' .. r.mid2 .. '[' .. dropped .. ']' .. r.tail
+  -- XX: never resurrect a dedupe key that expired; KEEPTTL: keep the ingest TTL.
+  redis.call('SET', p .. ':dd:' .. r.dd, body, 'XX', 'KEEPTTL')
+  local dc = p .. ':decisions'
+  redis.call('LPUSH', dc, r.sumhead .. table.concat(action_ids, ',') .. '],"alerts":['
+    .. table.concat(alert_rules, ',') .. ']}')
+  redis.call('LTRIM', dc, 0, cfg.recent_decisions - 1)
+  redis.call('EXPIRE', dc, cfg.state_ttl)
+  out[i] = {body = body, picked = picked, capped = capped_out, alerts = raised}
+end
+return cjson.encode(out)
