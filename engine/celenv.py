@@ -144,23 +144,58 @@ def context_values(
     channel: str,
 ) -> dict[str, Any]:
     """The flat variables of one event: only the fields the rule set reads."""
-    values: dict[str, Any] = {"now": now, "channel": channel}
-    attrs = event.get("attributes") or {}
-    for name in needs.event:
-        if name == "amount":
-            values["event__amount"] = float(event.get("amount") or 0.0)
-        elif name != "attributes":
-            values["event__" + name] = _cel_value(event.get(name))
-    for name in needs.attributes:
-        values["event__attributes__" + name] = _cel_value(attrs.get(name))
-    for name in needs.state:
-        v = state.get(name)
-        values["state__" + name] = list(v) if type(v) is tuple else v
-    for name in needs.profile:
-        values["profile__" + name] = _cel_value(profile.get(name, PROFILE_DEFAULTS.get(name)))
-    for name in needs.scores:
-        values["scores__" + name] = _cel_value(scores.get(name, {} if name == "offer" else 0.0))
-    return values
+    return _Layout.of(needs).values(event, state, profile, scores, now, channel)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Variable names worked out once per rule set, not once per event."""
+
+    event: tuple[tuple[str, str], ...]
+    attributes: tuple[tuple[str, str], ...]
+    state: tuple[tuple[str, str], ...]
+    profile: tuple[tuple[str, str, Any], ...]
+    scores: tuple[tuple[str, str, Any], ...]
+
+    @classmethod
+    def of(cls, needs: Needs) -> _Layout:
+        return cls(
+            event=tuple((flat_name("event", n), n) for n in sorted(needs.event) if n != "attributes"),
+            attributes=tuple((flat_name("event", "attributes", n), n) for n in sorted(needs.attributes)),
+            state=tuple((flat_name("state", n), n) for n in sorted(needs.state)),
+            profile=tuple(
+                (flat_name("profile", n), n, PROFILE_DEFAULTS.get(n)) for n in sorted(needs.profile)
+            ),
+            scores=tuple(
+                (flat_name("scores", n), n, {} if n == "offer" else 0.0) for n in sorted(needs.scores)
+            ),
+        )
+
+    def values(
+        self,
+        event: Mapping[str, Any],
+        state: Mapping[str, Any],
+        profile: Mapping[str, Any],
+        scores: Mapping[str, Any],
+        now: float,
+        channel: str,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"now": now, "channel": channel}
+        for key, name in self.event:
+            out[key] = _cel_value(event.get(name))
+        if "event__amount" in out:
+            out["event__amount"] = float(event.get("amount") or 0.0)
+        attrs = event.get("attributes") or {}
+        for key, name in self.attributes:
+            out[key] = _cel_value(attrs.get(name))
+        for key, name in self.state:
+            v = state.get(name)
+            out[key] = list(v) if type(v) is tuple else v
+        for key, name, default in self.profile:
+            out[key] = _cel_value(profile.get(name, default))
+        for key, name, default in self.scores:
+            out[key] = scores.get(name, default)
+        return out
 
 
 class Evaluator:
@@ -170,6 +205,7 @@ class Evaluator:
 
     def __init__(self, needs: Needs, lists: Mapping[str, frozenset[str]]) -> None:
         self.needs = needs
+        self._layout = _Layout.of(needs)
         self._now = [0.0]
         self.context = cel.Context({"now": 0.0, "channel": ""}, helper_functions(self._now, lists))
 
@@ -183,7 +219,7 @@ class Evaluator:
         channel: str,
     ) -> cel.Context:
         self._now[0] = now
-        self.context.update(context_values(self.needs, event, state, profile, scores, now, channel))
+        self.context.update(self._layout.values(event, state, profile, scores, now, channel))
         return self.context
 
 

@@ -49,12 +49,6 @@ class Clause:
 class Condition:
     clauses: tuple[Clause, ...] = ()
 
-    def first_failing(self, ctx: Any) -> Clause | None:
-        for clause in self.clauses:
-            if not clause.holds(ctx):
-                return clause
-        return None
-
     @property
     def sources(self) -> tuple[str, ...]:
         return tuple(c.source for c in self.clauses)
@@ -130,6 +124,14 @@ class Offer:
     contact: ContactPolicy = ContactPolicy()
 
     @property
+    def stages(self) -> tuple[tuple[str, tuple[Clause, ...]], ...]:
+        return (
+            ("eligibility", self.eligibility.clauses),
+            ("applicability", self.applicability.clauses),
+            ("suitability", self.suitability.clauses),
+        )
+
+    @property
     def lever(self) -> float:
         product = 1.0
         for weight in self.levers.values():
@@ -151,7 +153,14 @@ class Dropped:
     id: str
     stage: str  # channel, validity, eligibility, applicability, suitability, risk, contact_policy, rank
     why: str
-    values: dict[str, Any] = field(default_factory=dict)
+    refs: tuple[str, ...] = ()  # what the deciding clause read ...
+    sources: Sources | None = None  # ... looked up only when the explanation is written
+
+    @property
+    def values(self) -> dict[str, Any]:
+        if self.sources is None:
+            return {}
+        return {ref: lookup(ref, self.sources) for ref in self.refs}
 
     def short(self) -> dict[str, str]:
         return {"id": self.id, "stage": self.stage, "why": self.why}
@@ -202,53 +211,51 @@ class RuleSet:
         errors: list[str] = []
         fired = []
         for rule in self.risk_rules:
-            if _first_failing(rule.id, rule.when, ctx, errors) is None:
+            if _failing(rule.id, rule.when.clauses, ctx, errors) is None:
                 values = {ref: lookup(ref, sources) for c in rule.when.clauses for ref in c.refs}
                 fired.append(Fired(rule, rule.explain(sources), values))
         eligible: list[Offer] = []
         dropped: list[Dropped] = []
         for offer in self.offers:
-            drop = _offer_drop(offer, ctx, sources, channel, now, errors)
+            if channel not in offer.channels:
+                continue  # offers not made for this channel are not news
+            drop = _offer_drop(offer, ctx, sources, now, errors)
             if drop is None:
                 eligible.append(offer)
-            elif drop.stage != "channel":  # offers not made for this channel are not news
+            else:
                 dropped.append(drop)
-        fired_ids = {f.rule.id for f in fired}
-        scores = tuple(_typology_score(t, fired_ids) for t in self.typologies)
-        return RuleOutcome(
-            tuple(fired),
-            tuple(eligible),
-            tuple(dropped),
-            tuple(s for s in scores if s.score > 0),
-            tuple(errors),
-        )
+        typologies: tuple[TypologyScore, ...] = ()
+        if fired:
+            fired_ids = {f.rule.id for f in fired}
+            scored = (_typology_score(t, fired_ids) for t in self.typologies)
+            typologies = tuple(s for s in scored if s.score > 0)
+        return RuleOutcome(tuple(fired), tuple(eligible), tuple(dropped), typologies, tuple(errors))
 
 
-def _first_failing(rule_id: str, cond: Condition, ctx: Any, errors: list[str]) -> Clause | None:
-    # One broken rule must not break the decision: it is reported and counts as false.
-    try:
-        return cond.first_failing(ctx)
-    except RuleError as exc:
-        errors.append(f"{rule_id}: {exc}")
-        return cond.clauses[0]
+def _failing(rule_id: str, clauses: tuple[Clause, ...], ctx: Any, errors: list[str]) -> Clause | None:
+    """The first clause that does not hold; a clause that raises counts as not holding
+    and is reported: one broken rule must not break the decision."""
+    for clause in clauses:
+        try:
+            if clause.program.execute(ctx) is not True:
+                return clause
+        except Exception as exc:  # noqa: BLE001 - any CEL runtime error is contained here
+            errors.append(f"{rule_id}: {clause.source!r}: {type(exc).__name__}: {exc}")
+            return clause
+    return None
 
 
-def _offer_drop(
-    offer: Offer, ctx: Any, sources: Sources, channel: str, now: float, errors: list[str]
-) -> Dropped | None:
-    if channel not in offer.channels:
-        return Dropped(offer.id, "channel", f"not offered on {channel}")
+def _offer_drop(offer: Offer, ctx: Any, sources: Sources, now: float, errors: list[str]) -> Dropped | None:
     if (offer.valid_from is not None and now < offer.valid_from) or (
         offer.valid_until is not None and now >= offer.valid_until
     ):
         return Dropped(offer.id, "validity", "outside its validity window")
-    for stage in OFFER_STAGES:
-        cond: Condition = getattr(offer, stage)
+    for stage, clauses in offer.stages:
         n_errors = len(errors)
-        failing = _first_failing(offer.id, cond, ctx, errors)
+        failing = _failing(offer.id, clauses, ctx, errors)
         if failing is not None:
             why = errors[-1].split(": ", 1)[1] if len(errors) > n_errors else f"{failing.source} is false"
-            return Dropped(offer.id, stage, why, failing.values(sources))
+            return Dropped(offer.id, stage, why, failing.refs, sources)
     return None
 
 
