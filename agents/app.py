@@ -77,6 +77,7 @@ def create_app(rt: Runtime) -> BeaconApp:
         # Decisions start once a rules version runs; until then HTTP answers 503 and
         # Kafka records wait in the batcher's queue.
         await rt.load_rules()
+        await rt.load_models()
         rt.service.batcher.start()
         # Start-up objects (modules, Faust's services, compiled rules) live for the whole
         # process: move them out of the collector's reach so full collections stay short.
@@ -93,6 +94,11 @@ def create_app(rt: Runtime) -> BeaconApp:
     async def watch_rules() -> None:
         await rt.rule_watch.loaded.wait()
         await rt.rule_watch.watch()
+
+    @app.task
+    async def watch_models() -> None:
+        await rt.model_watch.loaded.wait()
+        await rt.model_watch.watch()
 
     async def flush(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # In-flight records finish and are acknowledged; bounded, so a dead Redis cannot

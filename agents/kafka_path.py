@@ -12,12 +12,15 @@ import logging
 import time
 from typing import Any
 
+import orjson
+
 from agents.bulk import BulkProducer
 from engine.decision import Decision
 from engine.errors import EventError, StoreError
 from engine.events import parse_event
 from engine.runtime import Runtime
 from engine.service import Outcome
+from models.labels import label_of
 
 log = logging.getLogger("beacon.kafka")
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -135,4 +138,7 @@ async def publish_audit_and_alerts(
     for alert in decision.alerts:
         rt.metrics.alerts.labels(alert.severity, alert.rule_id).inc()
         deliveries.append(await bulk.send(s.topic("risk.alerts"), key, decision.alert_bytes(alert)))
+    label = label_of(decision.event)
+    if label is not None:  # an outcome reported by a channel: the trainer learns from it
+        deliveries.append(await bulk.send(s.topic("feedback"), key, orjson.dumps(label)))
     return deliveries

@@ -81,7 +81,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine import commands, rules_cli
+    from engine import commands, models_cli, rules_cli
 
     parser = argparse.ArgumentParser(prog="beacon", description="Beacon real-time decision engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("worker", "run one worker against configured Redis and broker", cmd_worker)
     commands.add_commands(sub, add)
     rules_cli.add_commands(sub)
+    models_cli.add_commands(sub, add)
     return parser
 
 

@@ -18,7 +18,12 @@ _DECISION_NS = uuid.UUID("6f1c2f52-5b7e-4f0e-9d5c-2b8f5e0c9a11")
 
 def decision_id_for(event: Event) -> str:
     """Stable per (channel, event_id): a redelivered event keeps its decision id."""
-    return str(uuid.uuid5(_DECISION_NS, f"{event.channel}:{event.event_id}"))
+    return decision_id_of(event.channel, event.event_id)
+
+
+def decision_id_of(channel: str, event_id: str) -> str:
+    """The decision id of an event known only by its channel and id (a fraud report's)."""
+    return str(uuid.uuid5(_DECISION_NS, f"{channel}:{event_id}"))
 
 
 @dataclass(frozen=True, slots=True)

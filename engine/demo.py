@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import socket
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import orjson
 
 from engine.infra import Embedded, ensure_topics, free_port, start_embedded
-from engine.launcher import WorkerProcess, start_worker
+from engine.launcher import WorkerProcess, start_trainer, start_worker
 from engine.settings import Settings
 
 CHANNELS = ("atm", "internet", "mobile")
@@ -40,20 +41,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logs = Path(settings.data_dir) / "logs"
     emb: Embedded | None = None
     worker: WorkerProcess | None = None
+    trainer: WorkerProcess | None = None
     try:
         emb = start_embedded(settings, log_dir=str(logs))
         settings = emb.settings_for(settings)
         asyncio.run(ensure_topics(settings))
-        print("starting the worker ...", flush=True)
+        print("starting the worker and the trainer ...", flush=True)
         worker = start_worker(settings, logs)
+        trainer = start_trainer(settings, logs)
         _banner(settings, worker, logs)
         asyncio.run(_run(settings, worker.url, args))
     except KeyboardInterrupt:
         pass
     finally:
         print("\nstopping ...", flush=True)
-        if worker is not None:
-            worker.stop()
+        for proc in (trainer, worker):
+            if proc is not None:
+                proc.stop()
         if emb is not None:
             emb.stop()
         print("stopped; nothing left running.", flush=True)
@@ -93,7 +97,7 @@ async def _run(settings: Settings, url: str, args: argparse.Namespace) -> None:
         loop.call_later(args.duration, stop.set)
     tasks = [
         asyncio.create_task(_simulate(settings, url, gen, args.rate, stop)),
-        asyncio.create_task(_print_live(settings, stop)),
+        asyncio.create_task(_print_live(settings, stop, {c.customer_id: c.profile for c in pop.customers})),
     ]
     await stop.wait()
     for task in tasks:
@@ -143,23 +147,70 @@ async def _ask_http(http: Any, url: str, event: dict[str, Any]) -> None:
             _print_decision("http", orjson.loads(await resp.read()), event)
 
 
-async def _print_live(settings: Settings, stop: asyncio.Event) -> None:
-    from aiokafka import AIOKafkaConsumer
+async def _print_live(settings: Settings, stop: asyncio.Event, profiles: dict[str, dict[str, Any]]) -> None:
+    """Print what the channels receive; customers answer offers (with a taste per segment
+    that the offer model should pick up), so the trainer has labels to learn from."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     topics = [settings.topic(f"decisions.{c}") for c in CHANNELS] + [settings.topic("risk.alerts")]
     consumer = AIOKafkaConsumer(
         *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest"
     )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=50)
     await consumer.start()
+    await producer.start()
+    models = ""
     try:
         async for record in consumer:
             body = orjson.loads(record.value)
             if record.topic.endswith("risk.alerts"):
                 _print_alert(body)
-            else:
-                _print_decision("kafka", body, None)
+                continue
+            _print_decision("kafka", body, None)
+            now = ", ".join(f"{v}" for v in (body.get("versions") or {}).get("models", {}).values())
+            if now and now != models:
+                models = now
+                print(f"   models: {models}", flush=True)
+            response = customer_answer(body, profiles.get(body.get("customer_id", ""), {}))
+            if response is not None:
+                await producer.send(
+                    settings.topic("interactions"), orjson.dumps(response), key=body["customer_id"].encode()
+                )
     finally:
+        await producer.stop()
         await consumer.stop()
+
+
+_TASTE = {
+    "young": ("savings_round_up", "mobile_app_adoption"),
+    "affluent": ("mortgage_review", "credit_card_gold"),
+    "private": ("term_deposit_idle_balance", "mortgage_review"),
+    "mass": ("overdraft_protection", "bill_pay_autopay"),
+}
+
+
+def customer_answer(decision: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any] | None:
+    """A simulated customer's answer to the top offer shown, or None (no answer: ignored)."""
+    top = (decision.get("actions") or [{}])[0]
+    if top.get("kind") in (None, "fallback"):
+        return None
+    liked = top["id"] in _TASTE.get(str(profile.get("segment")), ())
+    roll = random.random()
+    if roll < (0.5 if liked else 0.04):
+        response = "accepted"
+    elif roll < 0.7:
+        response = "declined"
+    else:
+        return None
+    answer = {"decision_id": decision["decision_id"], "action_id": top["id"], "response": response}
+    return {
+        "event_id": f"resp-{decision['decision_id']}",
+        "customer_id": decision["customer_id"],
+        "channel": decision["channel"],
+        "type": "offer_response",
+        "ts": time.time(),
+        "attributes": answer,
+    }
 
 
 def _print_decision(path: str, d: dict[str, Any], event: dict[str, Any] | None) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -76,9 +77,13 @@ class Embedded:
     workdir: str = ""
 
     def settings_for(self, settings: Settings) -> Settings:
+        """Settings pointing at the embedded servers. The embedded Redis lives as long as
+        this run, so a model-signing key made up for the run is enough when none is set;
+        a deployment sets BEACON_MODEL_SIGNING_KEY (workers refuse unsigned snapshots)."""
         return settings.replace(
             redis_url=self.redis_url or settings.redis_url,
             kafka_bootstrap=self.kafka_bootstrap or settings.kafka_bootstrap,
+            model_signing_key=settings.model_signing_key or secrets.token_hex(32),
         )
 
     def stop(self) -> None:

@@ -112,3 +112,37 @@ def running_worker(settings: Settings, log_dir: Path) -> Iterator[WorkerProcess]
         yield worker
     finally:
         worker.stop()
+
+
+def start_trainer(settings: Settings, log_dir: Path, timeout: float = 60.0) -> WorkerProcess:
+    """The trainer process (``beacon trainer``); ready once it says so in its log."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"trainer-{settings.app_id}.log"
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "trainer"],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+    trainer = WorkerProcess(settings, proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise InfraError(f"trainer exited with code {proc.returncode}:\n{trainer.log()[-4000:]}")
+        if "trainer ready" in trainer.log():
+            return trainer
+        time.sleep(0.2)
+    trainer.stop()
+    raise InfraError(f"trainer not ready within {timeout:.0f} s:\n{trainer.log()[-4000:]}")
+
+
+@contextlib.contextmanager
+def running_trainer(settings: Settings, log_dir: Path) -> Iterator[WorkerProcess]:
+    trainer = start_trainer(settings, log_dir)
+    try:
+        yield trainer
+    finally:
+        trainer.stop()

@@ -47,7 +47,7 @@ def evaluate_rules(
 
 def decide(event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer, policy: DecisionPolicy) -> Decision:
     features = build_features(event, snap)
-    scores = scorer.score(features, tuple(o.id for o in rules.offers))
+    scores = scorer.score(features, tuple(o.id for o in rules.offers), event.attributes)
     outcome = evaluate_rules(rules, event, features, snap.profile, scores.to_dict())
     risk = assess_risk(scores, outcome, policy)
     ranked, suppressed = arbitrate(outcome.eligible, scores, risk, event.channel)

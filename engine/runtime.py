@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from engine.metrics import Metrics
 from engine.rulestore import RuleStore
 from engine.rulewatch import RuleWatcher
-from engine.scoring import BuiltinScorer
 from engine.service import DecisionService
 from engine.settings import Settings
 from engine.store import StateStore, connect
+from models.metrics import ModelMetrics
+from models.modelwatch import ModelWatcher
+from models.registry import REGISTRY
+from models.scorer import ModelScorer
+from models.snapshots import SnapshotStore
 
 
 @dataclass
@@ -24,6 +28,7 @@ class Runtime:
     service: DecisionService
     metrics: Metrics
     rule_watch: RuleWatcher
+    model_watch: ModelWatcher
     readiness: dict[str, bool] = field(
         default_factory=lambda: {"redis": False, "broker": False, "rules": False}
     )
@@ -32,10 +37,23 @@ class Runtime:
     def build(cls, settings: Settings, metrics: Metrics | None = None) -> Runtime:
         client = connect(settings)
         metrics = metrics or Metrics()
-        service = DecisionService(settings, StateStore(client, settings), None, BuiltinScorer(), metrics)
+        scorer = ModelScorer(settings.model_attributes_numeric, settings.model_attributes_categorical)
+        service = DecisionService(settings, StateStore(client, settings), None, scorer, metrics)
         readiness = {"redis": False, "broker": False, "rules": False}
         watch = RuleWatcher(RuleStore(client, settings.key_prefix), service, settings, metrics, readiness)
-        return cls(settings, service, metrics, watch, readiness)
+        # Workers only score; the trainer publishes signed snapshots they install.
+        models = ModelWatcher(
+            SnapshotStore(client, settings),
+            scorer.install,
+            tuple(REGISTRY),
+            settings,
+            ModelMetrics(metrics.registry),
+        )
+        return cls(settings, service, metrics, watch, models, readiness)
+
+    async def load_models(self) -> None:
+        """Warm start from the latest snapshots (fresh models where there are none)."""
+        await self.model_watch.load_initial()
 
     async def load_rules(self) -> None:
         """Load the current rules version (seeding Redis from ``rules_dir`` when empty);

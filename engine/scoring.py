@@ -28,7 +28,12 @@ class Scorer(Protocol):
     @property
     def versions(self) -> Mapping[str, str]: ...
 
-    def score(self, features: Mapping[str, Any], offer_ids: tuple[str, ...]) -> Scores: ...
+    def score(
+        self,
+        features: Mapping[str, Any],
+        offer_ids: tuple[str, ...],
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Scores: ...
 
 
 def _sigmoid(z: float) -> float:
@@ -58,7 +63,12 @@ class BuiltinScorer:
         default_factory=lambda: {"fraud": "builtin-1", "churn": "builtin-1", "offer": "builtin-1"}
     )
 
-    def score(self, features: Mapping[str, Any], offer_ids: tuple[str, ...]) -> Scores:
+    def score(
+        self,
+        features: Mapping[str, Any],
+        offer_ids: tuple[str, ...],
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Scores:
         z = -6.0
         for name, weight in _FRAUD_WEIGHTS.items():
             z += weight * min(float(features.get(name, 0) or 0), 5.0)

@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-SECRET_FIELDS = frozenset({"redis_url", "kafka_sasl_password"})
+SECRET_FIELDS = frozenset({"redis_url", "kafka_sasl_password", "model_signing_key"})
 
 DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 DEFAULT_EVENT_TYPES = (
@@ -45,6 +45,8 @@ DEFAULT_EVENT_TYPES = (
     "complaint",
     "offer_response",
     "account_closure",
+    "fraud_report",
+    "chargeback",
 )
 
 
@@ -60,6 +62,10 @@ class Settings:
     key_prefix: str = "beacon"
     rules_dir: str = ""  # rule packs seeded into Redis when none is published; "": the project's rules/
     rules_poll_s: float = 2.0  # how often a worker checks for a newly published rule version
+    # Model snapshots (models/snapshots.py): HMAC-SHA256 key that signs and verifies them, at least
+    # 32 characters; empty means no snapshot is published or loaded. Never logged.
+    model_signing_key: str = field(default="", repr=False)
+    model_poll_s: float = 2.0  # how often a worker checks for a newly published model snapshot
     # Contract of the interaction event.
     channels: tuple[str, ...] = DEFAULT_CHANNELS
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
@@ -91,6 +97,16 @@ class Settings:
     decision_timeout_s: float = 1.0  # HTTP: answer 503 rather than wait longer than this
     # Decisions.
     max_actions: int = 3
+    # The bank's own event attributes fed to the models (event.attributes.<name>).
+    model_attributes_numeric: tuple[str, ...] = ()
+    model_attributes_categorical: tuple[str, ...] = ()
+    # The trainer's label rules and snapshot cadence (models/trainer.py).
+    offer_response_window_s: float = 3 * 86400.0  # no answer by then: the offer was ignored
+    fraud_maturity_s: float = 30 * 86400.0  # no fraud report by then: legitimate
+    churn_horizon_s: float = 60 * 86400.0  # seen again after this: not churned
+    feedback_ttl_s: int = 45 * 86400  # decision inputs kept for late labels (>= fraud maturity)
+    snapshot_every_labels: int = 200
+    snapshot_interval_s: float = 10.0
     risk_step_up: float = 0.5
     risk_block: float = 0.85
     # Operations.

@@ -1,0 +1,63 @@
+"""The model registry: named models, each with its declared feature spec.
+
+``build(name)`` gives a fresh model (the trainer's starting point and a worker's model
+until the first snapshot arrives). Every registered model passes the shared check suite
+(models/checks.py): pickle round trip, inputs not mutated, a sane prior before learning.
+
+>>> sorted(REGISTRY)
+['churn', 'fraud', 'offers']
+>>> m = build("fraud")
+>>> x = REGISTRY["fraud"].features.extract({"new_device": 1, "amount_ratio_30d": 8.0}, {})
+>>> round(m.predict_proba_one(x)[True], 3)
+0.083
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from models.features import CHURN_FEATURES, FRAUD_FEATURES, OFFER_FEATURES, FeatureSpec
+from models.online import FraudRisk, OfferPropensity, OnlineLogit
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    what: str  # one line for reports
+    features: FeatureSpec
+    factory: Callable[[FeatureSpec], Any]
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    "fraud": ModelSpec(
+        "fraud",
+        "fraud risk: online logistic on labels, blended with baseline deviation until labels arrive",
+        FRAUD_FEATURES,
+        lambda f: FraudRisk(f.numeric_inputs, f.categorical_inputs),
+    ),
+    "churn": ModelSpec(
+        "churn",
+        "churn propensity: online logistic, account closure or long dormancy is the positive label",
+        CHURN_FEATURES,
+        lambda f: OnlineLogit(f.numeric_inputs, f.categorical_inputs, prior=0.05),
+    ),
+    "offers": ModelSpec(
+        "offers",
+        "offer propensity: one online logistic head per offer on shared inputs",
+        OFFER_FEATURES,
+        lambda f: OfferPropensity(f.numeric_inputs, f.categorical_inputs, prior=0.05),
+    ),
+}
+
+
+def spec_for(
+    name: str, attr_numeric: tuple[str, ...] = (), attr_categorical: tuple[str, ...] = ()
+) -> FeatureSpec:
+    """A model's feature spec plus the bank's configured event attributes."""
+    return REGISTRY[name].features.with_attributes(attr_numeric, attr_categorical)
+
+
+def build(name: str, attr_numeric: tuple[str, ...] = (), attr_categorical: tuple[str, ...] = ()) -> Any:
+    return REGISTRY[name].factory(spec_for(name, attr_numeric, attr_categorical))

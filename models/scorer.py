@@ -1,0 +1,53 @@
+"""The scorer the decision pipeline calls, backed by the registry's online models.
+
+Workers only predict; one trainer learns and publishes snapshots, which workers install
+(``install``) between two events. Until a snapshot arrives a worker scores with a fresh
+model (its prior, and for fraud the customer's baseline deviation), version ``<name>-fresh``.
+
+>>> s = ModelScorer()
+>>> out = s.score({"new_device": 1, "amount_ratio_30d": 8.0, "n_30d": 1}, ("gold",))
+>>> round(out.fraud, 3), out.offer["gold"], s.versions["fraud"]
+(0.083, 0.05, 'fraud-fresh')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.scoring import Scores
+from models.registry import REGISTRY, build, spec_for
+
+
+class ModelScorer:
+    def __init__(self, attr_numeric: tuple[str, ...] = (), attr_categorical: tuple[str, ...] = ()) -> None:
+        self.specs = {name: spec_for(name, attr_numeric, attr_categorical) for name in REGISTRY}
+        self.models: dict[str, Any] = {name: build(name, attr_numeric, attr_categorical) for name in REGISTRY}
+        self._versions: dict[str, str] = {name: f"{name}-fresh" for name in REGISTRY}
+
+    @property
+    def versions(self) -> Mapping[str, str]:
+        return self._versions
+
+    def install(self, name: str, version: str, model: Any) -> None:
+        """Swap in a new snapshot: one assignment each, between two events."""
+        self.models = {**self.models, name: model}
+        self._versions = {**self._versions, name: version}
+
+    def inputs(self, name: str, features: Mapping[str, Any], attributes: Mapping[str, Any]) -> dict[str, Any]:
+        return self.specs[name].extract(features, attributes)
+
+    def score(
+        self,
+        features: Mapping[str, Any],
+        offer_ids: tuple[str, ...],
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Scores:
+        attrs = attributes or {}
+        models = self.models  # one set of versions for this event
+        fraud = models["fraud"].predict_proba_one(self.inputs("fraud", features, attrs))[True]
+        churn = models["churn"].predict_proba_one(self.inputs("churn", features, attrs))[True]
+        offers = models["offers"].predict_offers(self.inputs("offers", features, attrs), offer_ids)
+        return Scores(
+            fraud=round(fraud, 6), churn=round(churn, 6), offer={k: round(v, 6) for k, v in offers.items()}
+        )
