@@ -56,7 +56,9 @@ def _event(i: int, customer: str, **kw: object) -> dict[str, object]:
     return body
 
 
-def test_labels_in_snapshots_out_and_both_workers_agree(workers: list[WorkerProcess], settings: Settings) -> None:
+def test_labels_in_snapshots_out_and_both_workers_agree(
+    workers: list[WorkerProcess], settings: Settings
+) -> None:
     rng = random.Random(3)
     clients = [httpx.Client(base_url=w.url, timeout=5) for w in workers]
     for seg in SEGMENTS:
