@@ -17,6 +17,7 @@ from engine.arbitration import arbitrate, fallback_action
 from engine.decision import VERDICT_ORDER, Alert, Decision, Risk, Verdict, decision_id_for
 from engine.events import Event
 from engine.features import build_features
+from engine.policy import ArbitrationPolicy
 from engine.rules import Fired, RuleOutcome, RuleSet
 from engine.scoring import Scorer, Scores
 from engine.state import Snapshot
@@ -50,7 +51,11 @@ def decide(event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer, policy:
     scores = scorer.score(features, tuple(o.id for o in rules.offers), event.attributes)
     outcome = evaluate_rules(rules, event, features, snap.profile, scores.to_dict())
     risk = assess_risk(scores, outcome, policy)
-    ranked, suppressed = arbitrate(outcome.eligible, scores, risk, event.channel)
+    arbitration = rules.arbitration.get(event.channel) or ArbitrationPolicy(max_actions=policy.max_actions)
+    did = decision_id_for(event)
+    ranked, suppressed, chosen = arbitrate(
+        outcome.eligible, scores, risk, event.channel, arbitration, did, event.customer_id
+    )
     versions: dict[str, Any] = {
         "engine": __version__,
         "rules": rules.version,
@@ -62,7 +67,7 @@ def decide(event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer, policy:
         f.rule.id: tuple(t.id for t in rules.typologies if f.rule.id in t.weights) for f in outcome.fired
     }
     return Decision(
-        decision_id=decision_id_for(event),
+        decision_id=did,
         event=event,
         actions=ranked,
         risk=risk,
@@ -71,11 +76,12 @@ def decide(event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer, policy:
         features=features,
         scores=scores.to_dict(),
         fallback=fallback_action(rules.fallbacks, event.channel),
-        max_actions=policy.max_actions,
+        max_actions=arbitration.max_actions,
         dropped=outcome.dropped + suppressed,
         explanation={
             "rules": [_fired_view(f) for f in outcome.fired],
             "typologies": [t.to_dict() for t in outcome.typologies],
+            "arbitration": chosen,
         },
     )
 

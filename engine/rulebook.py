@@ -20,7 +20,7 @@ packs' own test cases. Used by the worker, ``beacon rules validate/test/publish`
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.arbitration import arbitrate, fallback_action, without_caps
@@ -28,6 +28,7 @@ from engine.decision import Risk
 from engine.events import Event, Geo
 from engine.features import FEATURE_NAMES, build_features
 from engine.pipeline import DecisionPolicy, assess_risk, evaluate_rules
+from engine.policy import ArbitrationPolicy
 from engine.rulepack import Case, Compiled, RulePackError, compile_bundle
 from engine.rules import RuleError, RuleSet
 from engine.scoring import Scores
@@ -123,7 +124,11 @@ def run_case(rules: RuleSet, case: Case, policy: DecisionPolicy) -> CaseResult:
         return CaseResult(case.file, case.name, False, (f"bad case: {exc}",), (), (), "")
     outcome = evaluate_rules(rules, event, features, profile, scores.to_dict())
     risk: Risk = assess_risk(scores, outcome, policy)
-    ranked, _ = arbitrate(outcome.eligible, scores, risk, event.channel)
+    # Cases check the ranking itself: no exploration, no control group.
+    greedy = replace(
+        rules.arbitration.get(event.channel) or ArbitrationPolicy(), exploration=0.0, control_group=0.0
+    )
+    ranked, _, _ = arbitrate(outcome.eligible, scores, risk, event.channel, greedy)
     shown = tuple(
         a.id
         for a in without_caps(ranked, fallback_action(rules.fallbacks, event.channel), policy.max_actions)

@@ -40,6 +40,7 @@ import yaml
 from engine.celenv import EVENT_FIELDS, HELPERS, ROOTS, SCORE_FIELDS, Needs, flatten_source, references
 from engine.decision import VERDICT_ORDER
 from engine.errors import BeaconError
+from engine.policy import ArbitrationPolicy, PolicyError, parse_arbitration
 from engine.rules import (
     SEVERITIES,
     Cap,
@@ -60,7 +61,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _COMPREHENSION = re.compile(r"\.(?:all|exists|exists_one|map|filter)\(\s*([A-Za-z_]\w*)\s*,")
 _PACK_KEYS = {
     "risk": {"kind", "rules", "typologies", "lists", "tests"},
-    "offers": {"kind", "offers", "contact_policy", "fallbacks", "lists", "tests"},
+    "offers": {"kind", "offers", "contact_policy", "fallbacks", "arbitration", "lists", "tests"},
 }
 
 
@@ -132,6 +133,7 @@ def compile_bundle(files: Mapping[str, str], channels: frozenset[str], version: 
         fallbacks=fallbacks,
         lists=_merged_lists(parts),
         origins=seen,
+        arbitration=_arbitration(parts, channels),
         needs=Needs.of(sources),  # reasons are filled from Python values, not CEL
     )
     return Compiled(rules, tuple(c for p in parts for c in p.cases), bundle_digest(files))
@@ -146,6 +148,7 @@ class _Part:
     fallbacks: dict[str, dict[str, str]]
     lists: dict[str, frozenset[str]]
     cases: list[Case]
+    arbitration: Any = None
 
 
 def _parse_file(name: str, text: str, channels: frozenset[str]) -> _Part:
@@ -166,6 +169,7 @@ def _parse_file(name: str, text: str, channels: frozenset[str]) -> _Part:
         default = check.policy("contact_policy", data.get("contact_policy") or {}, ContactPolicy())
         part.offers = [check.offer(o, default) for o in _items(data, "offers", name)]
         part.fallbacks = check.fallbacks(data.get("fallbacks") or {})
+        part.arbitration = data.get("arbitration")
     return part
 
 
@@ -247,6 +251,18 @@ def _number(value: Any, lo: float = 0.0, hi: float | None = None) -> float:
     ):
         raise ValueError
     return float(value)
+
+
+def _arbitration(parts: list[_Part], channels: frozenset[str]) -> dict[str, ArbitrationPolicy]:
+    sections = [(p.file, p.arbitration) for p in parts if p.arbitration is not None]
+    if len(sections) > 1:
+        raise RulePackError(f"{sections[1][0]}: `arbitration` is declared twice (also in {sections[0][0]})")
+    if not sections:
+        return {}
+    try:
+        return parse_arbitration(sections[0][1], channels)
+    except PolicyError as exc:
+        raise RulePackError(f"{sections[0][0]}: {exc}") from None
 
 
 def _merged_lists(parts: list[_Part]) -> dict[str, frozenset[str]]:

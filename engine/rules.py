@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.celenv import Evaluator, Needs, lookup
 from engine.decision import ActionKind, Verdict
+from engine.policy import ArbitrationPolicy
 
 Sources = Mapping[str, Mapping[str, Any]]  # plain-Python twins of the CEL variables
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -198,6 +199,7 @@ class RuleSet:
     lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
     needs: Needs = field(default_factory=Needs)
     origins: Mapping[str, str] = field(default_factory=dict)  # rule or offer id -> its pack file
+    arbitration: Mapping[str, ArbitrationPolicy] = field(default_factory=dict)  # per channel
 
     @cached_property
     def offer_index(self) -> dict[str, Offer]:

@@ -51,7 +51,11 @@ Labelled = tuple[Sample, bool]
 
 
 def check_pickle_round_trip(model: Classifier, samples: Sequence[Sample]) -> None:
-    """A pickled and unpickled copy predicts exactly (bit for bit) what the original does."""
+    """A pickled and unpickled copy predicts what the original does, to 1e-12.
+
+    Not bit for bit: River transformers keep some state in sets, and a set's order (so
+    the order of a floating-point sum) depends on the process's string hash seed; the
+    last bit may differ. Anything a snapshot could really lose shows up far above 1e-12."""
     if not samples:
         raise ValueError("check_pickle_round_trip needs at least one sample to compare predictions on")
     name = _name(model)
@@ -68,7 +72,7 @@ def check_pickle_round_trip(model: Classifier, samples: Sequence[Sample]) -> Non
         # The same order of calls on both, so a model whose predict updates state still agrees.
         original = _predict("check_pickle_round_trip", name, model, dict(x), i)
         copied = _predict("check_pickle_round_trip", name + " (unpickled)", clone, dict(x), i)
-        if original != copied:
+        if set(original) != set(copied) or any(abs(original[k] - copied[k]) > 1e-12 for k in original):
             raise AssertionError(
                 f"check_pickle_round_trip: {name}: sample {i} {dict(x)!r}: the original predicts "
                 f"{original!r}, the unpickled copy {copied!r}"

@@ -78,7 +78,7 @@ def test_step_up_suppresses_offers_but_keeps_service() -> None:
     offers = {o.id: o for o in RULES.offers}
     scores = Scores(0.1, 0.1, {"credit_card_gold": 0.5, "complaint_follow_up": 0.5})
     eligible = (offers["credit_card_gold"], offers["complaint_follow_up"])
-    ranked, dropped = arbitrate(eligible, scores, Risk(0.6, "step_up", ("r: x",)), "atm")
+    ranked, dropped, _ = arbitrate(eligible, scores, Risk(0.6, "step_up", ("r: x",)), "atm")
     assert [a.id for a in ranked] == ["complaint_follow_up"]
     assert dropped[0].id == "credit_card_gold" and dropped[0].stage == "risk"
     assert dropped[0].why.startswith("risk verdict step_up")
@@ -109,3 +109,24 @@ def test_decision_is_pure_and_records_the_rules_version() -> None:
     snap = Snapshot(windows={}, device_known=False, devices=2)
     assert run(ev, snap).channel_bytes() == run(ev, snap).channel_bytes()
     assert run(ev, snap).versions["rules"] == "test-1"
+
+
+def test_exploration_and_control_group_are_deterministic_and_recorded() -> None:
+    from engine.policy import ArbitrationPolicy, in_control_group
+
+    offers = {o.id: o for o in RULES.offers}
+    eligible = (offers["credit_card_gold"], offers["savings_boost"], offers["complaint_follow_up"])
+    scores = Scores(0.1, 0.1, {"credit_card_gold": 0.5, "savings_boost": 0.2, "complaint_follow_up": 0.1})
+    allow = Risk(0.0, "allow")
+    always = ArbitrationPolicy(exploration=0.5)
+    explored = [arbitrate(eligible, scores, allow, "atm", always, f"d{i}", "c1")[2] for i in range(200)]
+    share = sum(r["explored"] for r in explored) / len(explored)
+    assert 0.35 < share < 0.65  # about epsilon, drawn from the decision id
+    again = arbitrate(eligible, scores, allow, "atm", always, "d7", "c1")
+    assert again[2] == explored[7] and again[2]["p_first"]["credit_card_gold"] == round(0.5 + 0.5 / 3, 6)
+    held = next(f"c{i}" for i in range(1000) if in_control_group(f"c{i}", 0.2))
+    ranked, dropped, record = arbitrate(
+        eligible, scores, allow, "atm", ArbitrationPolicy(control_group=0.2), "d", held
+    )
+    assert record["control"] and [a.id for a in ranked] == ["complaint_follow_up"]
+    assert {d.stage for d in dropped} == {"control_group"}
