@@ -67,11 +67,10 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 
 
 async def run_trainer(settings: Settings) -> None:
-    from models.snapshots import SnapshotStore
-
     from models.feedbackstore import FeedbackStore
     from models.learner import Learner
     from models.registry import REGISTRY, build, spec_for
+    from models.snapshots import SnapshotStore
     from models.trainer import Trainer, consume
 
     client = connect(settings)
@@ -94,6 +93,15 @@ async def run_trainer(settings: Settings) -> None:
         settings, learner, FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s), snapshots
     )
     trainer.versions.update(versions)
+    if settings.trainer_metrics_port:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from models.quality import QualityMetrics
+
+        registry = CollectorRegistry()
+        trainer.quality_metrics = QualityMetrics(registry)
+        start_http_server(settings.trainer_metrics_port, addr=settings.http_host, registry=registry)
+        log.info("trainer metrics at http://%s:%s/metrics", settings.http_host, settings.trainer_metrics_port)
     log.info("trainer ready: learning %s", ", ".join(REGISTRY))
     try:
         await consume(trainer, settings, stop)

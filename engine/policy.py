@@ -66,7 +66,11 @@ def _one(where: str, raw: Any, base: ArbitrationPolicy) -> ArbitrationPolicy:
             v = raw[share]
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 0.5:
                 raise PolicyError(f"arbitration {where}: {share} is a share from 0 to 0.5")
-            out = replace(out, **{share: float(v)})
+            out = (
+                replace(out, exploration=float(v))
+                if share == "exploration"
+                else replace(out, control_group=float(v))
+            )
     if "weights" in raw:
         w = raw["weights"]
         if not isinstance(w, dict) or not all(

@@ -19,9 +19,13 @@ class Scores:
     fraud: float
     churn: float
     offer: Mapping[str, float] = field(default_factory=dict)
+    shadow: Mapping[str, float] = field(default_factory=dict)  # challengers' scores, recorded only
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fraud": self.fraud, "churn": self.churn, "offer": dict(self.offer)}
+        out: dict[str, Any] = {"fraud": self.fraud, "churn": self.churn, "offer": dict(self.offer)}
+        if self.shadow:
+            out["shadow"] = dict(self.shadow)
+        return out
 
 
 class Scorer(Protocol):

@@ -107,6 +107,7 @@ class Settings:
     feedback_ttl_s: int = 45 * 86400  # decision inputs kept for late labels (>= fraud maturity)
     snapshot_every_labels: int = 200
     snapshot_interval_s: float = 10.0
+    trainer_metrics_port: int = 0  # the trainer's /metrics (model quality); 0: not served
     risk_step_up: float = 0.5
     risk_block: float = 0.85
     # Operations.

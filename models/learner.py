@@ -20,6 +20,7 @@ from typing import Any
 
 from models.features import FeatureSpec
 from models.quality import ProgressiveQuality
+from models.registry import shadows_of
 
 # Event types a fraud label can be about; others never become "legitimate" negatives.
 MONETARY_TYPES = frozenset({"withdrawal", "transfer", "card_payment", "bill_payment", "deposit"})
@@ -53,6 +54,9 @@ class Learner:
         self.quality[name].record(label, p, delay_s)
         model.learn_one(x, label)
         self.learned[name] += 1
+        for challenger in shadows_of(name):  # same label, same inputs: a fair comparison
+            if challenger in self.models:
+                self.learn(challenger, features, attributes, label, delay_s, offer)
         return p
 
 

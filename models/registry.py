@@ -5,7 +5,7 @@ until the first snapshot arrives). Every registered model passes the shared chec
 (models/checks.py): pickle round trip, inputs not mutated, a sane prior before learning.
 
 >>> sorted(REGISTRY)
-['churn', 'fraud', 'offers']
+['churn', 'fraud', 'fraud_challenger', 'offers']
 >>> m = build("fraud")
 >>> x = REGISTRY["fraud"].features.extract({"new_device": 1, "amount_ratio_30d": 8.0}, {})
 >>> round(m.predict_proba_one(x)[True], 3)
@@ -28,6 +28,7 @@ class ModelSpec:
     what: str  # one line for reports
     features: FeatureSpec
     factory: Callable[[FeatureSpec], Any]
+    shadow_of: str | None = None  # a challenger: scored and learned beside its champion, never used
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -42,6 +43,15 @@ REGISTRY: dict[str, ModelSpec] = {
         "churn propensity: online logistic, account closure or long dormancy is the positive label",
         CHURN_FEATURES,
         lambda f: OnlineLogit(f.numeric_inputs, f.categorical_inputs, prior=0.05),
+    ),
+    "fraud_challenger": ModelSpec(
+        "fraud_challenger",
+        "challenger to fraud, in shadow: supervised only, faster learning, heavier positives",
+        FRAUD_FEATURES,
+        lambda f: OnlineLogit(
+            f.numeric_inputs, f.categorical_inputs, prior=0.002, lr=0.1, positive_weight=60.0
+        ),
+        shadow_of="fraud",
     ),
     "offers": ModelSpec(
         "offers",
@@ -61,3 +71,8 @@ def spec_for(
 
 def build(name: str, attr_numeric: tuple[str, ...] = (), attr_categorical: tuple[str, ...] = ()) -> Any:
     return REGISTRY[name].factory(spec_for(name, attr_numeric, attr_categorical))
+
+
+def shadows_of(name: str) -> tuple[str, ...]:
+    """Challengers that run in shadow of a model (learn on its labels, are never used)."""
+    return tuple(n for n, spec in REGISTRY.items() if spec.shadow_of == name)

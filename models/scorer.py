@@ -24,6 +24,7 @@ class ModelScorer:
         self.specs = {name: spec_for(name, attr_numeric, attr_categorical) for name in REGISTRY}
         self.models: dict[str, Any] = {name: build(name, attr_numeric, attr_categorical) for name in REGISTRY}
         self._versions: dict[str, str] = {name: f"{name}-fresh" for name in REGISTRY}
+        self._shadows = tuple(name for name, spec in REGISTRY.items() if spec.shadow_of)
 
     @property
     def versions(self) -> Mapping[str, str]:
@@ -48,6 +49,13 @@ class ModelScorer:
         fraud = models["fraud"].predict_proba_one(self.inputs("fraud", features, attrs))[True]
         churn = models["churn"].predict_proba_one(self.inputs("churn", features, attrs))[True]
         offers = models["offers"].predict_offers(self.inputs("offers", features, attrs), offer_ids)
+        shadow = {
+            name: round(models[name].predict_proba_one(self.inputs(name, features, attrs))[True], 6)
+            for name in self._shadows
+        }
         return Scores(
-            fraud=round(fraud, 6), churn=round(churn, 6), offer={k: round(v, 6) for k, v in offers.items()}
+            fraud=round(fraud, 6),
+            churn=round(churn, 6),
+            offer={k: round(v, 6) for k, v in offers.items()},
+            shadow=shadow,
         )

@@ -48,6 +48,7 @@ class Trainer:
         self._since_snapshot = dict.fromkeys(learner.models, 0)
         self._last_snapshot = time.monotonic()
         self.versions: dict[str, str] = {}
+        self.quality_metrics: Any = None  # models.quality.QualityMetrics, when the trainer exports them
 
     async def on_audit(self, record: Mapping[str, Any]) -> None:
         inputs = inputs_of(record, self.learner.specs)
@@ -117,7 +118,11 @@ class Trainer:
                 log.info("published %s (%d labels)", self.versions[name], self.learner.learned[name])
         if due:
             self._last_snapshot = time.monotonic()
-            await self.fb.save_quality(self.report())
+            report = self.report()
+            await self.fb.save_quality(report)
+            if self.quality_metrics is not None:
+                for name in self.learner.models:
+                    self.quality_metrics.update(name, report[name])
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -42,6 +42,9 @@ def test_fraud_is_learned_well_above_its_base_rate() -> None:
     base = q["base_rate"]
     assert 0.002 < base < 0.01
     assert q["pr_auc"] > 10 * base and q["roc_auc"] > 0.9
+    # The challenger saw the same labels in shadow, so the two can be compared.
+    shadow = learner.quality["fraud_challenger"].summary()
+    assert shadow["labels"] == q["labels"] and shadow["roc_auc"] is not None
 
 
 def test_a_planted_offer_affinity_ranks_first_for_its_segment() -> None:
@@ -61,3 +64,12 @@ def test_a_planted_offer_affinity_ranks_first_for_its_segment() -> None:
         x = spec.extract({"segment": segment, "channel": "mobile", "type": "login", "n_30d": 10}, {})
         ranked = sorted(model.predict_offers(x, offers).items(), key=lambda kv: -kv[1])
         assert ranked[0][0] == best, (segment, ranked)
+
+
+def test_the_challenger_is_scored_in_shadow_and_recorded() -> None:
+    from models.scorer import ModelScorer
+
+    scorer = ModelScorer()
+    scores = scorer.score({"new_device": 1}, ("gold",))
+    assert set(scores.to_dict()["shadow"]) == {"fraud_challenger"}
+    assert scorer.versions["fraud_challenger"] == "fraud_challenger-fresh"
