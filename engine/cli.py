@@ -57,11 +57,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     settings = load_settings(args)
     emb = start_embedded(settings, log_dir=os.path.join(settings.data_dir, "logs"))
+    trainer = None
     try:
         settings = emb.settings_for(settings)
         print(f"redis:  {_mask(settings.redis_url)}\nbroker: {settings.kafka_bootstrap}", flush=True)
+        from engine.launcher import start_trainer
+
+        trainer = start_trainer(settings, Path(settings.data_dir) / "logs")  # learns; the worker only scores
         return run_worker(settings)
     finally:
+        if trainer is not None:
+            trainer.stop()
         emb.stop()
 
 

@@ -35,6 +35,13 @@ def add_commands(sub: Any, add: Add) -> None:
     p.add_argument("--via", choices=("kafka", "http"), default="kafka", help="path to send through")
     p.add_argument("--url", help="worker URL for --via http (default http://HTTP_HOST:HTTP_PORT)")
     p.add_argument("--retime", action="store_true", help="shift timestamps so the first event is now")
+    p.add_argument(
+        "--report",
+        type=float,
+        metavar="SECONDS",
+        default=0.0,
+        help="then wait up to SECONDS for the trainer to learn the file's labels and print the model report",
+    )
 
     p = add("customers", "manage customer profiles", lambda a: _customers_help(p))
     csub = p.add_subparsers(dest="customers_command")
@@ -123,7 +130,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
         url = args.url or f"http://{settings.http_host}:{settings.http_port}"
         outcomes = asyncio.run(_replay_http(url, events, args.rate))
     print("replayed", len(events), "events:", ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items())))
+    if args.report > 0:
+        print(asyncio.run(_settled_report(settings, args.report)))
     return 0 if set(outcomes) <= {"sent", "200"} else 1
+
+
+async def _settled_report(settings: Settings, wait_s: float) -> str:
+    """The trainer's report once its label counts stop moving (or after ``wait_s``)."""
+    from engine.store import connect
+    from models.feedbackstore import FeedbackStore
+    from models.quality import render_report
+
+    client = connect(settings)
+    store = FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s)
+    deadline, last, stable = time.monotonic() + wait_s, None, 0
+    try:
+        while time.monotonic() < deadline and stable < 3:
+            await asyncio.sleep(max(settings.snapshot_interval_s, 1.0))
+            report = await store.load_quality()
+            counts = {k: v.get("labels") for k, v in report.items()}
+            stable = stable + 1 if counts == last and counts else 0
+            last = counts
+        report = await store.load_quality()
+    finally:
+        await client.aclose()
+    return render_report(report) if report else "no model report: is `beacon trainer` running?"
 
 
 def retime(events: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import socket
@@ -35,6 +36,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from engine.cli import load_settings
 
     settings = load_settings(args)
+    if "BEACON_FETCH_MAX_WAIT_MS" not in os.environ:
+        # The embedded broker's cost per fetch grows with everything stored (it keeps all of
+        # it): at 5 ms per fetch the demo broke down after ~30 minutes, at 20 ms it stayed
+        # healthy for the hour measured (BENCHMARKS.md), for ~10 ms more latency.
+        settings = settings.replace(fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 20))
     if not _port_free(settings.http_host, settings.http_port):
         settings = settings.replace(http_port=free_port())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
