@@ -65,8 +65,19 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def workers(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Beacon workers: the services built from this repository's Dockerfile."""
-    return {name: svc for name, svc in services.items() if "build" in svc}
+    """Beacon workers: the services built from this repository's Dockerfile (but the trainer)."""
+    return {name: svc for name, svc in services.items() if "build" in svc and command_of(svc) != ["trainer"]}
+
+
+def test_one_trainer_runs_beside_the_workers(services: dict[str, dict[str, Any]]) -> None:
+    trainers = {name: svc for name, svc in services.items() if command_of(svc) == ["trainer"]}
+    assert list(trainers) == ["trainer"]
+    trainer = trainers["trainer"]
+    assert trainer["deploy"]["replicas"] == 1  # a second trainer would fork learning
+    assert "trainer" in beacon_subcommands()
+    env = trainer["environment"]
+    assert env["BEACON_APP_ID"] == services["worker-1"]["environment"]["BEACON_APP_ID"]
+    assert "6068" in " ".join(trainer["healthcheck"]["test"]) and env["BEACON_TRAINER_METRICS_PORT"] == "6068"
 
 
 def compose_validator() -> jsonschema.protocols.Validator:
