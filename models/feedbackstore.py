@@ -6,6 +6,7 @@ Keys (``P`` is the key prefix; the trainer is their only writer)::
     P:fb:last:<customer_id>    the customer's latest decision id and time     TTL feedback_ttl_s
     P:fb:pending:offer         zset "<decision>|<action>" -> answer deadline  swept when due
     P:fb:pending:fraud         zset decision -> maturity (then legitimate)    swept when due
+    P:fb:pending:churn         zset customer -> dormancy due (then churned)   swept when due
     P:fb:ignored:<d>|<action>  counted as ignored (a late accept corrects)    TTL feedback_ttl_s
     P:fb:seen:<digest>         labels already learned (redelivery is a no-op) TTL feedback_ttl_s
     P:fb:orphans               labels whose decision is not known yet         bound 10,000
@@ -38,15 +39,20 @@ class FeedbackStore:
         inputs: Mapping[str, Any],
         offer_deadline: float | None,
         fraud_maturity: float | None,
+        churn_due: float = float("inf"),
+        churn_labelled: float = 0.0,
     ) -> None:
         try:
             async with self._r.pipeline(transaction=True) as pipe:
                 pipe.set(f"{self._p}:x:{decision_id}", orjson.dumps(inputs), ex=self._ttl)
                 pipe.set(
                     f"{self._p}:last:{inputs['customer_id']}",
-                    orjson.dumps({"d": decision_id, "ts": inputs["ts"]}),
+                    orjson.dumps({"d": decision_id, "ts": inputs["ts"], "lab": churn_labelled}),
                     ex=self._ttl,
                 )
+                # Dormancy watch: if this stays the customer's latest decision past the
+                # horizon, the customer went dormant (a churn positive).
+                pipe.zadd(f"{self._p}:pending:churn", {str(inputs["customer_id"]): churn_due})
                 if offer_deadline is not None:
                     pipe.zadd(
                         f"{self._p}:pending:offer",
@@ -81,6 +87,9 @@ class FeedbackStore:
         if await self._call(self._r.delete(f"{self._p}:ignored:{member}")):
             return "ignored"
         return "unknown"
+
+    async def resolve_churn(self, customer_id: str) -> None:
+        await self._call(self._r.zrem(f"{self._p}:pending:churn", customer_id))
 
     async def resolve_fraud(self, decision_id: str) -> None:
         await self._call(self._r.zrem(f"{self._p}:pending:fraud", decision_id))

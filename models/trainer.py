@@ -12,8 +12,10 @@ learns exactly as live traffic would):
 - fraud: a fraud report or chargeback naming the transaction, at any delay while its
   inputs are kept (``feedback_ttl_s``); a transaction with no report after
   ``fraud_maturity_s`` is learned as legitimate.
-- churn: an account closure labels the customer's latest decision positive; a customer
-  seen again more than ``churn_horizon_s`` after a decision labels that one negative.
+- churn: an account closure, or no activity for ``churn_horizon_s`` after a decision
+  (long dormancy), labels the customer's latest decision positive; a customer seen again
+  at least a day but less than the horizon after their last churn label labels the
+  previous decision negative (at most one churn label a day per customer).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from models.learner import MONETARY_TYPES, Learner, inputs_of
 
 log = logging.getLogger("beacon.trainer")
 _ORPHAN_RETRY_S = 600.0  # a label waits this long (stream time) for its decision record
+_CHURN_LABEL_EVERY_S = 86400.0
 
 
 class Trainer:
@@ -54,12 +57,24 @@ class Trainer:
         inputs = inputs_of(record, self.learner.specs)
         self.clock = max(self.clock, inputs["ts"])
         did = str(record["decision_id"])
-        prev = await self.fb.last_of(str(inputs["customer_id"]))
-        if prev and inputs["ts"] - float(prev["ts"]) >= self.s.churn_horizon_s:
-            await self._learn_stored("churn", str(prev["d"]), False, inputs["ts"] - float(prev["ts"]))
+        labelled = await self._churn_on_return(inputs)
         deadline = inputs["ts"] + self.s.offer_response_window_s if inputs["shown"] else None
         maturity = inputs["ts"] + self.s.fraud_maturity_s if inputs["type"] in MONETARY_TYPES else None
-        await self.fb.remember(did, inputs, deadline, maturity)
+        churn_due = inputs["ts"] + self.s.churn_horizon_s
+        await self.fb.remember(did, inputs, deadline, maturity, churn_due, labelled)
+
+    async def _churn_on_return(self, inputs: Mapping[str, Any]) -> float:
+        """A returning customer did not churn after their previous decision (one label a
+        day at most); returns when the customer's last churn label was learned."""
+        prev = await self.fb.last_of(str(inputs["customer_id"]))
+        if not prev:
+            return 0.0
+        last_label = float(prev.get("lab") or 0.0)
+        gap = inputs["ts"] - float(prev["ts"])
+        if gap < self.s.churn_horizon_s and inputs["ts"] - last_label >= _CHURN_LABEL_EVERY_S:
+            await self._learn_stored("churn", str(prev["d"]), False, gap)
+            return float(inputs["ts"])
+        return last_label
 
     async def on_label(self, label: Mapping[str, Any], retry: bool = False) -> None:
         self.clock = max(self.clock, float(label.get("ts") or 0.0))
@@ -80,6 +95,7 @@ class Trainer:
             if last is None:
                 await self._park(label, retry)
                 return
+            await self.fb.resolve_churn(str(label["customer_id"]))  # closed: no dormancy label too
             await self._learn_stored("churn", str(last["d"]), bool(label["label"]), None, label)
 
     async def _offer_label(self, label: Mapping[str, Any]) -> None:
@@ -104,6 +120,10 @@ class Trainer:
                 self._learn(inputs, "offers", False, self.s.offer_response_window_s, offer=action)
         for did in await self.fb.due("fraud", self.clock):
             await self._learn_stored("fraud", did, False, self.s.fraud_maturity_s)
+        for customer in await self.fb.due("churn", self.clock):  # dormant for the horizon
+            last = await self.fb.last_of(customer)
+            if last is not None:
+                await self._learn_stored("churn", str(last["d"]), True, self.s.churn_horizon_s)
         for label in await self.fb.orphans(self.clock - _ORPHAN_RETRY_S):
             await self.on_label(label, retry=True)
 
