@@ -107,15 +107,17 @@ class FeedbackStore:
                     await pipe.execute()
         return [m.decode() for m in members]
 
-    async def park(self, label: Mapping[str, Any], now: float) -> None:
-        """Keep a label whose decision is not known yet (topics race); retried later."""
+    async def park(self, label: Mapping[str, Any], parked_at: float) -> None:
+        """Keep a label whose decision is not known yet (the audit and feedback topics race);
+        the trainer retries it at every sweep until it has waited long enough."""
         key = f"{self._p}:orphans"
-        await self._call(self._r.zadd(key, {orjson.dumps(label): now}))
+        await self._call(self._r.zadd(key, {orjson.dumps({**label, "_parked": parked_at}): parked_at}))
         await self._call(self._r.zremrangebyrank(key, 0, -(_ORPHANS_BOUND + 1)))
 
-    async def orphans(self, older_than: float) -> list[dict[str, Any]]:
+    async def orphans(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Parked labels, oldest first, taken out (the trainer parks again what still waits)."""
         key = f"{self._p}:orphans"
-        raw = await self._call(self._r.zrangebyscore(key, "-inf", older_than, start=0, num=500))
+        raw = await self._call(self._r.zrange(key, 0, limit - 1))
         if raw:
             await self._call(self._r.zrem(key, *raw))
         return [orjson.loads(r) for r in raw]

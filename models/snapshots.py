@@ -22,7 +22,8 @@ instead, and one payload is at most ``max_bytes``. The kept versions are the ``k
 newest; the current one is never dropped.
 
 A publish takes two round trips: ``INCR seq`` reserves the number (the signature covers
-the version, so the number must be known before signing), then one Lua script stores
+the version, so the number must be known before signing; a refused publish leaves a gap in
+the numbers), then one Lua script stores
 record and payload, moves ``current``, appends history, trims and announces. That script
 refuses (:class:`SnapshotConflict`) a version older than the current one, and, when the
 publisher names the ``parent`` version it started from, any other current version: two
@@ -231,7 +232,10 @@ class SnapshotStore:
         payload over ``max_bytes``."""
         keys = self.keys(name)
         key = signing_key(self._key_setting)
-        payload = pickle_model(model)
+        try:
+            payload = pickle_model(model)
+        except Exception as exc:  # pickle raises many types: one error at the boundary
+            raise ModelError(f"model {name}: cannot be pickled ({type(exc).__name__}: {exc})") from exc
         if len(payload) > self.max_bytes:
             raise ModelError(
                 f"model {name}: snapshot of {len(payload)} bytes is over the {self.max_bytes} byte limit; "
@@ -342,6 +346,19 @@ def _info(name: str, version: str, record: Any, current: bool) -> SnapshotInfo:
     )
 
 
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a Redis call swallowed.
+
+    redis-py sends each command inside ``asyncio.wait_for(..., socket_timeout)``; on
+    Python 3.11 ``wait_for`` drops a ``task.cancel()`` that lands while the send completes
+    (bpo-42130 = CPython gh-86296, fixed in 3.12), so the command returns normally and a watcher that
+    was told to stop goes on waiting forever (seen in the two-workers test, every run).
+    The request is still counted by ``Task.cancelling()``: honour it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Notifications:
     """A live subscription to ``P:models:changed``."""
 
@@ -354,6 +371,7 @@ class Notifications:
         while (left := deadline - time.monotonic()) > 0:
             with _redis_errors("subscription"):
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            _raise_if_cancelling()
             if msg is not None and msg.get("type") == "message":
                 return _text(msg["data"])
             # get_message returns early on control messages: never spin.

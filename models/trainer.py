@@ -82,7 +82,7 @@ class Trainer:
             return  # redelivered: already learned
         kind = label.get("kind")
         if kind == "offer":
-            await self._offer_label(label)
+            await self._offer_label(label, retry)
         elif kind == "fraud":
             did = decision_id_of(str(label["channel"]), str(label["event_id"]))
             if await self.fb.recall(did) is None:
@@ -98,11 +98,11 @@ class Trainer:
             await self.fb.resolve_churn(str(label["customer_id"]))  # closed: no dormancy label too
             await self._learn_stored("churn", str(last["d"]), bool(label["label"]), None, label)
 
-    async def _offer_label(self, label: Mapping[str, Any]) -> None:
+    async def _offer_label(self, label: Mapping[str, Any], retry: bool) -> None:
         did, action = str(label["decision_id"]), str(label["action_id"])
         inputs = await self.fb.recall(did)
         if inputs is None or action not in inputs["shown"]:
-            await self._park(label, False) if inputs is None else self._unmatched(label)
+            await self._park(label, retry) if inputs is None else self._unmatched(label)
             return
         status = await self.fb.resolve_offer(did, action)
         if status == "ignored" and label["label"]:
@@ -124,7 +124,7 @@ class Trainer:
             last = await self.fb.last_of(customer)
             if last is not None:
                 await self._learn_stored("churn", str(last["d"]), True, self.s.churn_horizon_s)
-        for label in await self.fb.orphans(self.clock - _ORPHAN_RETRY_S):
+        for label in await self.fb.orphans():
             await self.on_label(label, retry=True)
 
     async def maybe_snapshot(self, force: bool = False) -> None:
@@ -168,10 +168,11 @@ class Trainer:
         self.learner.learn(name, inputs["f"], inputs["a"], label, delay, offer)
 
     async def _park(self, label: Mapping[str, Any], retry: bool) -> None:
-        if retry:
-            self._unmatched(label)
+        parked_at = float(label.get("_parked", self.clock)) if retry else self.clock
+        if self.clock - parked_at >= _ORPHAN_RETRY_S:
+            self._unmatched(label)  # waited 10 minutes of stream time: its decision is not coming
         else:
-            await self.fb.park(label, self.clock)
+            await self.fb.park(label, parked_at)
 
     def _unmatched(self, label: Mapping[str, Any]) -> None:
         self.unmatched += 1

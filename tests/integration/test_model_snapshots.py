@@ -22,7 +22,7 @@ from engine.errors import StoreError
 from engine.launcher import isolated
 from engine.settings import Settings
 from engine.store import connect
-from models.errors import SigningKeyError, SnapshotConflict, SnapshotRefused
+from models.errors import ModelError, SigningKeyError, SnapshotConflict, SnapshotRefused
 from models.metrics import ModelMetrics
 from models.modelwatch import ModelWatcher
 from models.signing import SnapshotVersion, key_id
@@ -31,7 +31,7 @@ from models.snapshots import ANY, ModelKeys, SnapshotStore
 pytestmark = pytest.mark.integration
 
 KEY = secrets.token_hex(32)
-X = ({"a": 0.0, "b": 1.0}, {"a": 2.0, "b": -1.0}, {"a": 7.5}, {})
+X: tuple[dict[str, float], ...] = ({"a": 0.0, "b": 1.0}, {"a": 2.0, "b": -1.0}, {"a": 7.5}, {})
 
 
 def _text(value: bytes | str) -> str:
@@ -177,7 +177,7 @@ async def test_tampered_or_foreign_snapshots_are_refused_and_the_old_model_stays
     # 3. a manifest edited in Redis (meta changed, signature kept)
     v4 = await store.publish("risk", river_model(12), {"auc": 0.61})
     record = await client.hget(keys.records, v4)
-    assert record is not None
+    assert isinstance(record, bytes)
     await client.hset(keys.records, v4, record.replace(b'"auc":0.61', b'"auc":0.99'))
     assert await w.check("risk") is False and refused(w) == 3.0
     assert worker.models["risk"] == (v1, running)  # still the model it started with
@@ -200,12 +200,15 @@ async def test_tampered_or_foreign_snapshots_are_refused_and_the_old_model_stays
 async def test_hot_swap_after_a_publish_takes_milliseconds(
     client: aioredis.Redis, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = SnapshotStore(client, settings)
+    trainer = connect(settings)  # the trainer is another process: its own connection
+    store = SnapshotStore(trainer, settings)
     await store.publish("risk", river_model(1))
-    w, worker = watcher(store, settings)  # model_poll_s=30: only the announcement can be this fast
+    w, worker = watcher(
+        SnapshotStore(client, settings), settings
+    )  # poll 30 s: only the announcement is this fast
     await w.load_initial()
     lags = []
-    async with watching(w):
+    async with watching(w), contextlib.aclosing(trainer):
         for i in range(2, 12):
             published = time.perf_counter()
             version = await store.publish("risk", river_model(i))
@@ -365,6 +368,12 @@ async def test_without_a_signing_key_nothing_is_published_or_loaded(
         assert [v.version for v in await unsigned.versions("risk")] == [v1]  # listing needs no key
     assert await signed.current_version("risk") == v1
     assert await client.get(signed.keys("risk").seq) == b"1"  # refused before reserving a number
+
+
+async def test_an_unpicklable_model_is_a_model_error(client: aioredis.Redis, settings: Settings) -> None:
+    with pytest.raises(ModelError, match="model risk: cannot be pickled"):
+        await SnapshotStore(client, settings).publish("risk", lambda x: x)
+    assert await client.get(ModelKeys.of(settings.key_prefix, "risk").seq) is None
 
 
 async def test_redis_failures_become_store_errors(settings: Settings) -> None:
