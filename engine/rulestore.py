@@ -41,6 +41,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from engine.cancel import raise_if_cancelling
 from engine.errors import BeaconError, StoreError
 from engine.rulepack import bundle_digest
 
@@ -317,6 +318,7 @@ class Notifications:
         while (left := deadline - time.monotonic()) > 0:
             with _redis_errors("subscription"):
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            raise_if_cancelling()
             if msg is not None:
                 return True
             # get_message returns early on control messages: never spin.

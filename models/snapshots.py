@@ -43,6 +43,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from engine.cancel import raise_if_cancelling
 from engine.errors import StoreError
 from engine.settings import Settings
 from models.errors import ModelError, SigningKeyError, SnapshotConflict, SnapshotRefused, UnknownSnapshot
@@ -346,19 +347,6 @@ def _info(name: str, version: str, record: Any, current: bool) -> SnapshotInfo:
     )
 
 
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that a Redis call swallowed.
-
-    redis-py sends each command inside ``asyncio.wait_for(..., socket_timeout)``; on
-    Python 3.11 ``wait_for`` drops a ``task.cancel()`` that lands while the send completes
-    (bpo-42130 = CPython gh-86296, fixed in 3.12), so the command returns normally and a watcher that
-    was told to stop goes on waiting forever (seen in the two-workers test, every run).
-    The request is still counted by ``Task.cancelling()``: honour it here."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 class Notifications:
     """A live subscription to ``P:models:changed``."""
 
@@ -371,7 +359,7 @@ class Notifications:
         while (left := deadline - time.monotonic()) > 0:
             with _redis_errors("subscription"):
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
-            _raise_if_cancelling()
+            raise_if_cancelling()
             if msg is not None and msg.get("type") == "message":
                 return _text(msg["data"])
             # get_message returns early on control messages: never spin.

@@ -133,7 +133,11 @@ class Trainer:
             fresh = self.learner.learned[name] - self._since_snapshot[name]
             if self.snapshots is not None and fresh and (due or fresh >= self.s.snapshot_every_labels):
                 meta = {"labels": self.learner.learned[name], "quality": self.learner.quality[name].summary()}
-                self.versions[name] = await self.snapshots.publish(name, model, meta)
+                # parent: the version this model grew from. If another trainer published
+                # meanwhile, the publish is refused (SnapshotConflict) instead of forking.
+                self.versions[name] = await self.snapshots.publish(
+                    name, model, meta, parent=self.versions.get(name)
+                )
                 self._since_snapshot[name] = self.learner.learned[name]
                 log.info("published %s (%d labels)", self.versions[name], self.learner.learned[name])
         if due:

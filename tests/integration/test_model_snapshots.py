@@ -203,9 +203,8 @@ async def test_hot_swap_after_a_publish_takes_milliseconds(
     trainer = connect(settings)  # the trainer is another process: its own connection
     store = SnapshotStore(trainer, settings)
     await store.publish("risk", river_model(1))
-    w, worker = watcher(
-        SnapshotStore(client, settings), settings
-    )  # poll 30 s: only the announcement is this fast
+    # The worker polls every 30 s (settings fixture): only the announcement can be this fast.
+    w, worker = watcher(SnapshotStore(client, settings), settings)
     await w.load_initial()
     lags = []
     async with watching(w), contextlib.aclosing(trainer):

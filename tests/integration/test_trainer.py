@@ -113,3 +113,28 @@ async def test_churn_by_closure_by_dormancy_and_not_on_return(trainer: Trainer) 
     # "stay" went quiet after a2 for more than the horizon: dormant, a positive. "closer"
     # was already labelled by the closure, so dormancy does not count it again.
     assert labels(trainer, "churn") == (3, 2)
+
+
+async def test_a_second_trainer_cannot_fork_the_models(infra: Settings) -> None:
+    from models.errors import SnapshotConflict
+    from models.snapshots import SnapshotStore
+
+    s = isolated(infra, model_signing_key="k" * 40)
+    client = connect(s)
+
+    def trainer() -> Trainer:
+        learner = Learner({n: build(n) for n in REGISTRY}, {n: REGISTRY[n].features for n in REGISTRY})
+        return Trainer(
+            s, learner, FeedbackStore(client, s.key_prefix, s.feedback_ttl_s), SnapshotStore(client, s)
+        )
+
+    first, second = trainer(), trainer()
+    for t in (first, second):
+        await t.on_audit(audit("f1", T0))
+        await t.on_label(fraud_label("f1", T0 + 60)) if t is first else None
+    await first.maybe_snapshot(force=True)
+    assert first.versions["fraud"].startswith("fraud-v1-")
+    second.learner.learn("fraud", {"log_amount": 1.0}, {}, True)  # learned apart from the first
+    with pytest.raises(SnapshotConflict):
+        await second.maybe_snapshot(force=True)
+    await client.aclose()
