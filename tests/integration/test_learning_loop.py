@@ -16,7 +16,14 @@ import httpx
 import orjson
 import pytest
 
-from engine.launcher import WorkerProcess, running_trainer, running_worker, settings_env, start_worker
+from engine.launcher import (
+    WorkerProcess,
+    free_port,
+    running_trainer,
+    running_worker,
+    settings_env,
+    start_worker,
+)
 from engine.settings import Settings
 from tests.helpers import isolated
 
@@ -35,6 +42,7 @@ def settings(infra: Settings) -> Settings:
         snapshot_interval_s=1.0,
         offer_response_window_s=3600.0,
         fraud_maturity_s=3600.0,
+        trainer_metrics_port=free_port(),
     )
 
 
@@ -102,6 +110,9 @@ def test_labels_in_snapshots_out_and_both_workers_agree(
     )  # fmt: skip
     assert report.returncode == 0, report.stderr
     assert "offers" in report.stdout
+    # The trainer exports the same quality to Prometheus, labelled by model name only.
+    metrics = httpx.get(f"http://{settings.http_host}:{settings.trainer_metrics_port}/metrics").text
+    assert 'beacon_model_labels_total{model="offers"}' in metrics
     for c in clients:
         c.close()
 
