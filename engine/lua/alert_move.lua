@@ -1,0 +1,38 @@
+-- Beacon alert desk: one state change, checked against the lifecycle and appended to
+-- the alert's audit trail (append-only) in the same step.
+-- KEYS: 1 doc, 2 audit, 3 sla zset
+-- ARGV: 1 action (ack|assign|escalate|resolve), 2 who, 3 now ms, 4 note, 5 assignee, 6 disposition
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {'error', 'not_found'} end
+local doc = cjson.decode(raw)
+local action, who, now, note = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local from = doc.status
+if from == 'resolved' then return {'error', 'already_resolved'} end
+local to
+if action == 'ack' then
+  if from ~= 'open' and from ~= 'escalated' then return {'error', 'not_open'} end
+  to = 'acknowledged'
+elseif action == 'assign' then
+  if ARGV[5] == '' then return {'error', 'assignee_required'} end
+  doc.assignee = ARGV[5]
+  to = 'assigned'
+elseif action == 'escalate' then
+  if from ~= 'open' then return {'error', 'not_open'} end
+  to = 'escalated'
+elseif action == 'resolve' then
+  doc.disposition = ARGV[6]
+  doc.note = note
+  to = 'resolved'
+else
+  return {'error', 'unknown_action'}
+end
+doc.status = to
+doc.updated = now
+-- Acted on (or escalated once): the SLA clock stops.
+redis.call('ZREM', KEYS[3], doc.alert_id)
+redis.call('SET', KEYS[1], cjson.encode(doc), 'KEEPTTL')
+local entry = {at = now, who = who, action = action, from = from, to = to, note = note}
+if action == 'assign' then entry.assignee = ARGV[5] end
+if action == 'resolve' then entry.disposition = ARGV[6] end
+redis.call('RPUSH', KEYS[2], cjson.encode(entry))
+return {'ok', cjson.encode(doc)}
