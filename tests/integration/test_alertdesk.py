@@ -90,11 +90,11 @@ async def test_critical_alerts_escalate_when_nobody_acknowledges(desk: AlertDesk
 async def test_listing_filters_and_pages(desk: AlertDesk) -> None:
     for n in range(7):
         await desk.raise_alert(alert(n, customer=f"C{n}", severity="high" if n % 2 else "low"), NOW + n)
-    page = await desk.list(AlertFilter(severity="high"), limit=2)
+    page = await desk.find(AlertFilter(severity="high"), limit=2)
     assert [d["alert_id"] for d in page] == ["a5", "a3"]
-    nxt = await desk.list(AlertFilter(severity="high"), limit=2, before_ms=page[-1]["created"])
+    nxt = await desk.find(AlertFilter(severity="high"), limit=2, before_ms=page[-1]["created"])
     assert [d["alert_id"] for d in nxt] == ["a1"]
-    assert [d["alert_id"] for d in await desk.list(AlertFilter(customer="C4"))] == ["a4"]
+    assert [d["alert_id"] for d in await desk.find(AlertFilter(customer="C4"))] == ["a4"]
 
 
 async def test_snooze_holds_back_the_rule_for_the_customer(desk: AlertDesk, infra: Settings) -> None:
