@@ -87,7 +87,14 @@ class AlertDesk:
         deadline = now_ms + int(sla * 1000) if sla > 0 else 0
         keys = [f"{self._p}:seen:", f"{self._p}:a:", f"{self._p}:audit:", f"{self._p}:g:",
                 f"{self._p}:by_time", f"{self._p}:sla"]  # fmt: skip
-        args = [orjson.dumps(record), self.group_window_s, now_ms, self.retention_s, deadline, _EVENTS_KEPT]
+        args: list[bytes | int] = [
+            orjson.dumps(record),
+            self.group_window_s,
+            now_ms,
+            self.retention_s,
+            deadline,
+            _EVENTS_KEPT,
+        ]
         reply = await self._call(self._raise(keys=keys, args=args))
         return _s(reply[0]), _s(reply[1])
 
@@ -109,7 +116,7 @@ class AlertDesk:
         raw = await self._call(self._r.lrange(f"{self._p}:audit:{alert_id}", 0, -1))
         return [orjson.loads(r) for r in raw]
 
-    async def list(
+    async def find(
         self, flt: AlertFilter, limit: int = 50, before_ms: int | None = None
     ) -> list[dict[str, Any]]:
         """Newest first; ``before_ms`` is the paging cursor (the last alert's ``created``)."""
