@@ -12,6 +12,7 @@ from typing import Any
 import faust
 
 from agents.bulk import BulkProducer
+from agents.desk import register_desk
 from agents.kafka_path import KafkaPath, publish_audit_and_alerts
 from agents.transport import register
 from agents.web import register_views
@@ -55,7 +56,7 @@ def create_app(rt: Runtime) -> BeaconApp:
     bulk = BulkProducer(s)
     kafka_path = KafkaPath(app, rt, bulk)
     api = Api(rt.service, rt.metrics, lambda: dict(rt.readiness), on_decision=_http_publisher(bulk, rt))
-    register_views(app, api)
+    register_views(app, api, register_desk(app, rt, bulk))
 
     @app.agent(interactions, name="decide")
     async def decide(stream: Any) -> None:

@@ -144,6 +144,11 @@ class AlertDesk:
             hi = f"({int(ids[-1][1])}"
         return out
 
+    async def note(self, alert_id: str, who: str, now_ms: int, action: str, note: str) -> None:
+        """An entry in the audit trail that changes no state (a snooze, for one)."""
+        entry = {"at": now_ms, "who": who, "action": action, "from": None, "to": None, "note": note}
+        await self._call(self._r.rpush(f"{self._p}:audit:{alert_id}", orjson.dumps(entry)))
+
     async def due_escalations(self, now_ms: int) -> list[str]:
         """Alerts whose SLA ran out while still open."""
         ids = await self._call(self._r.zrangebyscore(f"{self._p}:sla", "-inf", now_ms, start=0, num=100))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.alertdesk import AlertDesk
 from engine.metrics import Metrics
 from engine.rulestore import RuleStore
 from engine.rulewatch import RuleWatcher
@@ -29,6 +30,7 @@ class Runtime:
     metrics: Metrics
     rule_watch: RuleWatcher
     model_watch: ModelWatcher
+    desk: AlertDesk
     readiness: dict[str, bool] = field(
         default_factory=lambda: {"redis": False, "broker": False, "rules": False}
     )
@@ -49,7 +51,14 @@ class Runtime:
             settings,
             ModelMetrics(metrics.registry),
         )
-        return cls(settings, service, metrics, watch, models, readiness)
+        desk = AlertDesk(
+            client,
+            settings.key_prefix,
+            settings.alert_retention_s,
+            settings.alert_group_window_s,
+            {"critical": settings.alert_sla_critical_s, "high": settings.alert_sla_high_s},
+        )
+        return cls(settings, service, metrics, watch, models, desk, readiness)
 
     async def load_models(self) -> None:
         """Warm start from the latest snapshots (fresh models where there are none)."""

@@ -108,6 +108,11 @@ class Settings:
     snapshot_every_labels: int = 200
     snapshot_interval_s: float = 10.0
     trainer_metrics_port: int = 0  # the trainer's /metrics (model quality); 0: not served
+    # The risk officers' alert desk.
+    alert_group_window_s: int = 3600  # alerts of one customer and typology within this are one
+    alert_retention_s: int = 90 * 86400
+    alert_sla_critical_s: float = 900.0  # an unacknowledged critical alert escalates after this
+    alert_sla_high_s: float = 0.0  # 0: no escalation timer
     risk_step_up: float = 0.5
     risk_block: float = 0.85
     # Operations.

@@ -1,0 +1,55 @@
+"""The alert desk's Faust side: alerts from ``risk.alerts`` into the desk, the SLA timer,
+and disposition labels out to ``feedback``. Logic lives in engine/alertdesk.py."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from agents.bulk import BulkProducer
+from engine.alert_api import AlertApi
+from engine.alertdesk import AlertMoveError
+from engine.errors import StoreError
+from engine.runtime import Runtime
+
+log = logging.getLogger("beacon.desk")
+_SLA_TICK_S = 5.0
+
+
+def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
+    s = rt.settings
+    alerts = app.topic(s.topic("risk.alerts"), key_type=bytes, value_type=bytes)
+
+    @app.agent(alerts, name="alert-desk")
+    async def desk_agent(stream: Any) -> None:
+        async for raw in stream:
+            body = orjson.loads(raw)
+            if body.get("event") == "escalation":  # our own announcement, not an alert
+                continue
+            try:
+                await rt.desk.raise_alert(body, int(time.time() * 1000))
+            except StoreError:
+                log.exception("alert %s not recorded; it will be redelivered", body.get("alert_id"))
+                raise
+
+    @app.timer(interval=_SLA_TICK_S)
+    async def escalate_overdue() -> None:
+        now_ms = int(time.time() * 1000)
+        for alert_id in await rt.desk.due_escalations(now_ms):
+            try:
+                doc = await rt.desk.move(alert_id, "escalate", "sla", now_ms, "not acknowledged in time")
+            except AlertMoveError:
+                continue  # another worker escalated it, or someone acted on it meanwhile
+            event = {"event": "escalation", "alert_id": alert_id, "severity": doc["severity"],
+                     "customer_id": doc["customer_id"], "at": now_ms}  # fmt: skip
+            await bulk.send(s.topic("risk.alerts"), doc["customer_id"].encode(), orjson.dumps(event))
+
+    async def publish_labels(labels: list[dict[str, Any]]) -> None:
+        for label in labels:
+            await bulk.send(s.topic("feedback"), str(label["customer_id"]).encode(), orjson.dumps(label))
+
+    return AlertApi(rt.desk, rt.service.store, publish_labels)
