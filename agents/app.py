@@ -17,6 +17,7 @@ from agents.kafka_path import KafkaPath, publish_audit_and_alerts
 from agents.transport import register
 from agents.web import register_views
 from engine.api import Api
+from engine.guard import Guard
 from engine.runtime import Runtime
 from engine.service import Outcome
 
@@ -56,7 +57,8 @@ def create_app(rt: Runtime) -> BeaconApp:
     bulk = BulkProducer(s)
     kafka_path = KafkaPath(app, rt, bulk)
     api = Api(rt.service, rt.metrics, lambda: dict(rt.readiness), on_decision=_http_publisher(bulk, rt))
-    register_views(app, api, register_desk(app, rt, bulk))
+    guard = Guard(rt.auth, s.auth_required)
+    register_views(app, api, register_desk(app, rt, bulk), guard, rt.auth)
 
     @app.agent(interactions, name="decide")
     async def decide(stream: Any) -> None:

@@ -2,51 +2,93 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import faust
+import orjson
 from faust.web import Request, Response, View
 
 from engine.alert_api import AlertApi
-from engine.api import Api, Reply
+from engine.api import Api, Reply, error
+from engine.auth import AuthError, AuthStore, Principal, TooManyLogins
+from engine.errors import StoreError
+from engine.guard import ANONYMOUS, SESSION_COOKIE, Guard
 
 
 def _respond(view: View, reply: Reply) -> Response:
     return view.bytes(reply.body, content_type=reply.content_type, status=reply.status, headers=reply.headers)
 
 
-def register_views(app: faust.App, api: Api, alerts: AlertApi) -> None:
+def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, auth: AuthStore) -> None:
+    async def allow(request: Request, permission: str) -> Principal | Reply:
+        return await guard.check(request.headers, request.cookies, permission)
+
     @app.page("/v1/decisions")
     class Decisions(View):
         async def post(self, request: Request) -> Response:
+            who = await allow(request, "decide")
+            if isinstance(who, Reply):
+                return _respond(self, who)
             body = await self.read_request_content(request)
             explain = request.query.get("explain", "").lower() in ("1", "true", "yes")
-            return _respond(self, await api.post_decision(body, explain=explain))
+            return _respond(self, await api.post_decision(body, explain=explain, channel=who.channel))
 
     @app.page("/v1/customers/{customer_id}")
     class Customer(View):
         async def get(self, request: Request, customer_id: str) -> Response:
+            who = await allow(request, "read")
+            if isinstance(who, Reply):
+                return _respond(self, who)
             return _respond(self, await api.get_customer(customer_id))
 
     @app.page("/v1/customers/{customer_id}/profile")
     class Profile(View):
         async def put(self, request: Request, customer_id: str) -> Response:
+            who = await allow(request, "profile")
+            if isinstance(who, Reply):
+                return _respond(self, who)
             body = await self.read_request_content(request)
             return _respond(self, await api.put_profile(customer_id, body))
 
     @app.page("/v1/alerts")
     class Alerts(View):
         async def get(self, request: Request) -> Response:
+            who = await allow(request, "read")
+            if isinstance(who, Reply):
+                return _respond(self, who)
             return _respond(self, await alerts.find(dict(request.query)))
 
     @app.page("/v1/alerts/{alert_id}")
     class AlertDetail(View):
         async def get(self, request: Request, alert_id: str) -> Response:
+            who = await allow(request, "read")
+            if isinstance(who, Reply):
+                return _respond(self, who)
             return _respond(self, await alerts.detail(alert_id))
 
     @app.page("/v1/alerts/{alert_id}/{action}")
     class AlertAction(View):
         async def post(self, request: Request, alert_id: str, action: str) -> Response:
+            who = await allow(request, "admin" if action == "snooze" else "work")
+            if isinstance(who, Reply):
+                return _respond(self, who)
             body = await self.read_request_content(request)
-            return _respond(self, await alerts.act(alert_id, action, body))
+            actor = None if who is ANONYMOUS else who.name
+            return _respond(self, await alerts.act(alert_id, action, body, actor))
+
+    @app.page("/v1/login")
+    class Login(View):
+        async def post(self, request: Request) -> Response:
+            body = await self.read_request_content(request)
+            remote = getattr(request, "remote", None) or "unknown"  # aiohttp's request underneath
+            reply = await login(auth, body, remote)
+            response = _respond(self, reply)
+            if reply.status == 200:
+                token = orjson.loads(reply.body)["session"]
+                cast(Any, response).set_cookie(  # an aiohttp response underneath
+                    SESSION_COOKIE, token, httponly=True, samesite="Strict", max_age=auth.session_ttl_s
+                )
+            return response
 
     @app.page("/healthz")
     class Health(View):
@@ -61,4 +103,24 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi) -> None:
     @app.page("/metrics")
     class MetricsPage(View):
         async def get(self, request: Request) -> Response:
+            who = await allow(request, "read")
+            if isinstance(who, Reply):
+                return _respond(self, who)
             return _respond(self, api.metrics_page())
+
+
+async def login(auth: AuthStore, body: bytes, remote: str) -> Reply:
+    try:
+        data = orjson.loads(body or b"{}")
+        name, password = str(data["user"]), str(data["password"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return error(400, "invalid_value", 'send {"user": ..., "password": ...}')
+    try:
+        session = await auth.login(name, password, remote)
+    except TooManyLogins as exc:
+        return error(429, "too_many_logins", str(exc), **{"Retry-After": "60"})
+    except AuthError:
+        return error(401, "unauthenticated", "wrong user name or password")
+    except StoreError as exc:
+        return error(503, "state_unavailable", str(exc))
+    return Reply(200, orjson.dumps({"session": session, "user": name}))

@@ -1,7 +1,7 @@
 """HTTP API of the alert desk (values in, Reply out; routing lives in agents/web.py).
 
-Until people log in (the roles part of the risk-officer issue), the officer's name comes
-in the request body as ``by`` and is what the audit trail records.
+The audit trail records the logged-in person; with authentication off (development),
+the name given as ``by`` in the request body.
 """
 
 from __future__ import annotations
@@ -65,14 +65,15 @@ class AlertApi:
             return error(503, "state_unavailable", str(exc))
         return Reply(200, orjson.dumps({"alert": doc, "audit": trail, "customer": view}))
 
-    async def act(self, alert_id: str, action: str, body: bytes) -> Reply:
+    async def act(self, alert_id: str, action: str, body: bytes, actor: str | None = None) -> Reply:
+        """``actor``: the logged-in person; without authentication, ``by`` in the body."""
         if action not in _ACTIONS:
             return error(404, "not_found", f"no action {action}; use {', '.join(_ACTIONS)}")
         try:
             data = orjson.loads(body or b"{}")
         except orjson.JSONDecodeError:
             return error(400, "invalid_json", "the body is not JSON")
-        who, note = data.get("by"), data.get("note", "")
+        who, note = actor or data.get("by"), data.get("note", "")
         if not isinstance(who, str) or not 0 < len(who) <= _NAME_MAX:
             return error(400, "missing_field", "`by` names who acts (recorded in the audit trail)", "by")
         if not isinstance(note, str) or len(note) > _NOTE_MAX:

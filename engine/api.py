@@ -56,7 +56,7 @@ class Api:
     ready: Callable[[], dict[str, bool]]
     on_decision: Callable[[Any], None] = lambda outcome: None  # publishes audit + alerts
 
-    async def post_decision(self, body: bytes, explain: bool = False) -> Reply:
+    async def post_decision(self, body: bytes, explain: bool = False, channel: str | None = None) -> Reply:
         """Decide one event; ``explain`` adds the full explanation (``?explain=true``)."""
         started = time.perf_counter()
         settings = self.service.settings
@@ -67,6 +67,8 @@ class Api:
         except EventError as err:
             self.metrics.dlq.labels("http", err.code).inc()
             return error(400, err.code, err.message, err.field)
+        if channel is not None and event.channel != channel:
+            return error(403, "wrong_channel", f"this token decides for channel {channel} only", "channel")
         try:
             fut = self.service.batcher.submit_nowait(event)
         except Overloaded:

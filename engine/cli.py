@@ -87,7 +87,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine import commands, models_cli, rules_cli
+    from engine import commands, models_cli, rules_cli, users_cli
 
     parser = argparse.ArgumentParser(prog="beacon", description="Beacon real-time decision engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_commands(sub, add)
     rules_cli.add_commands(sub)
     models_cli.add_commands(sub, add)
+    users_cli.add_commands(sub)
     return parser
 
 

@@ -55,7 +55,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("starting the worker and the trainer ...", flush=True)
         worker = start_worker(settings, logs)
         trainer = start_trainer(settings, logs)
-        _banner(settings, worker, logs)
+        _banner(settings, worker, logs, asyncio.run(_token(settings, "viewer", "demo-viewer")))
         asyncio.run(_run(settings, worker.url, args))
     except KeyboardInterrupt:
         pass
@@ -75,18 +75,32 @@ def _port_free(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) != 0
 
 
-def _banner(settings: Settings, worker: WorkerProcess, logs: Path) -> None:
+def _banner(settings: Settings, worker: WorkerProcess, logs: Path, read_token: str) -> None:
+    auth = f'-H "Authorization: Bearer {read_token}"'
     print(
-        "\nBeacon demo is running.\n"
-        f"  decisions API  POST {worker.url}/v1/decisions\n"
-        f"  customer view  GET  {worker.url}/v1/customers/C000001\n"
-        f"  metrics        GET  {worker.url}/metrics\n"
+        "\nBeacon demo is running. Every endpoint but health needs a credential:\n"
+        f"  read token     {read_token}   (viewer: customer views, alerts, metrics)\n"
+        f"  customer view  curl {auth} {worker.url}/v1/customers/C000001\n"
+        f"  alert inbox    curl {auth} {worker.url}/v1/alerts\n"
+        f"  metrics        curl {auth} {worker.url}/metrics\n"
+        f"  decisions API  POST {worker.url}/v1/decisions  (token: beacon users token --channel atm)\n"
         f"  health         GET  {worker.url}/readyz\n"
         f"  broker         {settings.kafka_bootstrap}   redis {settings.redis_url}\n"
         f"  logs           {logs}/\n"
         "Press Ctrl-C to stop.\n",
         flush=True,
     )
+
+
+async def _token(settings: Settings, role: str, name: str, channel: str | None = None) -> str:
+    from engine.auth import AuthStore
+    from engine.store import connect
+
+    client = connect(settings)
+    try:
+        return await AuthStore(client, settings.key_prefix).add_token(role, name, channel)
+    finally:
+        await client.aclose()
 
 
 async def _run(settings: Settings, url: str, args: argparse.Namespace) -> None:
@@ -102,7 +116,7 @@ async def _run(settings: Settings, url: str, args: argparse.Namespace) -> None:
     if args.duration:
         loop.call_later(args.duration, stop.set)
     tasks = [
-        asyncio.create_task(_simulate(settings, url, gen, args.rate, stop)),
+        asyncio.create_task(_simulate(settings, url, gen, args.rate, stop, await _channel_tokens(settings))),
         asyncio.create_task(_print_live(settings, stop, {c.customer_id: c.profile for c in pop.customers})),
     ]
     await stop.wait()
@@ -122,7 +136,14 @@ async def _import_profiles(settings: Settings, pop: Any) -> None:
         await client.aclose()
 
 
-async def _simulate(settings: Settings, url: str, gen: Any, rate: float, stop: asyncio.Event) -> None:
+async def _channel_tokens(settings: Settings) -> dict[str, str]:
+    """The simulated channel systems authenticate like real ones: a token per channel."""
+    return {ch: await _token(settings, "channel", f"demo-{ch}", ch) for ch in CHANNELS}
+
+
+async def _simulate(
+    settings: Settings, url: str, gen: Any, rate: float, stop: asyncio.Event, tokens: dict[str, str]
+) -> None:
     import aiohttp
     from aiokafka import AIOKafkaProducer
 
@@ -136,7 +157,8 @@ async def _simulate(settings: Settings, url: str, gen: Any, rate: float, stop: a
             while not stop.is_set():
                 event = gen.next_event(time.time())
                 if i % 10 == 9:
-                    task = asyncio.create_task(_ask_http(http, url, event))
+                    token = tokens.get(event["channel"], "")
+                    task = asyncio.create_task(_ask_http(http, url, event, token))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                 else:
@@ -147,9 +169,10 @@ async def _simulate(settings: Settings, url: str, gen: Any, rate: float, stop: a
         await producer.stop()
 
 
-async def _ask_http(http: Any, url: str, event: dict[str, Any]) -> None:
+async def _ask_http(http: Any, url: str, event: dict[str, Any], token: str) -> None:
     with contextlib.suppress(Exception):
-        async with http.post(url + "/v1/decisions", data=orjson.dumps(event)) as resp:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.post(url + "/v1/decisions", data=orjson.dumps(event), headers=headers) as resp:
             _print_decision("http", orjson.loads(await resp.read()), event)
 
 

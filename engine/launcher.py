@@ -20,14 +20,18 @@ from engine.settings import Settings
 
 
 def isolated(settings: Settings, tag: str | None = None, prefix: str = "t", **extra: object) -> Settings:
-    """Settings whose topics, keys, consumer group and port no other run shares."""
+    """Settings whose topics, keys, consumer group and port no other run shares.
+
+    Authentication is off unless asked for (``auth_required=True``): tests and benchmarks
+    of the decision path call it directly; tests/integration/test_auth.py covers auth."""
     tag = tag or uuid.uuid4().hex[:8]
+    options: dict[str, object] = {"auth_required": False, **extra}
     return settings.replace(
         topic_prefix=f"{prefix}{tag}.",
         key_prefix=f"{prefix}{tag}",
         app_id=f"beacon-{prefix}{tag}",
         http_port=free_port(),
-        **extra,
+        **options,
     )
 
 

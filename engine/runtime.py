@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.alertdesk import AlertDesk
+from engine.auth import AuthStore
 from engine.metrics import Metrics
 from engine.rulestore import RuleStore
 from engine.rulewatch import RuleWatcher
@@ -31,6 +32,7 @@ class Runtime:
     rule_watch: RuleWatcher
     model_watch: ModelWatcher
     desk: AlertDesk
+    auth: AuthStore
     readiness: dict[str, bool] = field(
         default_factory=lambda: {"redis": False, "broker": False, "rules": False}
     )
@@ -58,7 +60,8 @@ class Runtime:
             settings.alert_group_window_s,
             {"critical": settings.alert_sla_critical_s, "high": settings.alert_sla_high_s},
         )
-        return cls(settings, service, metrics, watch, models, desk, readiness)
+        auth = AuthStore(client, settings.key_prefix, settings.session_ttl_s)
+        return cls(settings, service, metrics, watch, models, desk, auth, readiness)
 
     async def load_models(self) -> None:
         """Warm start from the latest snapshots (fresh models where there are none)."""

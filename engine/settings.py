@@ -108,6 +108,8 @@ class Settings:
     snapshot_every_labels: int = 200
     snapshot_interval_s: float = 10.0
     trainer_metrics_port: int = 0  # the trainer's /metrics (model quality); 0: not served
+    auth_required: bool = True  # every endpoint but health needs a token or a login
+    session_ttl_s: int = 8 * 3600
     # The risk officers' alert desk.
     alert_group_window_s: int = 3600  # alerts of one customer and typology within this are one
     alert_retention_s: int = 90 * 86400

@@ -47,9 +47,17 @@ def quantile_ms(samples: promtext.Samples, histogram: str, q: float, label_part:
     return next(bound * 1000.0 for bound, count in buckets if count >= rank)
 
 
-def _scrape(url: str) -> promtext.Samples:
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+def _scrape(url: str, token: str = "") -> promtext.Samples:
+    request = urllib.request.Request(
+        url + "/metrics", headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
         return promtext.parse(resp.read().decode())
+
+
+def _read_token(log: Path) -> str:
+    found = re.search(r"read token\s+(bk_\S+)", log.read_text(errors="replace"))
+    return found.group(1) if found else ""
 
 
 def _demo_url(log: Path, deadline: float) -> str:
@@ -89,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = _demo_url(log, time.monotonic() + 120)
         proc = psutil.Process(demo.pid)
-        before, t_before, started = _scrape(url), time.monotonic(), time.monotonic()
+        token = _read_token(log)
+        before, t_before, started = _scrape(url, token), time.monotonic(), time.monotonic()
         while demo.poll() is None:
             time.sleep(args.interval)
             try:
-                after = _scrape(url)
+                after = _scrape(url, token)
             except OSError:
                 break
             now = time.monotonic()
