@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 import faust
@@ -9,10 +10,13 @@ import orjson
 from faust.web import Request, Response, View
 
 from engine.alert_api import AlertApi
+from engine.alertdesk import AlertDesk
 from engine.api import Api, Reply, error
 from engine.auth import AuthError, AuthStore, Principal, TooManyLogins
 from engine.errors import StoreError
 from engine.guard import ANONYMOUS, SESSION_COOKIE, Guard
+
+_SSE_HEARTBEAT_S = 15.0
 
 
 def _respond(view: View, reply: Reply) -> Response:
@@ -57,6 +61,14 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             if isinstance(who, Reply):
                 return _respond(self, who)
             return _respond(self, await alerts.find(dict(request.query)))
+
+    @app.page("/v1/alerts/stream")
+    class AlertStream(View):
+        async def get(self, request: Request) -> Response:
+            who = await allow(request, "read")
+            if isinstance(who, Reply):
+                return _respond(self, who)
+            return cast(Response, await stream_changes(cast(Any, request), alerts.desk))
 
     @app.page("/v1/alerts/{alert_id}")
     class AlertDetail(View):
@@ -124,3 +136,27 @@ async def login(auth: AuthStore, body: bytes, remote: str) -> Reply:
     except StoreError as exc:
         return error(503, "state_unavailable", str(exc))
     return Reply(200, orjson.dumps({"session": session, "user": name}))
+
+
+async def stream_changes(request: Any, desk: AlertDesk) -> Any:
+    """Server-sent events: one ``alert`` event per change, a comment every 15 s to keep
+    proxies from closing an idle stream. Ends when the client goes away."""
+    from aiohttp import web
+
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    await response.write(b": beacon alert changes\n\n")
+    quiet_since = time.monotonic()
+    try:
+        async with desk.changes() as changes:
+            async for change in changes:
+                if change is None:
+                    if time.monotonic() - quiet_since >= _SSE_HEARTBEAT_S:
+                        await response.write(b": keep-alive\n\n")
+                        quiet_since = time.monotonic()
+                    continue
+                await response.write(b"event: alert\ndata: " + orjson.dumps(change) + b"\n\n")
+                quiet_since = time.monotonic()
+    except (ConnectionResetError, StoreError):
+        pass  # the client left, or Redis did: the browser reconnects by itself
+    return response

@@ -20,7 +20,8 @@ Keys (``P`` the key prefix; ``{P:alerts}`` one slot, so a script may touch them 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -29,6 +30,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from engine.cancel import raise_if_cancelling
 from engine.errors import BeaconError, StoreError
 
 DISPOSITIONS = ("fraud", "legitimate", "needs_information")
@@ -74,6 +76,7 @@ class AlertDesk:
         self.retention_s = retention_s
         self.group_window_s = group_window_s
         self.sla_s = dict(sla_s)
+        self.channel = f"{key_prefix}:alerts:changed"  # pub/sub: every raise, group and move
         lua = resources.files("engine").joinpath("lua")
         self._raise = client.register_script(lua.joinpath("alert_raise.lua").read_text())
         self._move = client.register_script(lua.joinpath("alert_move.lua").read_text())
@@ -87,13 +90,14 @@ class AlertDesk:
         deadline = now_ms + int(sla * 1000) if sla > 0 else 0
         keys = [f"{self._p}:seen:", f"{self._p}:a:", f"{self._p}:audit:", f"{self._p}:g:",
                 f"{self._p}:by_time", f"{self._p}:sla"]  # fmt: skip
-        args: list[bytes | int] = [
+        args: list[bytes | int | str] = [
             orjson.dumps(record),
             self.group_window_s,
             now_ms,
             self.retention_s,
             deadline,
             _EVENTS_KEPT,
+            self.channel,
         ]
         reply = await self._call(self._raise(keys=keys, args=args))
         return _s(reply[0]), _s(reply[1])
@@ -101,9 +105,8 @@ class AlertDesk:
     async def move(self, alert_id: str, action: str, who: str, now_ms: int, note: str = "",
                    assignee: str = "", disposition: str = "") -> dict[str, Any]:  # fmt: skip
         keys = [f"{self._p}:a:{alert_id}", f"{self._p}:audit:{alert_id}", f"{self._p}:sla"]
-        reply = await self._call(
-            self._move(keys=keys, args=[action, who, now_ms, note, assignee, disposition])
-        )
+        args: list[str | int] = [action, who, now_ms, note, assignee, disposition, self.channel]
+        reply = await self._call(self._move(keys=keys, args=args))
         if _s(reply[0]) == "error":
             raise AlertMoveError(_s(reply[1]))
         return _doc(orjson.loads(reply[1]))
@@ -159,6 +162,34 @@ class AlertDesk:
         suppression key: the verdict still applies, only the alert is held back)."""
         key = f"{self._cust_prefix}:{{{customer_id}}}:sup:{rule_id}"
         await self._call(self._r.set(key, "snoozed", ex=seconds))
+
+    @contextlib.asynccontextmanager
+    async def changes(self) -> AsyncIterator[AsyncIterator[dict[str, Any] | None]]:
+        """Alert changes as they happen (for the live inbox): raised, grouped, each move."""
+        pubsub = self._r.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+        except RedisError as exc:
+            raise StoreError(f"alert desk: {exc}") from exc
+
+        async def messages() -> AsyncIterator[dict[str, Any] | None]:
+            """Changes, and None after each second without one (for keep-alives)."""
+            while True:
+                try:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                except RedisError as exc:
+                    raise StoreError(f"alert desk: {exc}") from exc
+                raise_if_cancelling()
+                if msg is not None and msg.get("type") == "message":
+                    yield orjson.loads(msg["data"])
+                elif msg is None:
+                    yield None
+
+        try:
+            yield messages()
+        finally:
+            with contextlib.suppress(RedisError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _call(self, awaitable: Any) -> Any:
         try:

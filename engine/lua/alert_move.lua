@@ -1,7 +1,8 @@
 -- Beacon alert desk: one state change, checked against the lifecycle and appended to
 -- the alert's audit trail (append-only) in the same step.
 -- KEYS: 1 doc, 2 audit, 3 sla zset
--- ARGV: 1 action (ack|assign|escalate|resolve), 2 who, 3 now ms, 4 note, 5 assignee, 6 disposition
+-- ARGV: 1 action (ack|assign|escalate|resolve), 2 who, 3 now ms, 4 note, 5 assignee, 6 disposition,
+--       7 pub/sub channel for changes
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {'error', 'not_found'} end
 local doc = cjson.decode(raw)
@@ -35,4 +36,6 @@ local entry = {at = now, who = who, action = action, from = from, to = to, note 
 if action == 'assign' then entry.assignee = ARGV[5] end
 if action == 'resolve' then entry.disposition = ARGV[6] end
 redis.call('RPUSH', KEYS[2], cjson.encode(entry))
+redis.call('PUBLISH', ARGV[7], cjson.encode({alert_id = doc.alert_id, change = action, status = to,
+  severity = doc.severity, customer_id = doc.customer_id, count = doc.count, who = who, at = now}))
 return {'ok', cjson.encode(doc)}

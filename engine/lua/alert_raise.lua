@@ -3,7 +3,7 @@
 -- triggering event. Idempotent by the incoming alert id (redelivery changes nothing).
 -- KEYS: 1 seen-prefix, 2 doc-prefix, 3 audit-prefix, 4 group-prefix, 5 by_time zset, 6 sla zset
 -- ARGV: 1 alert record (JSON), 2 group window s, 3 now ms, 4 retention s, 5 sla deadline ms (0: none),
---       6 events kept per alert
+--       6 events kept per alert, 7 pub/sub channel for changes
 local a = cjson.decode(ARGV[1])
 local window, now, keep = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local sla, max_events = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -32,6 +32,8 @@ if gid then
       redis.call('RPUSH', KEYS[3] .. gid, cjson.encode({at = now, who = 'beacon', action = 'grouped',
         from = doc.status, to = doc.status, note = a.rule_id .. ': ' .. a.reason}))
       redis.call('SET', seen, gid, 'EX', keep)
+      redis.call('PUBLISH', ARGV[7], cjson.encode({alert_id = gid, change = 'grouped', status = doc.status,
+        severity = doc.severity, customer_id = doc.customer_id, count = doc.count, at = now}))
       return {gid, 'grouped'}
     end
   end
@@ -50,4 +52,6 @@ redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - keep * 1000)
 if sla > 0 then redis.call('ZADD', KEYS[6], sla, id) end
 redis.call('SET', group, id, 'EX', window)
 redis.call('SET', seen, id, 'EX', keep)
+redis.call('PUBLISH', ARGV[7], cjson.encode({alert_id = id, change = 'raised', status = 'open',
+  severity = doc.severity, customer_id = doc.customer_id, count = 1, at = now}))
 return {id, 'raised'}

@@ -102,3 +102,34 @@ def test_snoozed_rule_raises_no_new_alert_for_the_customer(worker: WorkerProcess
         }
         d = http.post("/v1/decisions", content=orjson.dumps(ev)).json()
         assert d["risk"]["verdict"] == "block" and d["alerts"] == []  # verdict stands, alert held back
+
+
+def test_alert_changes_stream_live_as_server_sent_events(worker: WorkerProcess) -> None:
+    import threading
+
+    seen: list[dict[str, Any]] = []
+    opened = threading.Event()
+
+    def listen() -> None:
+        with (
+            httpx.Client(base_url=worker.url, timeout=30) as client,
+            client.stream("GET", "/v1/alerts/stream") as r,
+        ):
+            assert r.headers["content-type"].startswith("text/event-stream")
+            opened.set()
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    seen.append(orjson.loads(line[6:]))
+                    if any(c["change"] == "ack" for c in seen):
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert opened.wait(10)
+    with httpx.Client(base_url=worker.url, timeout=5) as http:
+        _pins(http, "D3")
+        [summary] = _inbox(http, "D3")
+        http.post(f"/v1/alerts/{summary['alert_id']}/ack", json={"by": "ann"})
+    listener.join(30)
+    changes = [(c["alert_id"], c["change"]) for c in seen if c["customer_id"] == "D3"]
+    assert changes == [(summary["alert_id"], "raised"), (summary["alert_id"], "ack")]
