@@ -13,8 +13,9 @@ import orjson
 from agents.bulk import BulkProducer
 from engine.alert_api import AlertApi
 from engine.alertdesk import AlertMoveError
-from engine.errors import StoreError
+from engine.errors import ConfigError, StoreError
 from engine.runtime import Runtime
+from engine.webhooks import WebhookSender, parse_targets
 
 log = logging.getLogger("beacon.desk")
 _SLA_TICK_S = 5.0
@@ -23,6 +24,10 @@ _SLA_TICK_S = 5.0
 def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
     s = rt.settings
     alerts = app.topic(s.topic("risk.alerts"), key_type=bytes, value_type=bytes)
+    targets = parse_targets(s.alert_webhooks)
+    if targets.by_severity and not s.alert_webhook_secret:
+        raise ConfigError("alert_webhooks need alert_webhook_secret (receivers verify the signature with it)")
+    hooks = WebhookSender(targets, s.alert_webhook_secret, rt.metrics.webhook_failures)
 
     @app.agent(alerts, name="alert-desk")
     async def desk_agent(stream: Any) -> None:
@@ -31,10 +36,12 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
             if body.get("event") == "escalation":  # our own announcement, not an alert
                 continue
             try:
-                await rt.desk.raise_alert(body, int(time.time() * 1000))
+                alert_id, change = await rt.desk.raise_alert(body, int(time.time() * 1000))
             except StoreError:
                 log.exception("alert %s not recorded; it will be redelivered", body.get("alert_id"))
                 raise
+            if change == "raised":  # a new alert, not one more event of an open one
+                hooks.notify(str(body.get("severity")), {"event": "raised", "alert_id": alert_id, **body})
 
     @app.timer(interval=_SLA_TICK_S)
     async def escalate_overdue() -> None:
@@ -47,6 +54,7 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
             event = {"event": "escalation", "alert_id": alert_id, "severity": doc["severity"],
                      "customer_id": doc["customer_id"], "at": now_ms}  # fmt: skip
             await bulk.send(s.topic("risk.alerts"), doc["customer_id"].encode(), orjson.dumps(event))
+            hooks.notify(doc["severity"], event)
 
     async def publish_labels(labels: list[dict[str, Any]]) -> None:
         for label in labels:

@@ -76,6 +76,12 @@ class Metrics:
             registry=r,
         )
         self.store_errors = Counter("beacon_store_errors_total", "Redis failures", registry=r)
+        self.webhook_failures = Counter(
+            "beacon_alert_webhook_failures_total",
+            "Alert webhook deliveries given up after every retry",
+            ["severity"],
+            registry=r,
+        )
         self.overloaded = Counter("beacon_overloaded_total", "Requests shed with 429", registry=r)
         self.queue_depth = Gauge(
             "beacon_decision_queue_depth", "Events waiting for the decision loop", registry=r

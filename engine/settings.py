@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-SECRET_FIELDS = frozenset({"redis_url", "kafka_sasl_password", "model_signing_key"})
+SECRET_FIELDS = frozenset({"redis_url", "kafka_sasl_password", "model_signing_key", "alert_webhook_secret"})
 
 DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 DEFAULT_EVENT_TYPES = (
@@ -115,6 +115,8 @@ class Settings:
     alert_retention_s: int = 90 * 86400
     alert_sla_critical_s: float = 900.0  # an unacknowledged critical alert escalates after this
     alert_sla_high_s: float = 0.0  # 0: no escalation timer
+    alert_webhooks: tuple[str, ...] = ()  # "severity=url" (severity or *): see engine/webhooks.py
+    alert_webhook_secret: str = field(default="", repr=False)  # HMAC key of the signature header
     risk_step_up: float = 0.5
     risk_block: float = 0.85
     # Operations.
