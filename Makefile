@@ -6,13 +6,19 @@ STAMP := $(VENV)/.installed-stamp
 RATE ?= 500
 DURATION ?= 30
 
-.PHONY: bench-rules install demo up test check lint typecheck unit integration bench loadtest clean
+.PHONY: chromium bench-rules install demo up test check lint typecheck unit integration bench loadtest clean
+
+# The console's browser test drives Debian's Chromium (Playwright never downloads one).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
 install: $(STAMP)
 
@@ -22,7 +28,7 @@ demo: install
 up: install
 	$(BIN)/beacon up
 
-test: install check
+test: install chromium check
 	$(BIN)/python -m pytest
 
 check: lint typecheck

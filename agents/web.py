@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from importlib import resources
 from typing import Any, cast
 
 import faust
@@ -17,6 +18,7 @@ from engine.errors import StoreError
 from engine.guard import ANONYMOUS, SESSION_COOKIE, Guard
 
 _SSE_HEARTBEAT_S = 15.0
+_CONSOLE = resources.files("engine").joinpath("console", "console.html").read_bytes()
 
 
 def _respond(view: View, reply: Reply) -> Response:
@@ -101,6 +103,12 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
                     SESSION_COOKIE, token, httponly=True, samesite="Strict", max_age=auth.session_ttl_s
                 )
             return response
+
+    @app.page("/console")
+    class Console(View):
+        async def get(self, request: Request) -> Response:
+            # The page itself holds no data: it logs in, then every call it makes is checked.
+            return _respond(self, Reply(200, _CONSOLE, content_type="text/html"))
 
     @app.page("/healthz")
     class Health(View):
