@@ -43,7 +43,7 @@ typecheck: install
 unit: install
 	$(BIN)/python -m pytest tests/unit engine models loadtest
 
-integration: install
+integration: install chromium
 	$(BIN)/python -m pytest tests/integration
 
 bench: install
