@@ -68,11 +68,15 @@ def test_an_officer_sees_an_alert_live_and_resolves_it(console: tuple[WorkerProc
         row.click()
         expect(page.locator("#why")).to_contain_text("state.pin_failures_1h")
         expect(page.locator("#detail")).to_contain_text("3 PIN failures")
+        page.click("#assign")
+        expect(page.locator("#alert-status")).to_have_text("assigned")
         page.select_option("#disposition", "fraud")
         page.fill("#note", "card skimmed at ATM-9")
         page.click("#resolve")
         expect(page.locator("#alert-status")).to_have_text("resolved")
         expect(page.locator("#trail")).to_contain_text("olive")
+        expect(page.locator("#trail")).to_contain_text("assign")
+        expect(page.locator("tr.alert", has_text="K1")).to_contain_text("resolved")  # the inbox followed
         browser.close()
     s = worker.settings
 
