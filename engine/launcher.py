@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -86,27 +86,34 @@ def is_ready(url: str) -> bool:
 
 
 def start_worker(settings: Settings, log_dir: Path, timeout: float = 60.0) -> WorkerProcess:
-    log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"worker-{settings.app_id}-{settings.http_port}.log"
+    return _start("worker", settings, log_path, lambda w: is_ready(w.url), timeout)
+
+
+def _start(
+    command: str, settings: Settings, log_path: Path, ready: Callable[[WorkerProcess], bool], timeout: float
+) -> WorkerProcess:
+    """Run ``beacon <command>`` with exactly these settings; return once ``ready`` says so."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "worker"],
+            [sys.executable, "-m", "engine.cli", command],
             env=settings_env(settings),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
         )
-    worker = WorkerProcess(settings, proc, log_path)
+    started = WorkerProcess(settings, proc, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise InfraError(f"worker exited with code {proc.returncode}:\n{worker.log()[-4000:]}")
-        if is_ready(worker.url):
-            return worker
+            raise InfraError(f"{command} exited with code {proc.returncode}:\n{started.log()[-4000:]}")
+        if ready(started):
+            return started
         time.sleep(0.2)
-    worker.stop()
-    raise InfraError(f"worker not ready within {timeout:.0f} s:\n{worker.log()[-4000:]}")
+    started.stop()
+    raise InfraError(f"{command} not ready within {timeout:.0f} s:\n{started.log()[-4000:]}")
 
 
 @contextlib.contextmanager
@@ -120,27 +127,8 @@ def running_worker(settings: Settings, log_dir: Path) -> Iterator[WorkerProcess]
 
 def start_trainer(settings: Settings, log_dir: Path, timeout: float = 60.0) -> WorkerProcess:
     """The trainer process (``beacon trainer``); ready once it says so in its log."""
-    log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"trainer-{settings.app_id}.log"
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "trainer"],
-            env=settings_env(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
-    trainer = WorkerProcess(settings, proc, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise InfraError(f"trainer exited with code {proc.returncode}:\n{trainer.log()[-4000:]}")
-        if "trainer ready" in trainer.log():
-            return trainer
-        time.sleep(0.2)
-    trainer.stop()
-    raise InfraError(f"trainer not ready within {timeout:.0f} s:\n{trainer.log()[-4000:]}")
+    return _start("trainer", settings, log_path, lambda t: "trainer ready" in t.log(), timeout)
 
 
 @contextlib.contextmanager
