@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from engine.cancel import raise_if_cancelling
 from engine.errors import BeaconError, StoreError
+from engine.redisio import guarded, text
 
 DISPOSITIONS = ("fraud", "legitimate", "needs_information")
 STATUSES = ("open", "acknowledged", "assigned", "escalated", "resolved")
@@ -100,15 +101,15 @@ class AlertDesk:
             self.channel,
         ]
         reply = await self._call(self._raise(keys=keys, args=args))
-        return _s(reply[0]), _s(reply[1])
+        return text(reply[0]), text(reply[1])
 
     async def move(self, alert_id: str, action: str, who: str, now_ms: int, note: str = "",
                    assignee: str = "", disposition: str = "") -> dict[str, Any]:  # fmt: skip
         keys = [f"{self._p}:a:{alert_id}", f"{self._p}:audit:{alert_id}", f"{self._p}:sla"]
         args: list[str | int] = [action, who, now_ms, note, assignee, disposition, self.channel]
         reply = await self._call(self._move(keys=keys, args=args))
-        if _s(reply[0]) == "error":
-            raise AlertMoveError(_s(reply[1]))
+        if text(reply[0]) == "error":
+            raise AlertMoveError(text(reply[1]))
         return _doc(orjson.loads(reply[1]))
 
     async def get(self, alert_id: str) -> dict[str, Any] | None:
@@ -136,7 +137,7 @@ class AlertDesk:
             )
             if not ids:
                 break
-            docs = await self._call(self._r.mget([f"{self._p}:a:{_s(i)}" for i, _ in ids]))
+            docs = await self._call(self._r.mget([f"{self._p}:a:{text(i)}" for i, _ in ids]))
             for raw in docs:
                 if raw:
                     doc = _doc(orjson.loads(raw))
@@ -155,7 +156,7 @@ class AlertDesk:
     async def due_escalations(self, now_ms: int) -> list[str]:
         """Alerts whose SLA ran out while still open."""
         ids = await self._call(self._r.zrangebyscore(f"{self._p}:sla", "-inf", now_ms, start=0, num=100))
-        return [_s(i) for i in ids]
+        return [text(i) for i in ids]
 
     async def snooze(self, customer_id: str, rule_id: str, seconds: int) -> None:
         """No alert of this rule for this customer for a while (the commit script's
@@ -192,14 +193,7 @@ class AlertDesk:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _call(self, awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except RedisError as exc:
-            raise StoreError(f"alert desk: {exc}") from exc
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return await guarded("alert desk", awaitable)
 
 
 def _doc(doc: dict[str, Any]) -> dict[str, Any]:

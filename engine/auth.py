@@ -29,9 +29,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from engine.errors import BeaconError, StoreError
+from engine.errors import BeaconError
+from engine.redisio import guarded
 
 PERMISSIONS = {
     "channel": frozenset({"decide", "profile"}),
@@ -160,7 +160,4 @@ class AuthStore:
         return Principal(record["user"], record["role"])
 
     async def _call(self, awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except RedisError as exc:
-            raise StoreError(f"auth store: {exc}") from exc
+        return await guarded("auth store", awaitable)

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 
 from engine.cancel import raise_if_cancelling
 from engine.errors import BeaconError, StoreError
+from engine.redisio import redis_errors, text
 from engine.rulepack import bundle_digest
 
 KEEP_VERSIONS = 50
@@ -174,19 +175,6 @@ class RuleKeys:
         return [self.seq, self.current, self.bundles, self.ranks, self.history]
 
 
-@contextlib.contextmanager
-def _redis_errors(what: str) -> Iterator[None]:
-    """Redis failures become :class:`StoreError` here, at the adapter's boundary."""
-    try:
-        yield
-    except RedisError as exc:
-        raise StoreError(f"rules {what} failed: {exc}") from exc
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _files(raw: Any, version: str) -> dict[str, str]:
     try:
         files = orjson.loads(raw)["files"]
@@ -235,9 +223,9 @@ class RuleStore:
         bundle = orjson.dumps({"digest": digest, "files": dict(files)})
         args: list[str | bytes | int] = [action, digest, bundle, author[:_AUTHOR_MAX], note[:_NOTE_MAX]]
         args += [self.keep, self.history_cap, self.keys.channel]
-        with _redis_errors(action):
+        with redis_errors("rules " + action):
             version = await self._publish(keys=self.keys.writes(), args=args)
-        return None if version is None else _text(version)
+        return None if version is None else text(version)
 
     async def rollback(self, version: str, author: str, note: str = "") -> bool:
         """Make a stored version current again (same version string, new history entry).
@@ -246,7 +234,7 @@ class RuleStore:
         parsed = Version.parse(version)
         args: list[str | int] = [version, parsed.digest, author[:_AUTHOR_MAX], note[:_NOTE_MAX]]
         args += [self.history_cap, self.keys.channel]
-        with _redis_errors("rollback"):
+        with redis_errors("rules rollback"):
             done = int(await self._rollback(keys=self.keys.writes(), args=args))
         if done == 0:
             raise UnknownVersion(
@@ -257,17 +245,17 @@ class RuleStore:
 
     async def current_version(self) -> str | None:
         """The current version's name only: what a worker polls (one small GET)."""
-        with _redis_errors("read"):
+        with redis_errors("rules read"):
             raw = await self._redis.get(self.keys.current)
-        return None if raw is None else _text(raw)
+        return None if raw is None else text(raw)
 
     async def current(self) -> tuple[str, dict[str, str]] | None:
         """The current version and its files, read together, or None before any publish."""
-        with _redis_errors("read"):
+        with redis_errors("rules read"):
             reply = await self._current(keys=[self.keys.current, self.keys.bundles])
         if not reply:
             return None
-        version = _text(reply[0])
+        version = text(reply[0])
         if reply[1] is None:  # only if someone deleted the bundle by hand
             raise StoreError(f"rules version {version} is current but its bundle is missing")
         return version, _files(reply[1], version)
@@ -275,7 +263,7 @@ class RuleStore:
     async def bundle(self, version: str) -> dict[str, str]:
         """The files of a stored version; :class:`UnknownVersion` if it is not stored."""
         Version.parse(version)
-        with _redis_errors("read"):
+        with redis_errors("rules read"):
             raw = await self._redis.hget(self.keys.bundles, version)
         if raw is None:
             raise UnknownVersion(
@@ -288,7 +276,7 @@ class RuleStore:
         """Publishes, seeds and rollbacks, newest first."""
         if limit < 1:
             return []
-        with _redis_errors("history read"):
+        with redis_errors("rules history read"):
             raw = await self._redis.lrange(self.keys.history, 0, limit - 1)
         return [orjson.loads(entry) for entry in raw]
 
@@ -297,7 +285,7 @@ class RuleStore:
         """Subscribe to publish announcements (a faster wake-up than polling alone)."""
         pubsub: Any = self._redis.pubsub()  # redis-py's PubSub is not fully typed
         try:
-            with _redis_errors("subscribe"):
+            with redis_errors("rules subscribe"):
                 await pubsub.subscribe(self.keys.channel)
                 await pubsub.get_message(timeout=1.0)  # the confirmation, so waits start clean
             yield Notifications(pubsub)
@@ -316,7 +304,7 @@ class Notifications:
         """True as soon as a version is announced; False after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            with _redis_errors("subscription"):
+            with redis_errors("rules subscription"):
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
             raise_if_cancelling()
             if msg is not None:

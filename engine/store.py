@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from engine.errors import StoreError
 from engine.events import Event
+from engine.redisio import text
 from engine.settings import Settings
 from engine.state import (
     CONTACT_WINDOW_S,
@@ -129,12 +130,12 @@ class StateStore:
         except RedisError as exc:
             raise StoreError(f"customer read failed: {exc}") from exc
         profile, last, devices, recent, decisions, alerts, pins, totals = res
-        windows = window_tallies((_s(a), _s(b)) for a, b in totals.items())
+        windows = window_tallies((text(a), text(b)) for a, b in totals.items())
         return {
             "customer_id": customer_id,
             "profile": orjson.loads(profile) if profile else None,
-            "last_seen": {_s(a): _s(b) for a, b in last.items()},
-            "devices": [{"device_id": _s(d), "last_seen": ts} for d, ts in devices],
+            "last_seen": {text(a): text(b) for a, b in last.items()},
+            "devices": [{"device_id": text(d), "last_seen": ts} for d, ts in devices],
             "recent_pin_failures": pins,
             "windows": {
                 w.name: {
@@ -152,7 +153,3 @@ class StateStore:
             await self._redis.ping()
         except RedisError as exc:
             raise StoreError(f"Redis is not answering: {exc}") from exc
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

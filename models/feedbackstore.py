@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from engine.errors import StoreError
+from engine.redisio import guarded
 
 _ORPHANS_BOUND = 10_000
 
@@ -134,7 +135,4 @@ class FeedbackStore:
         return {k.decode(): orjson.loads(v) for k, v in raw.items()}
 
     async def _call(self, awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except RedisError as exc:
-            raise StoreError(f"feedback store: {exc}") from exc
+        return await guarded("feedback store", awaitable)

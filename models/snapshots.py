@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -45,6 +45,7 @@ from redis.exceptions import RedisError
 
 from engine.cancel import raise_if_cancelling
 from engine.errors import StoreError
+from engine.redisio import redis_errors, text
 from engine.settings import Settings
 from models.errors import ModelError, SigningKeyError, SnapshotConflict, SnapshotRefused, UnknownSnapshot
 from models.signing import (
@@ -169,19 +170,6 @@ class SnapshotInfo:
     current: bool
 
 
-@contextlib.contextmanager
-def _redis_errors(what: str) -> Iterator[None]:
-    """Redis failures become :class:`StoreError` here, at the adapter's boundary."""
-    try:
-        yield
-    except RedisError as exc:
-        raise StoreError(f"model snapshot {what} failed: {exc}") from exc
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _raw(value: Any) -> bytes | None:
     if value is None or isinstance(value, bytes):
         return value
@@ -242,7 +230,7 @@ class SnapshotStore:
                 f"model {name}: snapshot of {len(payload)} bytes is over the {self.max_bytes} byte limit; "
                 "keep models small (see ARCHITECTURE.md on HalfSpaceTrees)"
             )
-        with _redis_errors("publish"):
+        with redis_errors("model snapshot publish"):
             number = int(await self._redis.incr(keys.seq))
         if len(payload) > _THREAD_BYTES:
             sealed = await asyncio.to_thread(seal, name, number, payload, meta, key)
@@ -251,10 +239,10 @@ class SnapshotStore:
         args: list[str | bytes | int] = [sealed.version, number, "" if parent is None else parent]
         args += [sealed.record, payload, self.keep, self.history_cap, self.channel, len(payload)]
         args.append(sealed.manifest["key_id"])
-        with _redis_errors("publish"):
+        with redis_errors("model snapshot publish"):
             done, current = await self._publish(keys=keys.all()[1:], args=args)
         if int(done) != 1:
-            now = _text(current) or "none"
+            now = text(current) or "none"
             expected = "is newer" if parent == ANY else f"is not {parent or 'none'}, the parent"
             raise SnapshotConflict(
                 f"model {name}: {sealed.version} not published: the current version {now} {expected} "
@@ -265,9 +253,9 @@ class SnapshotStore:
     async def current_version(self, name: str) -> str | None:
         """The current version's name only: what a worker polls (one small GET)."""
         keys = self.keys(name)
-        with _redis_errors("read"):
+        with redis_errors("model snapshot read"):
             raw = await self._redis.get(keys.current)
-        return None if raw is None else _text(raw)
+        return None if raw is None else text(raw)
 
     async def latest(self, name: str) -> tuple[str, object, dict[str, Any]] | None:
         """The current version, its model and its meta; None before the first publish.
@@ -277,11 +265,11 @@ class SnapshotStore:
         Raises :class:`SigningKeyError` without a usable key."""
         keys = self.keys(name)
         key = signing_key(self._key_setting)
-        with _redis_errors("read"):
+        with redis_errors("model snapshot read"):
             reply = await self._current(keys=[keys.current, keys.records, keys.payloads])
         if not reply:
             return None
-        version = _text(reply[0])
+        version = text(reply[0])
         record, payload = _raw(reply[1]), _raw(reply[2])
         model, manifest = await asyncio.to_thread(unseal, name, version, record, payload, key)
         return version, model, dict(manifest.get("meta") or {})
@@ -290,17 +278,17 @@ class SnapshotStore:
         """Stored versions, newest first, as their manifests say (not verified: use
         :meth:`latest` to load one)."""
         keys = self.keys(name)
-        with _redis_errors("read"):
+        with redis_errors("model snapshot read"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.get(keys.current)
                 pipe.zrevrange(keys.ranks, 0, -1)
                 pipe.hgetall(keys.records)
                 current, ranked, records = await pipe.execute()
-        current = None if current is None else _text(current)
-        by_version = {_text(k): v for k, v in records.items()}
+        current = None if current is None else text(current)
+        by_version = {text(k): v for k, v in records.items()}
         out = []
         for raw_version in ranked:
-            version = _text(raw_version)
+            version = text(raw_version)
             out.append(_info(name, version, by_version.get(version), version == current))
         return out
 
@@ -308,7 +296,7 @@ class SnapshotStore:
         """Publishes of ``name``, newest first."""
         if limit < 1:
             return []
-        with _redis_errors("history read"):
+        with redis_errors("model snapshot history read"):
             raw = await self._redis.lrange(self.keys(name).history, 0, limit - 1)
         return [orjson.loads(entry) for entry in raw]
 
@@ -317,7 +305,7 @@ class SnapshotStore:
         """Subscribe to publish announcements of every model (a faster wake-up than polling)."""
         pubsub: Any = self._redis.pubsub()  # redis-py's PubSub is not fully typed
         try:
-            with _redis_errors("subscribe"):
+            with redis_errors("model snapshot subscribe"):
                 await pubsub.subscribe(self.channel)
                 await pubsub.get_message(timeout=1.0)  # the confirmation, so waits start clean
             yield Notifications(pubsub)
@@ -357,11 +345,11 @@ class Notifications:
         """The version announced, as soon as one is; None after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            with _redis_errors("subscription"):
+            with redis_errors("model snapshot subscription"):
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
             raise_if_cancelling()
             if msg is not None and msg.get("type") == "message":
-                return _text(msg["data"])
+                return text(msg["data"])
             # get_message returns early on control messages: never spin.
             await asyncio.sleep(min(max(deadline - time.monotonic(), 0.0), 0.05))
         return None

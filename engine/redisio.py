@@ -1,0 +1,33 @@
+"""Where Redis errors become :class:`StoreError`, for every Redis adapter (one place)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Iterator
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+
+from engine.errors import StoreError
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """``with redis_errors("rules publish"):`` -> StoreError("rules publish failed: ...")."""
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreError(f"{what} failed: {exc}") from exc
+
+
+async def guarded(what: str, awaitable: Awaitable[T]) -> T:
+    """One awaited Redis call, its failure converted like :func:`redis_errors`."""
+    with redis_errors(what):
+        return await awaitable
+
+
+def text(value: Any) -> str:
+    """Redis replies are bytes (decode_responses=False); names and versions are text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
