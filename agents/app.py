@@ -18,10 +18,13 @@ from agents.transport import register
 from agents.web import register_views
 from engine.api import Api
 from engine.guard import Guard
+from engine.logs import ids
+from engine.metrics import Metrics
 from engine.runtime import Runtime
 from engine.service import Outcome
 
 log = logging.getLogger("beacon.app")
+_LAG_TICK_S = 5.0
 
 
 class BeaconApp(faust.App):
@@ -57,7 +60,7 @@ def create_app(rt: Runtime) -> BeaconApp:
     bulk = BulkProducer(s)
     kafka_path = KafkaPath(app, rt, bulk)
     api = Api(rt.service, rt.metrics, lambda: dict(rt.readiness), on_decision=_http_publisher(bulk, rt))
-    guard = Guard(rt.auth, s.auth_required)
+    guard = Guard(rt.auth, s.auth_required, s.metrics_token)
     register_views(app, api, register_desk(app, rt, bulk), guard, rt.auth)
 
     @app.agent(interactions, name="decide")
@@ -103,6 +106,10 @@ def create_app(rt: Runtime) -> BeaconApp:
         await rt.model_watch.loaded.wait()
         await rt.model_watch.watch()
 
+    @app.timer(interval=_LAG_TICK_S)
+    async def export_lag() -> None:
+        record_lag(app.consumer, rt.metrics)
+
     async def flush(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # In-flight records finish and are acknowledged; bounded, so a dead Redis cannot
         # hold shutdown (unacknowledged records are redelivered to the next worker).
@@ -113,6 +120,27 @@ def create_app(rt: Runtime) -> BeaconApp:
     app.on_before_shutdown.connect(flush)  # type: ignore[arg-type]  # mode's stub is narrower than its use
 
     return app
+
+
+def record_lag(consumer: Any, metrics: Metrics) -> None:
+    """Records not yet committed in each partition this worker owns: the high-water mark
+    less the committed offset (Faust commits the next offset to read). Partitions that
+    moved to another worker lose their series, so a sum over workers counts each once."""
+    owned = {(tp.topic, str(tp.partition)): tp for tp in consumer.assignment()}
+    for topic, partition in list(metrics.lag_series):
+        if (topic, partition) not in owned:
+            metrics.consumer_lag.remove(topic, partition)
+            metrics.lag_series.discard((topic, partition))
+    for (topic, partition), tp in owned.items():
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - no fetch yet for this partition: nothing to say
+            continue
+        if highwater is None:
+            continue
+        committed = consumer._committed_offset.get(tp) or 0
+        metrics.consumer_lag.labels(topic, partition).set(max(highwater - committed, 0))
+        metrics.lag_series.add((topic, partition))
 
 
 def _http_publisher(bulk: BulkProducer, rt: Runtime) -> Any:
@@ -126,8 +154,13 @@ def _http_publisher(bulk: BulkProducer, rt: Runtime) -> Any:
             await asyncio.gather(
                 *await publish_audit_and_alerts(bulk, rt, outcome.decision, outcome.timings_ms)
             )
+            rt.metrics.broker.ok()
         except Exception:
-            log.exception("could not publish audit/alerts for %s", outcome.decision.decision_id)
+            rt.metrics.broker.failed("produce")
+            d = outcome.decision
+            log.exception(
+                "could not publish audit/alerts for %s", d.decision_id, extra=ids(d.event, d.decision_id)
+            )
 
     def schedule(outcome: Outcome) -> None:
         task = asyncio.get_running_loop().create_task(publish(outcome))

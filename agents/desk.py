@@ -38,8 +38,14 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
             try:
                 alert_id, change = await rt.desk.raise_alert(body, int(time.time() * 1000))
             except StoreError:
-                log.exception("alert %s not recorded; it will be redelivered", body.get("alert_id"))
+                extra = {"alert_id": body.get("alert_id"), "customer_id": body.get("customer_id")}
+                log.exception(
+                    "alert %s not recorded; it will be redelivered", body.get("alert_id"), extra=extra
+                )
                 raise
+            if change in ("raised", "grouped"):  # not a redelivery
+                typologies = body.get("typologies") or ["none"]
+                rt.metrics.desk_alerts.labels(str(body.get("severity")), str(typologies[0]), change).inc()
             if change == "raised":  # a new alert, not one more event of an open one
                 hooks.notify(str(body.get("severity")), {"event": "raised", "alert_id": alert_id, **body})
 
@@ -51,13 +57,25 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
                 doc = await rt.desk.move(alert_id, "escalate", "sla", now_ms, "not acknowledged in time")
             except AlertMoveError:
                 continue  # another worker escalated it, or someone acted on it meanwhile
+            rt.metrics.desk_moves.labels("escalate", doc["severity"], "sla").inc()
             event = {"event": "escalation", "alert_id": alert_id, "severity": doc["severity"],
                      "customer_id": doc["customer_id"], "at": now_ms}  # fmt: skip
             await bulk.send(s.topic("risk.alerts"), doc["customer_id"].encode(), orjson.dumps(event))
             hooks.notify(doc["severity"], event)
+        await export_backlog(rt)
 
     async def publish_labels(labels: list[dict[str, Any]]) -> None:
         for label in labels:
             await bulk.send(s.topic("feedback"), str(label["customer_id"]).encode(), orjson.dumps(label))
 
-    return AlertApi(rt.desk, rt.service.store, publish_labels)
+    return AlertApi(rt.desk, rt.service.store, publish_labels, rt.metrics)
+
+
+async def export_backlog(rt: Runtime) -> None:
+    """The desk's unresolved alerts as gauges (every worker exports the same numbers)."""
+    try:
+        backlog = await rt.desk.backlog()
+    except StoreError:
+        return  # counted where the state path meets Redis; the gauges keep their last values
+    for (severity, status), count in backlog.items():
+        rt.metrics.alerts_open.labels(severity, status).set(count)

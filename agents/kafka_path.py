@@ -13,11 +13,13 @@ import time
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from agents.bulk import BulkProducer
 from engine.decision import Decision
 from engine.errors import EventError, StoreError
 from engine.events import parse_event
+from engine.logs import ids, log_decision
 from engine.runtime import Runtime
 from engine.service import Outcome
 from models.labels import label_of
@@ -76,23 +78,46 @@ class KafkaPath:
     async def _finish(self, event: Any, ev: Any, raw: bytes, fut: asyncio.Future[Outcome]) -> None:
         try:
             outcome = await self._outcome(ev, fut)
-            deliveries = await self._publish(outcome)
-            # Latency is what the channel sees: until its decision record is delivered.
-            # The audit and alert records ride the bulk producer's linger; the offset is
-            # committed only once they are delivered too.
-            await deliveries[0]
-            m = self.rt.metrics
-            stamp = event.message.timestamp
-            if stamp:
-                m.decision_latency.labels("kafka").observe(max(time.time() - stamp, 0.0))
-            await asyncio.gather(*deliveries[1:])
+            await self._deliver(event, outcome)
             event.ack()
+            m = self.rt.metrics
             m.events.labels("kafka", ev.channel, ev.type, "replayed" if outcome.replayed else "decided").inc()
+            if outcome.decision is not None:
+                m.observe_decision("kafka", outcome.decision)
+                log_decision("kafka", outcome.decision)
         except Exception as exc:
-            log.exception("decision for event %s failed; sending it to the DLQ", ev.event_id)
+            log.exception("decision for event %s failed; sending it to the DLQ", ev.event_id, extra=ids(ev))
             await self._dead_letter(event, raw, EventError("internal_error", f"{type(exc).__name__}: {exc}"))
         finally:
             self._in_flight.release()
+
+    async def _deliver(self, event: Any, outcome: Outcome) -> None:
+        """Publish what the decision produced, retrying while the broker is unavailable:
+        the event is not at fault, so it gets no DLQ copy, and its offset waits."""
+        m = self.rt.metrics
+        attempt = 0
+        while True:
+            published = time.perf_counter()
+            try:
+                deliveries = await self._publish(outcome)
+                # Latency is what the channel sees: until its decision record is delivered.
+                # The audit and alert records ride the bulk producer's linger; the offset is
+                # committed only once they are delivered too.
+                await deliveries[0]
+                m.stage_latency.labels("publish").observe(time.perf_counter() - published)
+                stamp = event.message.timestamp
+                if stamp:
+                    m.decision_latency.labels("kafka").observe(max(time.time() - stamp, 0.0))
+                await asyncio.gather(*deliveries[1:])
+                m.broker.ok()
+                return
+            except KafkaError as exc:
+                m.broker.failed("produce")
+                if attempt == 0:
+                    log.warning("broker unavailable (%s); retrying event %s", exc, outcome.event.event_id,
+                                extra=ids(outcome.event))  # fmt: skip
+                await asyncio.sleep(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)])
+                attempt += 1
 
     async def _outcome(self, ev: Any, fut: asyncio.Future[Outcome]) -> Outcome:
         """Await the decision, retrying while Redis is unavailable (nothing is dropped)."""
@@ -100,11 +125,12 @@ class KafkaPath:
         while True:
             try:
                 return await fut
-            except StoreError as exc:
-                self.rt.metrics.store_errors.inc()
+            except StoreError as exc:  # counted by the service, once per round trip
                 delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                 if attempt == 0:
-                    log.warning("state store unavailable (%s); retrying event %s", exc, ev.event_id)
+                    log.warning(
+                        "state store unavailable (%s); retrying event %s", exc, ev.event_id, extra=ids(ev)
+                    )
                 attempt += 1
                 await asyncio.sleep(delay)
                 fut = await self.rt.service.batcher.submit(ev)
@@ -136,7 +162,6 @@ async def publish_audit_and_alerts(
     key = decision.event.customer_id.encode()
     deliveries = [await bulk.send(s.topic("decisions.audit"), key, decision.audit_bytes(timings_ms))]
     for alert in decision.alerts:
-        rt.metrics.alerts.labels(alert.severity, alert.rule_id).inc()
         deliveries.append(await bulk.send(s.topic("risk.alerts"), key, decision.alert_bytes(alert)))
     label = label_of(decision.event)
     if label is not None:  # an outcome reported by a channel: the trainer learns from it

@@ -123,7 +123,7 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     @app.page("/metrics")
     class MetricsPage(View):
         async def get(self, request: Request) -> Response:
-            who = await allow(request, "read")
+            who = await allow(request, "scrape")
             if isinstance(who, Reply):
                 return _respond(self, who)
             return _respond(self, api.metrics_page())

@@ -16,6 +16,7 @@ import orjson
 from engine.alertdesk import DISPOSITIONS, STATUSES, AlertDesk, AlertFilter, AlertMoveError, labels_of
 from engine.api import Reply, error
 from engine.errors import StoreError
+from engine.metrics import Metrics
 from engine.store import StateStore
 
 _ACTIONS = ("ack", "assign", "escalate", "resolve", "snooze")
@@ -28,6 +29,7 @@ class AlertApi:
     desk: AlertDesk
     store: StateStore
     publish_labels: Callable[[list[dict[str, Any]]], Awaitable[None]]
+    metrics: Metrics | None = None
 
     async def find(self, query: Mapping[str, str]) -> Reply:
         status = query.get("status")
@@ -91,6 +93,7 @@ class AlertApi:
             doc = await self.desk.move(
                 alert_id, action, who, int(now * 1000), note, str(assignee), disposition
             )
+            self._observe(action, doc, int(now * 1000))
             if action == "resolve":
                 await self.publish_labels(list(labels_of(doc, disposition, now)))
         except AlertMoveError as exc:
@@ -99,6 +102,17 @@ class AlertApi:
         except StoreError as exc:
             return error(503, "state_unavailable", str(exc))
         return Reply(200, orjson.dumps({"alert": doc}))
+
+    def _observe(self, action: str, doc: Mapping[str, Any], now_ms: int) -> None:
+        if self.metrics is None:
+            return
+        m, severity = self.metrics, str(doc.get("severity"))
+        m.desk_moves.labels(action, severity, "officer").inc()
+        age_s = max(now_ms - int(doc.get("created") or now_ms), 0) / 1000
+        if doc.get("acked") == now_ms:  # this move took it in hand for the first time
+            m.time_to_ack.labels(severity).observe(age_s)
+        if action == "resolve":
+            m.time_to_resolve.labels(severity, str(doc.get("disposition"))).observe(age_s)
 
     async def _snooze(self, alert_id: str, who: str, note: str, data: Mapping[str, Any], now: float) -> Reply:
         minutes = data.get("minutes")

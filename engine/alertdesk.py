@@ -90,7 +90,7 @@ class AlertDesk:
         sla = self.sla_s.get(str(record.get("severity")), 0.0)
         deadline = now_ms + int(sla * 1000) if sla > 0 else 0
         keys = [f"{self._p}:seen:", f"{self._p}:a:", f"{self._p}:audit:", f"{self._p}:g:",
-                f"{self._p}:by_time", f"{self._p}:sla"]  # fmt: skip
+                f"{self._p}:by_time", f"{self._p}:sla", f"{self._p}:backlog"]  # fmt: skip
         args: list[bytes | int | str] = [
             orjson.dumps(record),
             self.group_window_s,
@@ -105,12 +105,28 @@ class AlertDesk:
 
     async def move(self, alert_id: str, action: str, who: str, now_ms: int, note: str = "",
                    assignee: str = "", disposition: str = "") -> dict[str, Any]:  # fmt: skip
-        keys = [f"{self._p}:a:{alert_id}", f"{self._p}:audit:{alert_id}", f"{self._p}:sla"]
+        keys = [
+            f"{self._p}:a:{alert_id}",
+            f"{self._p}:audit:{alert_id}",
+            f"{self._p}:sla",
+            f"{self._p}:backlog",
+        ]
         args: list[str | int] = [action, who, now_ms, note, assignee, disposition, self.channel]
         reply = await self._call(self._move(keys=keys, args=args))
         if text(reply[0]) == "error":
             raise AlertMoveError(text(reply[1]))
         return _doc(orjson.loads(reply[1]))
+
+    async def backlog(self) -> dict[tuple[str, str], int]:
+        """Unresolved alerts by (severity, status), kept by the raise and move scripts.
+        Alerts that expire unresolved (after ``retention_s``) stay counted: at 90 days,
+        a backlog that old is itself the finding."""
+        raw = await self._call(self._r.hgetall(f"{self._p}:backlog"))
+        out: dict[tuple[str, str], int] = {}
+        for key, value in raw.items():
+            severity, _, status = text(key).partition("|")
+            out[(severity, status)] = int(value)
+        return out
 
     async def get(self, alert_id: str) -> dict[str, Any] | None:
         raw = await self._call(self._r.get(f"{self._p}:a:{alert_id}"))

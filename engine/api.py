@@ -18,6 +18,7 @@ import orjson
 from engine.batching import Overloaded
 from engine.errors import EventError, StoreError
 from engine.events import parse_event
+from engine.logs import log_decision
 from engine.metrics import Metrics
 from engine.service import DecisionService, Outcome
 
@@ -66,6 +67,7 @@ class Api:
             event = parse_event(body, settings, time.time())
         except EventError as err:
             self.metrics.dlq.labels("http", err.code).inc()
+            self.metrics.events.labels("http", "invalid", "invalid", "dlq").inc()
             return error(400, err.code, err.message, err.field)
         if channel is not None and event.channel != channel:
             return error(403, "wrong_channel", f"this token decides for channel {channel} only", "channel")
@@ -78,8 +80,7 @@ class Api:
             )
         try:
             outcome = await asyncio.wait_for(fut, settings.decision_timeout_s)
-        except (StoreError, TimeoutError):
-            self.metrics.store_errors.inc()
+        except (StoreError, TimeoutError):  # Redis failures are counted where they happen
             self.metrics.events.labels("http", event.channel, event.type, "unavailable").inc()
             return error(
                 503,
@@ -88,6 +89,9 @@ class Api:
                 **{"Retry-After": "1"},
             )
         self.on_decision(outcome)
+        if outcome.decision is not None:
+            self.metrics.observe_decision("http", outcome.decision)
+            log_decision("http", outcome.decision)
         self.metrics.events.labels(
             "http", event.channel, event.type, "replayed" if outcome.replayed else "decided"
         ).inc()
@@ -133,6 +137,8 @@ class Api:
 
     def metrics_page(self) -> Reply:
         self.metrics.queue_depth.set(self.service.batcher.depth)
+        for component, ready in self.ready().items():
+            self.metrics.ready.labels(component).set(1.0 if ready else 0.0)
         return Reply(200, self.metrics.exposition(), content_type="text/plain; version=0.0.4")
 
 

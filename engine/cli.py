@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import BeaconError
+from engine.logs import logging_config
 from engine.settings import Settings
 
 log = logging.getLogger("beacon")
@@ -40,7 +41,14 @@ def run_worker(settings: Settings) -> int:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     loop.run_until_complete(ensure_topics(settings))
     app = create_app(Runtime.build(settings))
-    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, redirect_stdouts=False)
+    worker = faust.Worker(
+        app,
+        loop=loop,
+        loglevel=settings.log_level,
+        logging_config=logging_config(settings.log_level, settings.log_format),
+        redirect_stdouts=False,
+        quiet=settings.log_format == "json",  # the banner is for people, not log shippers
+    )
     worker.execute_from_commandline()
     return 0
 

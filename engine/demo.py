@@ -43,6 +43,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings = settings.replace(fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 20))
     if not _port_free(settings.http_host, settings.http_port):
         settings = settings.replace(http_port=free_port())
+    if not settings.trainer_metrics_port:  # model quality is the trainer's to export
+        settings = settings.replace(trainer_metrics_port=free_port())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logs = Path(settings.data_dir) / "logs"
     emb: Embedded | None = None
@@ -82,7 +84,8 @@ def _banner(settings: Settings, worker: WorkerProcess, logs: Path, read_token: s
         f"  read token     {read_token}   (viewer: customer views, alerts, metrics)\n"
         f"  customer view  curl {auth} {worker.url}/v1/customers/C000001\n"
         f"  alert inbox    curl {auth} {worker.url}/v1/alerts\n"
-        f"  metrics        curl {auth} {worker.url}/metrics\n"
+        f"  metrics        curl {auth} {worker.url}/metrics   (catalogue: docs/metrics.md)\n"
+        f"  model quality  curl http://{settings.http_host}:{settings.trainer_metrics_port}/metrics\n"
         f"  decisions API  POST {worker.url}/v1/decisions  (token: beacon users token --channel atm)\n"
         f"  health         GET  {worker.url}/readyz\n"
         f"  broker         {settings.kafka_bootstrap}   redis {settings.redis_url}\n"

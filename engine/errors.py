@@ -29,7 +29,12 @@ class EventError(BeaconError):
 
 
 class StoreError(BeaconError):
-    """The state store (Redis) failed or is unreachable."""
+    """The state store (Redis) failed or is unreachable. ``kind`` (connection, timeout,
+    response, other) is what the metrics count it by."""
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class BrokerError(BeaconError):

@@ -7,6 +7,7 @@ servers) every caller is an anonymous administrator.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 
 from engine.api import Reply, error
@@ -14,13 +15,15 @@ from engine.auth import AuthStore, Principal
 from engine.errors import StoreError
 
 ANONYMOUS = Principal("anonymous", "risk_admin")
+SCRAPER = Principal("prometheus", "viewer")  # the settings' metrics_token: /metrics only
 SESSION_COOKIE = "beacon_session"
 
 
 class Guard:
-    def __init__(self, store: AuthStore, required: bool) -> None:
+    def __init__(self, store: AuthStore, required: bool, metrics_token: str = "") -> None:
         self.store = store
         self.required = required
+        self._metrics_token = metrics_token.encode()
 
     async def check(
         self, headers: Mapping[str, str], cookies: Mapping[str, str], permission: str
@@ -28,6 +31,10 @@ class Guard:
         if not self.required:
             return ANONYMOUS
         credential = _bearer(headers) or cookies.get(SESSION_COOKIE, "")
+        if permission == "scrape":
+            if self._metrics_token and hmac.compare_digest(credential.encode(), self._metrics_token):
+                return SCRAPER
+            permission = "read"  # a person with read access may look at /metrics too
         if not credential:
             return error(401, "unauthenticated", "send Authorization: Bearer <token>, or log in",
                          **{"WWW-Authenticate": "Bearer"})  # fmt: skip

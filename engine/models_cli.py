@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import logging.config
 import signal
 from typing import Any
 
 from engine.errors import BeaconError
+from engine.logs import logging_config
 from engine.settings import Settings
 from engine.store import connect
 
@@ -62,6 +64,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.kafka_bootstrap:
         raise BeaconError("the trainer needs BEACON_KAFKA_BOOTSTRAP")
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
     asyncio.run(run_trainer(settings))
     return 0
 
@@ -94,13 +97,14 @@ async def run_trainer(settings: Settings) -> None:
     )
     trainer.versions.update(versions)
     if settings.trainer_metrics_port:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import start_http_server
 
-        from models.quality import QualityMetrics
+        from models.trainer_metrics import TrainerMetrics
 
-        registry = CollectorRegistry()
-        trainer.quality_metrics = QualityMetrics(registry)
-        start_http_server(settings.trainer_metrics_port, addr=settings.http_host, registry=registry)
+        trainer.metrics = TrainerMetrics()
+        start_http_server(
+            settings.trainer_metrics_port, addr=settings.http_host, registry=trainer.metrics.registry
+        )
         log.info("trainer metrics at http://%s:%s/metrics", settings.http_host, settings.trainer_metrics_port)
     log.info("trainer ready: learning %s", ", ".join(REGISTRY))
     try:

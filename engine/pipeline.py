@@ -46,9 +46,24 @@ def evaluate_rules(
     return rules.evaluate(ctx, sources, event.channel, event.ts)
 
 
-def decide(event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer, policy: DecisionPolicy) -> Decision:
+Prepared = tuple[dict[str, Any], Scores]
+
+
+def prepare(event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer) -> Prepared:
+    """The models' half of a decision: features and scores (timed apart from the rules)."""
     features = build_features(event, snap)
-    scores = scorer.score(features, tuple(o.id for o in rules.offers), event.attributes)
+    return features, scorer.score(features, rules.offer_ids, event.attributes)
+
+
+def decide(
+    event: Event,
+    snap: Snapshot,
+    rules: RuleSet,
+    scorer: Scorer,
+    policy: DecisionPolicy,
+    prepared: Prepared | None = None,
+) -> Decision:
+    features, scores = prepared or prepare(event, snap, rules, scorer)
     outcome = evaluate_rules(rules, event, features, snap.profile, scores.to_dict())
     risk = assess_risk(scores, outcome, policy)
     arbitration = rules.arbitration.get(event.channel) or ArbitrationPolicy(max_actions=policy.max_actions)

@@ -6,7 +6,9 @@ import contextlib
 from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import StoreError
 
@@ -19,7 +21,18 @@ def redis_errors(what: str) -> Iterator[None]:
     try:
         yield
     except RedisError as exc:
-        raise StoreError(f"{what} failed: {exc}") from exc
+        raise StoreError(f"{what} failed: {exc}", kind_of(exc)) from exc
+
+
+def kind_of(exc: RedisError) -> str:
+    """What an SRE tells apart: Redis gone, Redis slow, or Redis saying no (OOM, scripts)."""
+    if isinstance(exc, RedisTimeoutError):
+        return "timeout"
+    if isinstance(exc, RedisConnectionError):
+        return "connection"
+    if isinstance(exc, ResponseError):
+        return "response"
+    return "other"
 
 
 async def guarded(what: str, awaitable: Awaitable[T]) -> T:

@@ -206,6 +206,10 @@ class RuleSet:
         return {o.id: o for o in self.offers}
 
     @cached_property
+    def offer_ids(self) -> tuple[str, ...]:
+        return tuple(o.id for o in self.offers)
+
+    @cached_property
     def evaluator(self) -> Evaluator:
         return Evaluator(self.needs, self.lists)
 

@@ -125,7 +125,7 @@ class RuleWatcher:
         self.service.rules = rules  # one assignment: each batch sees one whole version
         self.active = rules.version
         self.refused = None
-        self.metrics.rules_version(rules.version)
+        self.metrics.rules_version(rules.version, frozenset(o.id for o in rules.offers))
         self.metrics.rules_reloads.inc()
         self.readiness["rules"] = True
         self.loaded.set()

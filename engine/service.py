@@ -7,8 +7,9 @@ round trip -> outcome. Publishing is the caller's adapter's job.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from engine import commit
 from engine.batching import MicroBatcher
@@ -16,12 +17,14 @@ from engine.decision import Decision
 from engine.errors import StoreError
 from engine.events import Event
 from engine.metrics import Metrics
-from engine.pipeline import DecisionPolicy, decide
+from engine.pipeline import DecisionPolicy, decide, prepare
 from engine.rules import RuleSet
 from engine.scoring import Scorer
 from engine.settings import Settings
 from engine.state import Snapshot
 from engine.store import StateStore
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +63,28 @@ class DecisionService:
         if rules is None:  # not reached: the worker starts the batcher after the rules
             raise StoreError("rules are not loaded yet")
         t0 = time.perf_counter()
-        snapshots = await self.store.ingest(events)
+        snapshots = await self._stored(self.store.ingest(events))
         t1 = time.perf_counter()
-        results = self._decide_each(events, snapshots, rules)
+        results, todo = self._stored_or_new(events, snapshots)
+        prepared = [prepare(ev, snap, rules, self.scorer) for _, ev, snap in todo]
         t2 = time.perf_counter()
-        stage = {"state_ms": round((t1 - t0) * 1000, 3), "decide_ms": round((t2 - t1) * 1000, 3)}
-        fresh = [(k, r) for k, r in results.items() if isinstance(r, Decision)]
-        replies = await self.store.commit(
-            [d.event.customer_id for _, d in fresh],
-            [commit.payload(d, rules.offer_index, stage) for _, d in fresh],
-        )
+        for (key, ev, snap), prep in zip(todo, prepared, strict=True):
+            results[key] = decide(ev, snap, rules, self.scorer, self.policy, prep)
         t3 = time.perf_counter()
+        stage = {
+            "state_ms": round((t1 - t0) * 1000, 3),
+            "models_ms": round((t2 - t1) * 1000, 3),
+            "rules_ms": round((t3 - t2) * 1000, 3),
+            "decide_ms": round((t3 - t1) * 1000, 3),  # models and rules together, as before
+        }
+        fresh = [(k, r) for k, r in results.items() if isinstance(r, Decision)]
+        replies = await self._stored(
+            self.store.commit(
+                [d.event.customer_id for _, d in fresh],
+                [commit.payload(d, rules.offer_index, stage) for _, d in fresh],
+            )
+        )
+        t4 = time.perf_counter()
         committed: dict[tuple[str, str], Decision | bytes] = dict(results)
         bodies: dict[tuple[str, str], bytes] = {k: r for k, r in results.items() if isinstance(r, bytes)}
         for (key, decision), reply in zip(fresh, replies, strict=True):
@@ -78,26 +92,46 @@ class DecisionService:
         if self.metrics is not None:
             m = self.metrics
             m.batch_size.observe(len(events))
-            m.stage_latency.labels("state").observe(t1 - t0)
-            m.stage_latency.labels("decide").observe(t2 - t1)
-            m.stage_latency.labels("record").observe(t3 - t2)
-        timings = {**stage, "record_ms": round((t3 - t2) * 1000, 3), "batch": float(len(events))}
+            for name, seconds in (
+                ("state", t1 - t0),
+                ("models", t2 - t1),
+                ("rules", t3 - t2),
+                ("record", t4 - t3),
+            ):
+                m.stage_latency.labels(name).observe(seconds)
+        timings = {**stage, "record_ms": round((t4 - t3) * 1000, 3), "batch": float(len(events))}
         return _outcomes(events, committed, bodies, timings)
 
-    def _decide_each(
-        self, events: Sequence[Event], snapshots: Sequence[Snapshot], rules: RuleSet
-    ) -> dict[tuple[str, str], Decision | bytes]:
-        """Per distinct (channel, event_id): a fresh decision, or the body stored for a repeat."""
+    async def _stored(self, call: Awaitable[T]) -> T:
+        """A Redis round trip, its failures and recoveries counted by kind."""
+        try:
+            result = await call
+        except StoreError as exc:
+            if self.metrics is not None:
+                self.metrics.store.failed(exc.kind)
+            raise
+        if self.metrics is not None:
+            self.metrics.store.ok()
+        return result
+
+    @staticmethod
+    def _stored_or_new(
+        events: Sequence[Event], snapshots: Sequence[Snapshot]
+    ) -> tuple[dict[tuple[str, str], Decision | bytes], list[tuple[tuple[str, str], Event, Snapshot]]]:
+        """Per distinct (channel, event_id): the body stored for a repeat, or a decision to make."""
         results: dict[tuple[str, str], Decision | bytes] = {}
+        todo: list[tuple[tuple[str, str], Event, Snapshot]] = []
+        seen: set[tuple[str, str]] = set()
         for event, snap in zip(events, snapshots, strict=True):
             key = (event.channel, event.event_id)
-            if key in results:  # the same event twice in one batch is decided once
+            if key in seen:  # the same event twice in one batch is decided once
                 continue
+            seen.add(key)
             if snap.stored_decision is not None:
                 results[key] = snap.stored_decision
             else:
-                results[key] = decide(event, snap, rules, self.scorer, self.policy)
-        return results
+                todo.append((key, event, snap))
+        return results, todo
 
 
 def _outcomes(

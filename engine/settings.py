@@ -24,7 +24,9 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-SECRET_FIELDS = frozenset({"redis_url", "kafka_sasl_password", "model_signing_key", "alert_webhook_secret"})
+SECRET_FIELDS = frozenset(
+    {"redis_url", "kafka_sasl_password", "model_signing_key", "alert_webhook_secret", "metrics_token"}
+)
 
 DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 DEFAULT_EVENT_TYPES = (
@@ -110,6 +112,9 @@ class Settings:
     trainer_metrics_port: int = 0  # the trainer's /metrics (model quality); 0: not served
     auth_required: bool = True  # every endpoint but health needs a token or a login
     session_ttl_s: int = 8 * 3600
+    # A bearer token Prometheus scrapes /metrics with (nothing else); empty: only users'
+    # tokens with the viewer role or above. Never logged.
+    metrics_token: str = field(default="", repr=False)
     # The risk officers' alert desk.
     alert_group_window_s: int = 3600  # alerts of one customer and typology within this are one
     alert_retention_s: int = 90 * 86400
@@ -122,6 +127,7 @@ class Settings:
     # Operations.
     data_dir: str = ".beacon"
     log_level: str = "info"
+    log_format: str = "json"  # json (one object a line, for log shippers) or text (for people)
 
     @classmethod
     def build(

@@ -12,11 +12,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from engine.errors import StoreError
 from engine.events import Event
-from engine.redisio import text
+from engine.redisio import redis_errors, text
 from engine.settings import Settings
 from engine.state import (
     CONTACT_WINDOW_S,
@@ -78,10 +76,8 @@ class StateStore:
         """Dedupe, update and read state for a batch of events in one round trip."""
         keys = [self.key(e.customer_id) for e in events]
         args = [self._config, *(lua_payload(e) for e in events)]
-        try:
+        with redis_errors("state ingest"):
             raw = await self._ingest(keys=keys, args=args)
-        except RedisError as exc:
-            raise StoreError(f"state ingest failed: {exc}") from exc
         return [
             snapshot_from_reply(r, e.channel, e.type) for r, e in zip(orjson.loads(raw), events, strict=True)
         ]
@@ -91,32 +87,26 @@ class StateStore:
         if not payloads:
             return []
         keys = [self.key(c) for c in customer_ids]
-        try:
+        with redis_errors("decision commit"):
             raw = await self._commit(keys=keys, args=[self._config, *payloads])
-        except RedisError as exc:
-            raise StoreError(f"decision commit failed: {exc}") from exc
         replies: list[dict[str, Any]] = orjson.loads(raw)
         return replies
 
     async def put_profile(self, customer_id: str, profile: dict[str, Any], ttl_s: int) -> None:
-        try:
+        with redis_errors("profile write"):
             await self._redis.set(self.key(customer_id) + ":profile", orjson.dumps(profile), ex=ttl_s)
-        except RedisError as exc:
-            raise StoreError(f"profile write failed: {exc}") from exc
 
     async def put_profiles(self, profiles: Sequence[tuple[str, dict[str, Any]]], ttl_s: int) -> None:
-        try:
+        with redis_errors("profile import"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for customer_id, profile in profiles:
                     pipe.set(self.key(customer_id) + ":profile", orjson.dumps(profile), ex=ttl_s)
                 await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"profile import failed: {exc}") from exc
 
     async def customer_view(self, customer_id: str) -> dict[str, Any]:
         """The unified view: profile, rolling state, recent interactions, decisions, alerts."""
         k = self.key(customer_id)
-        try:
+        with redis_errors("customer read"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.get(k + ":profile")
                 pipe.hgetall(k + ":last")
@@ -127,8 +117,6 @@ class StateStore:
                 pipe.zcard(k + ":pin")
                 pipe.hgetall(k + ":wt")
                 res = await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"customer read failed: {exc}") from exc
         profile, last, devices, recent, decisions, alerts, pins, totals = res
         windows = window_tallies((text(a), text(b)) for a, b in totals.items())
         return {
@@ -149,7 +137,5 @@ class StateStore:
         }
 
     async def ping(self) -> None:
-        try:
+        with redis_errors("Redis ping"):
             await self._redis.ping()
-        except RedisError as exc:
-            raise StoreError(f"Redis is not answering: {exc}") from exc

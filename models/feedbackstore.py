@@ -115,6 +115,10 @@ class FeedbackStore:
         await self._call(self._r.zadd(key, {orjson.dumps({**label, "_parked": parked_at}): parked_at}))
         await self._call(self._r.zremrangebyrank(key, 0, -(_ORPHANS_BOUND + 1)))
 
+    async def waiting(self) -> int:
+        """How many labels are parked."""
+        return int(await self._call(self._r.zcard(f"{self._p}:orphans")))
+
     async def orphans(self, limit: int = 500) -> list[dict[str, Any]]:
         """Parked labels, oldest first, taken out (the trainer parks again what still waits)."""
         key = f"{self._p}:orphans"

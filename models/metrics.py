@@ -15,7 +15,7 @@ info keeps one series per model, the active version (a switch replaces it).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 
 
 class ModelMetrics:
@@ -41,11 +41,20 @@ class ModelMetrics:
             registry=r,
         )
 
+        self.snapshot_time = Gauge(
+            "beacon_model_snapshot_timestamp_seconds",
+            "Unix time the active snapshot was published (absent while the built-in model runs)",
+            ["model"],
+            registry=r,
+        )
+
     def prepare(self, model: str) -> None:
         """Create a model's counters at zero, so rates and alerts work before the first event."""
         self.refused.labels(model=model)
         self.swaps.labels(model=model)
 
-    def active(self, model: str, version: str) -> None:
+    def active(self, model: str, version: str, published_at: float = 0.0) -> None:
         """The active version: replaces the model's previous series (one per model)."""
         self.version.labels(model=model).info({"version": version})
+        if published_at > 0:
+            self.snapshot_time.labels(model=model).set(published_at)

@@ -95,7 +95,7 @@ class ModelWatcher:
             return False
         if snapshot is None:
             return False
-        version, model, _meta = snapshot
+        version, model, meta = snapshot
         if version in (self.active.get(name), self.refused.get(name)):
             return False  # the pointer moved back between the two reads
         try:
@@ -103,7 +103,7 @@ class ModelWatcher:
         except Exception as exc:  # noqa: BLE001 - a model the worker will not run is refused
             self._refuse(SnapshotRefused(name, version, f"not installed ({type(exc).__name__}: {exc})"))
             return False
-        self._switch(name, version)
+        self._switch(name, version, float(meta.get("published_at") or 0.0))
         return True
 
     def _refuse(self, exc: SnapshotRefused) -> None:
@@ -111,11 +111,11 @@ class ModelWatcher:
         self.metrics.refused.labels(model=exc.name).inc()
         log.error("models: %s; %s stays in force", exc, self.active.get(exc.name) or "the built-in model")
 
-    def _switch(self, name: str, version: str) -> None:
+    def _switch(self, name: str, version: str, published_at: float = 0.0) -> None:
         previous = self.active.get(name)
         self.active[name] = version
         self.refused.pop(name, None)
-        self.metrics.active(name, version)
+        self.metrics.active(name, version, published_at)
         self.metrics.swaps.labels(model=name).inc()
         if previous and SnapshotVersion.parse(version).number < SnapshotVersion.parse(previous).number:
             log.warning("models: %s went back from %s to %s (pointer moved back)", name, previous, version)

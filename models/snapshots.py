@@ -272,7 +272,9 @@ class SnapshotStore:
         version = text(reply[0])
         record, payload = _raw(reply[1]), _raw(reply[2])
         model, manifest = await asyncio.to_thread(unseal, name, version, record, payload, key)
-        return version, model, dict(manifest.get("meta") or {})
+        meta = dict(manifest.get("meta") or {})
+        meta.setdefault("published_at", float(manifest.get("created_at", 0.0)))
+        return version, model, meta
 
     async def versions(self, name: str) -> list[SnapshotInfo]:
         """Stored versions, newest first, as their manifests say (not verified: use

@@ -32,6 +32,7 @@ from engine.decision import decision_id_of
 from engine.settings import Settings
 from models.feedbackstore import FeedbackStore
 from models.learner import MONETARY_TYPES, Learner, inputs_of
+from models.trainer_metrics import TrainerMetrics
 
 log = logging.getLogger("beacon.trainer")
 _ORPHAN_RETRY_S = 600.0  # a label waits this long (stream time) for its decision record
@@ -51,7 +52,7 @@ class Trainer:
         self._since_snapshot = dict.fromkeys(learner.models, 0)
         self._last_snapshot = time.monotonic()
         self.versions: dict[str, str] = {}
-        self.quality_metrics: Any = None  # models.quality.QualityMetrics, when the trainer exports them
+        self.metrics: TrainerMetrics | None = None  # when the trainer serves /metrics
 
     async def on_audit(self, record: Mapping[str, Any]) -> None:
         inputs = inputs_of(record, self.learner.specs)
@@ -139,14 +140,17 @@ class Trainer:
                     name, model, meta, parent=self.versions.get(name)
                 )
                 self._since_snapshot[name] = self.learner.learned[name]
+                if self.metrics is not None:
+                    self.metrics.published(name, self.versions[name], time.time())
                 log.info("published %s (%d labels)", self.versions[name], self.learner.learned[name])
         if due:
             self._last_snapshot = time.monotonic()
             report = self.report()
             await self.fb.save_quality(report)
-            if self.quality_metrics is not None:
+            if self.metrics is not None:
                 for name in self.learner.models:
-                    self.quality_metrics.update(name, report[name])
+                    self.metrics.quality.update(name, report[name])
+                self.metrics.labels_waiting.set(await self.fb.waiting())
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -213,6 +217,19 @@ async def consume(trainer: Trainer, settings: Settings, stop: asyncio.Event) -> 
             await trainer.maybe_snapshot()
             if batch:
                 await consumer.commit()
+            if trainer.metrics is not None:
+                await record_lag(consumer, trainer.metrics)
     finally:
         await trainer.maybe_snapshot(force=True)
         await consumer.stop()
+
+
+async def record_lag(consumer: Any, metrics: TrainerMetrics) -> None:
+    """The trainer's lag per partition: high-water mark less its position. It commits
+    after each batch it has learned, so its position is its committed offset."""
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        position = await consumer.position(tp)
+        metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))

@@ -1,6 +1,6 @@
 -- Beacon alert desk: one state change, checked against the lifecycle and appended to
 -- the alert's audit trail (append-only) in the same step.
--- KEYS: 1 doc, 2 audit, 3 sla zset
+-- KEYS: 1 doc, 2 audit, 3 sla zset, 4 backlog hash ("severity|status" -> unresolved alerts)
 -- ARGV: 1 action (ack|assign|escalate|resolve), 2 who, 3 now ms, 4 note, 5 assignee, 6 disposition,
 --       7 pub/sub channel for changes
 local raw = redis.call('GET', KEYS[1])
@@ -29,6 +29,11 @@ else
 end
 doc.status = to
 doc.updated = now
+-- First taken in hand: the desk's time to acknowledge runs from created to here.
+if doc.acked == nil and (to == 'acknowledged' or to == 'assigned') then doc.acked = now end
+if to == 'resolved' then doc.resolved = now end
+redis.call('HINCRBY', KEYS[4], doc.severity .. '|' .. from, -1)
+if to ~= 'resolved' then redis.call('HINCRBY', KEYS[4], doc.severity .. '|' .. to, 1) end
 -- Acted on (or escalated once): the SLA clock stops.
 redis.call('ZREM', KEYS[3], doc.alert_id)
 redis.call('SET', KEYS[1], cjson.encode(doc), 'KEEPTTL')

@@ -1,7 +1,8 @@
 -- Beacon alert desk: record one alert from risk.alerts, grouped per customer and
 -- typology (or rule) within a window, so a burst is one alert with a count and every
 -- triggering event. Idempotent by the incoming alert id (redelivery changes nothing).
--- KEYS: 1 seen-prefix, 2 doc-prefix, 3 audit-prefix, 4 group-prefix, 5 by_time zset, 6 sla zset
+-- KEYS: 1 seen-prefix, 2 doc-prefix, 3 audit-prefix, 4 group-prefix, 5 by_time zset, 6 sla zset,
+--       7 backlog hash ("severity|status" -> unresolved alerts)
 -- ARGV: 1 alert record (JSON), 2 group window s, 3 now ms, 4 retention s, 5 sla deadline ms (0: none),
 --       6 events kept per alert, 7 pub/sub channel for changes
 local a = cjson.decode(ARGV[1])
@@ -50,6 +51,7 @@ redis.call('EXPIRE', KEYS[3] .. id, keep)
 redis.call('ZADD', KEYS[5], now, id)
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - keep * 1000)
 if sla > 0 then redis.call('ZADD', KEYS[6], sla, id) end
+redis.call('HINCRBY', KEYS[7], doc.severity .. '|open', 1)
 redis.call('SET', group, id, 'EX', window)
 redis.call('SET', seen, id, 'EX', keep)
 redis.call('PUBLISH', ARGV[7], cjson.encode({alert_id = id, change = 'raised', status = 'open',

@@ -48,7 +48,7 @@ def test_decision_then_same_decision_on_repeat(http: httpx.Client) -> None:
     d = first.json()
     assert d["event_id"] == "h-1" and d["channel"] == "internet" and d["actions"]
     assert {"score", "verdict"} <= set(d["risk"]) and d["versions"]["rules"]
-    assert {"state_ms", "decide_ms"} <= set(d["timing_ms"])
+    assert {"state_ms", "models_ms", "rules_ms", "decide_ms"} <= set(d["timing_ms"])
     again = http.post("/v1/decisions", content=body)
     assert again.status_code == 200 and again.content == first.content
     assert again.headers["Beacon-Replayed"] == "true"

@@ -1,0 +1,63 @@
+"""Prometheus metrics of the trainer process (served on ``trainer_metrics_port``).
+
+Model quality comes from :class:`models.quality.QualityMetrics`; this adds what an SRE
+needs to tell a stalled trainer from a quiet bank: snapshots published and when, labels
+waiting for their decision record, and the trainer's consumer lag.
+
+>>> m = TrainerMetrics()
+>>> m.published("fraud", "fraud-v3-0123456789ab", 1_700_000_000.0)
+>>> m.registry.get_sample_value("beacon_model_snapshot_timestamp_seconds", {"model": "fraud"})
+1700000000.0
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from engine import __version__
+from models.quality import QualityMetrics
+
+
+class TrainerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None, process: bool = True) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        self.quality = QualityMetrics(r)
+        self.build = Info("beacon_build", "Build and content versions", registry=r)
+        self.build.info({"version": __version__, "rules": ""})
+        self.snapshots = Counter(
+            "beacon_model_snapshots_published_total",
+            "Model snapshots the trainer published",
+            ["model"],
+            registry=r,
+        )
+        self.snapshot_time = Gauge(
+            "beacon_model_snapshot_timestamp_seconds",
+            "Unix time of the model's newest snapshot (published by the trainer, or active in a worker)",
+            ["model"],
+            registry=r,
+        )
+        self.version = Info(
+            "beacon_model_version", "The model snapshot version last published", ["model"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "beacon_consumer_lag_records",
+            "Records in a partition this process reads that it has not committed yet",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.labels_waiting = Gauge(
+            "beacon_trainer_labels_waiting",
+            "Labels that arrived before their decision record and wait for it",
+            registry=r,
+        )
+
+    def published(self, model: str, version: str, at: float) -> None:
+        self.snapshots.labels(model=model).inc()
+        self.snapshot_time.labels(model=model).set(at)
+        self.version.labels(model=model).info({"version": version})
