@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 RATE ?= 500
 DURATION ?= 30
 
-.PHONY: chromium bench-rules install demo up test check lint typecheck unit integration bench loadtest clean
+.PHONY: chromium prometheus rules-check bench-rules install demo up test check lint typecheck unit integration bench loadtest clean
 
 # The console's browser test drives Debian's Chromium (Playwright never downloads one).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
@@ -20,6 +20,37 @@ $(STAMP): pyproject.toml constraints.txt
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
+# The alerting rules are tested with Debian's promtool, the Alertmanager config with its
+# amtool, and tests/integration/test_prometheus.py runs a real /usr/bin/prometheus.
+# --no-install-recommends: the recommended node exporter is not needed. The packages'
+# scripts start system services where an init system lets them (not in containers, whose
+# policy-rc.d refuses): stop and disable those, so no stray Prometheus holds port 9090
+# (nor Alertmanager 9093) or scrapes in the background on a shared machine.
+PROM_SERVICES := prometheus prometheus-alertmanager
+prometheus:
+	@command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager && \
+	  for s in $(PROM_SERVICES); do \
+	    if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now "$$s" >/dev/null 2>&1 || true; \
+	    else $(SUDO) invoke-rc.d "$$s" stop >/dev/null 2>&1 || true; \
+	      $(SUDO) update-rc.d "$$s" disable >/dev/null 2>&1 || true; fi; \
+	  done; }
+
+# promtool check config opens the credentials file and expands rule_files; the
+# /run/secrets and /etc/prometheus paths exist only inside the container, so it checks a
+# copy of prometheus.yml with just those two paths pointed at a dummy token and the repo.
+rules-check: prometheus
+	promtool check rules config/prometheus/rules/*.yml
+	promtool test rules config/prometheus/tests/*.yml
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && echo placeholder > "$$tmp/token" && \
+	  sed -e "s#/run/secrets/beacon_metrics_token#$$tmp/token#" \
+	      -e "s#/etc/prometheus/rules/#$(CURDIR)/config/prometheus/rules/#" \
+	      config/prometheus/prometheus.yml > "$$tmp/prometheus.yml" && \
+	  echo "promtool check config config/prometheus/prometheus.yml (paths rewritten)" && \
+	  promtool check config "$$tmp/prometheus.yml"
+	amtool check-config config/alertmanager/alertmanager.yml
+
 install: $(STAMP)
 
 demo: install
@@ -28,10 +59,10 @@ demo: install
 up: install
 	$(BIN)/beacon up
 
-test: install chromium check
+test: install chromium prometheus check
 	$(BIN)/python -m pytest
 
-check: lint typecheck
+check: lint typecheck rules-check
 
 lint: install
 	$(BIN)/ruff check engine agents models loadtest tests
@@ -40,10 +71,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy engine agents models
 
-unit: install
+unit: install prometheus
 	$(BIN)/python -m pytest tests/unit engine models loadtest
 
-integration: install chromium
+integration: install chromium prometheus
 	$(BIN)/python -m pytest tests/integration
 
 bench: install
