@@ -43,7 +43,7 @@ class ModelMetrics:
 
         self.snapshot_time = Gauge(
             "beacon_model_snapshot_timestamp_seconds",
-            "Unix time the active snapshot was published (absent while the built-in model runs)",
+            "Unix time the active snapshot was published (0 while the built-in model runs)",
             ["model"],
             registry=r,
         )
@@ -52,6 +52,9 @@ class ModelMetrics:
         """Create a model's counters at zero, so rates and alerts work before the first event."""
         self.refused.labels(model=model)
         self.swaps.labels(model=model)
+        # 0 = the built-in model: a worker that never installs the trainer's snapshots is
+        # then as far behind as can be (BeaconWorkerModelBehind), not invisible.
+        self.snapshot_time.labels(model=model).set(0)
 
     def active(self, model: str, version: str, published_at: float = 0.0) -> None:
         """The active version: replaces the model's previous series (one per model)."""
