@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.scoring import Scores
+from models.features import FeatureSpec
 from models.registry import REGISTRY, build, spec_for
 
 
@@ -25,6 +26,12 @@ class ModelScorer:
         self.models: dict[str, Any] = {name: build(name, attr_numeric, attr_categorical) for name in REGISTRY}
         self._versions: dict[str, str] = {name: f"{name}-fresh" for name in REGISTRY}
         self._shadows = tuple(name for name, spec in REGISTRY.items() if spec.shadow_of)
+        # Models with equal specs (a challenger and its champion) get one extraction per event.
+        distinct: list[FeatureSpec] = []
+        for spec in self.specs.values():
+            if spec not in distinct:
+                distinct.append(spec)
+        self._slot = {name: distinct.index(spec) for name, spec in self.specs.items()}
 
     @property
     def versions(self) -> Mapping[str, str]:
@@ -46,12 +53,21 @@ class ModelScorer:
     ) -> Scores:
         attrs = attributes or {}
         models = self.models  # one set of versions for this event
-        fraud = models["fraud"].predict_proba_one(self.inputs("fraud", features, attrs))[True]
-        churn = models["churn"].predict_proba_one(self.inputs("churn", features, attrs))[True]
-        offers = models["offers"].predict_offers(self.inputs("offers", features, attrs), offer_ids)
+        extracted: dict[int, dict[str, Any]] = {}  # a challenger shares its champion's inputs
+
+        def inputs(name: str) -> dict[str, Any]:
+            slot = self._slot[name]
+            x = extracted.get(slot)
+            if x is None:
+                x = extracted[slot] = self.specs[name].extract(features, attrs)
+            return x
+
+        fraud = models["fraud"].predict_proba_one(inputs("fraud"))[True]
+        churn = models["churn"].predict_proba_one(inputs("churn"))[True]
+        offers = models["offers"].predict_offers(inputs("offers"), offer_ids)
+        # A copy for each challenger: whatever it does to its input, the champion's stays.
         shadow = {
-            name: round(models[name].predict_proba_one(self.inputs(name, features, attrs))[True], 6)
-            for name in self._shadows
+            name: round(models[name].predict_proba_one(dict(inputs(name)))[True], 6) for name in self._shadows
         }
         return Scores(
             fraud=round(fraud, 6),
