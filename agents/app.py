@@ -126,7 +126,8 @@ def record_lag(consumer: Any, metrics: Metrics) -> None:
     """Records not yet committed in each partition this worker owns: the high-water mark
     less the committed offset (Faust commits the next offset to read). Partitions that
     moved to another worker lose their series, so a sum over workers counts each once."""
-    owned = {(tp.topic, str(tp.partition)): tp for tp in consumer.assignment()}
+    # Faust's own internal topics (the assignor's, "__" in the name) are not ours to watch.
+    owned = {(tp.topic, str(tp.partition)): tp for tp in consumer.assignment() if "__" not in tp.topic}
     for topic, partition in list(metrics.lag_series):
         if (topic, partition) not in owned:
             metrics.consumer_lag.remove(topic, partition)
