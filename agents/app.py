@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,13 @@ import faust
 
 from agents.bulk import BulkProducer
 from agents.desk import register_desk
-from agents.kafka_path import KafkaPath, publish_audit_and_alerts
+from agents.kafka_path import KafkaPath, records_of
 from agents.transport import register
 from agents.web import register_views
 from engine.api import Api
+from engine.decision import Decision
+from engine.degraded import ANSWERED_HEADER
 from engine.guard import Guard
-from engine.logs import ids
 from engine.metrics import Metrics
 from engine.runtime import Runtime
 from engine.service import Outcome
@@ -57,9 +59,19 @@ def create_app(rt: Runtime) -> BeaconApp:
     )
     app.beacon_fetch_max_wait_ms = s.fetch_max_wait_ms
     interactions = app.topic(s.topic("interactions"), key_type=bytes, value_type=bytes)
-    bulk = BulkProducer(s)
+    bulk = BulkProducer(s, rt.metrics)
     kafka_path = KafkaPath(app, rt, bulk)
-    api = Api(rt.service, rt.metrics, lambda: dict(rt.readiness), on_decision=_http_publisher(bulk, rt))
+    publish = _http_publisher(bulk, rt)
+    # A decision made after its HTTP caller stopped waiting (it got a degraded answer) is
+    # in state already: its audit record and alerts must still go out.
+    rt.service.batcher.on_orphan = lambda event, outcome: publish(outcome)
+    api = Api(
+        rt.service,
+        rt.metrics,
+        lambda: dict(rt.readiness),
+        on_decision=publish,
+        on_degraded=_answered_republisher(bulk, rt),
+    )
     guard = Guard(rt.auth, s.auth_required, s.metrics_token)
     register_views(app, api, register_desk(app, rt, bulk), guard, rt.auth)
 
@@ -144,28 +156,30 @@ def record_lag(consumer: Any, metrics: Metrics) -> None:
         metrics.lag_series.add((topic, partition))
 
 
-def _http_publisher(bulk: BulkProducer, rt: Runtime) -> Any:
-    """Audit records and alerts of HTTP decisions go to the same topics as Kafka's."""
-    pending: set[asyncio.Task[None]] = set()
+def _http_publisher(bulk: BulkProducer, rt: Runtime) -> Callable[[Outcome], None]:
+    """Audit records and alerts of HTTP decisions go to the same topics as Kafka's. The
+    request has its answer already: the spool delivers them, retrying while the broker
+    is unavailable, and no request waits for the broker."""
 
-    async def publish(outcome: Outcome) -> None:
-        if outcome.decision is None:
-            return
-        try:
-            await asyncio.gather(
-                *await publish_audit_and_alerts(bulk, rt, outcome.decision, outcome.timings_ms)
-            )
-            rt.metrics.broker.ok()
-        except Exception:
-            rt.metrics.broker.failed("produce")
-            d = outcome.decision
-            log.exception(
-                "could not publish audit/alerts for %s", d.decision_id, extra=ids(d.event, d.decision_id)
-            )
+    def publish_now(outcome: Outcome) -> None:
+        if outcome.decision is not None:  # a replay was audited when it was first decided
+            for topic, key, value in records_of(rt.settings, outcome.decision, outcome.timings_ms):
+                bulk.publish(topic, key, value)
 
-    def schedule(outcome: Outcome) -> None:
-        task = asyncio.get_running_loop().create_task(publish(outcome))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+    def publish(outcome: Outcome) -> None:
+        # Serialising the audit record is not the channel's wait: after the response.
+        asyncio.get_running_loop().call_soon(publish_now, outcome)
 
-    return schedule
+    return publish
+
+
+def _answered_republisher(bulk: BulkProducer, rt: Runtime) -> Callable[[Decision, bytes], None]:
+    """The event of a degraded HTTP answer goes to ``interactions``, marked as answered,
+    so the Kafka path counts it in state once Redis is back (engine/degraded.py)."""
+    topic = rt.settings.topic("interactions")
+
+    def republish(decision: Decision, raw: bytes) -> None:
+        headers = [(ANSWERED_HEADER, decision.decision_id.encode())]
+        bulk.publish(topic, decision.event.customer_id.encode(), raw, headers)
+
+    return republish

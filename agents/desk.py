@@ -3,6 +3,7 @@ and disposition labels out to ``feedback``. Logic lives in engine/alertdesk.py."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -35,14 +36,7 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
             body = orjson.loads(raw)
             if body.get("event") == "escalation":  # our own announcement, not an alert
                 continue
-            try:
-                alert_id, change = await rt.desk.raise_alert(body, int(time.time() * 1000))
-            except StoreError:
-                extra = {"alert_id": body.get("alert_id"), "customer_id": body.get("customer_id")}
-                log.exception(
-                    "alert %s not recorded; it will be redelivered", body.get("alert_id"), extra=extra
-                )
-                raise
+            alert_id, change = await _raise_until_recorded(rt, body)
             if change in ("raised", "grouped"):  # not a redelivery
                 typologies = body.get("typologies") or ["none"]
                 rt.metrics.desk_alerts.labels(str(body.get("severity")), str(typologies[0]), change).inc()
@@ -52,23 +46,44 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
     @app.timer(interval=_SLA_TICK_S)
     async def escalate_overdue() -> None:
         now_ms = int(time.time() * 1000)
-        for alert_id in await rt.desk.due_escalations(now_ms):
+        try:
+            due = await rt.desk.due_escalations(now_ms)
+        except StoreError as exc:  # Redis unavailable: the next tick looks again
+            log.warning("SLA escalations not checked: %s", exc)
+            return
+        for alert_id in due:
             try:
                 doc = await rt.desk.move(alert_id, "escalate", "sla", now_ms, "not acknowledged in time")
-            except AlertMoveError:
-                continue  # another worker escalated it, or someone acted on it meanwhile
+            except (AlertMoveError, StoreError):
+                continue  # moved meanwhile (another worker, an officer), or Redis failed: next tick
             rt.metrics.desk_moves.labels("escalate", doc["severity"], "sla").inc()
             event = {"event": "escalation", "alert_id": alert_id, "severity": doc["severity"],
                      "customer_id": doc["customer_id"], "at": now_ms}  # fmt: skip
-            await bulk.send(s.topic("risk.alerts"), doc["customer_id"].encode(), orjson.dumps(event))
+            # Through the spool: a broker outage delays the announcement, does not lose it.
+            bulk.publish(s.topic("risk.alerts"), doc["customer_id"].encode(), orjson.dumps(event))
             hooks.notify(doc["severity"], event)
         await export_backlog(rt)
 
     async def publish_labels(labels: list[dict[str, Any]]) -> None:
         for label in labels:
-            await bulk.send(s.topic("feedback"), str(label["customer_id"]).encode(), orjson.dumps(label))
+            bulk.publish(s.topic("feedback"), str(label["customer_id"]).encode(), orjson.dumps(label))
 
     return AlertApi(rt.desk, rt.service.store, publish_labels, rt.metrics)
+
+
+async def _raise_until_recorded(rt: Runtime, body: dict[str, Any]) -> tuple[str, str]:
+    """Record an alert, waiting for Redis while it is unavailable: raising here would
+    crash the agent and with it the worker. The stream waits meanwhile (not acknowledged)."""
+    attempt = 0
+    while True:
+        try:
+            return await rt.desk.raise_alert(body, int(time.time() * 1000))
+        except StoreError as exc:
+            if attempt == 0:
+                extra = {"alert_id": body.get("alert_id"), "customer_id": body.get("customer_id")}
+                log.warning("alert %s not recorded (%s); retrying", body.get("alert_id"), exc, extra=extra)
+            await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+            attempt += 1
 
 
 async def export_backlog(rt: Runtime) -> None:

@@ -3,6 +3,10 @@
 A record is acknowledged only after everything it produced (decision, audit record,
 alerts, or its DLQ copy) has been delivered to the broker, so a crash anywhere
 means redelivery, and redelivery is harmless because state updates are idempotent.
+
+A record with the ``beacon-answered`` header is an event the HTTP path already answered
+without state (engine/degraded.py): it is ingested, decided without sales offers,
+audited and its alerts raised like any other, but no decision goes to the channel.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -17,11 +22,13 @@ from aiokafka.errors import KafkaError
 
 from agents.bulk import BulkProducer
 from engine.decision import Decision
+from engine.degraded import Answered, answered, answered_by
 from engine.errors import EventError, StoreError
 from engine.events import parse_event
 from engine.logs import ids, log_decision
 from engine.runtime import Runtime
 from engine.service import Outcome
+from engine.settings import Settings
 from models.labels import label_of
 
 log = logging.getLogger("beacon.kafka")
@@ -48,6 +55,13 @@ class KafkaPath:
         except EventError as err:
             await self._dead_letter(event, raw, err)
             return
+        except Exception as exc:  # a parser bug must cost one record, not the agent
+            log.exception("could not parse a record; sending it to the DLQ")
+            await self._dead_letter(event, raw, EventError("internal_error", f"{type(exc).__name__}: {exc}"))
+            return
+        decision_id = answered_by(_headers(message))
+        if decision_id is not None:
+            ev = answered(ev, decision_id)
         await self._in_flight.acquire()
         fut = await self.rt.service.batcher.submit(ev)
         task = asyncio.get_running_loop().create_task(self._finish(event, ev, raw, fut))
@@ -83,7 +97,8 @@ class KafkaPath:
             m = self.rt.metrics
             m.events.labels("kafka", ev.channel, ev.type, "replayed" if outcome.replayed else "decided").inc()
             if outcome.decision is not None:
-                m.observe_decision("kafka", outcome.decision)
+                if not isinstance(ev, Answered):  # an answered one was counted where it was answered
+                    m.observe_decision("kafka", outcome.decision)
                 log_decision("kafka", outcome.decision)
         except Exception as exc:
             log.exception("decision for event %s failed; sending it to the DLQ", ev.event_id, extra=ids(ev))
@@ -99,16 +114,17 @@ class KafkaPath:
         while True:
             published = time.perf_counter()
             try:
-                deliveries = await self._publish(outcome)
+                answer, records = await self._publish(outcome)
                 # Latency is what the channel sees: until its decision record is delivered.
                 # The audit and alert records ride the bulk producer's linger; the offset is
                 # committed only once they are delivered too.
-                await deliveries[0]
-                m.stage_latency.labels("publish").observe(time.perf_counter() - published)
-                stamp = event.message.timestamp
-                if stamp:
-                    m.decision_latency.labels("kafka").observe(max(time.time() - stamp, 0.0))
-                await asyncio.gather(*deliveries[1:])
+                if answer is not None:
+                    await answer
+                    m.stage_latency.labels("publish").observe(time.perf_counter() - published)
+                    stamp = event.message.timestamp
+                    if stamp:
+                        m.decision_latency.labels("kafka").observe(max(time.time() - stamp, 0.0))
+                await asyncio.gather(*records)
                 m.broker.ok()
                 return
             except KafkaError as exc:
@@ -135,16 +151,20 @@ class KafkaPath:
                 await asyncio.sleep(delay)
                 fut = await self.rt.service.batcher.submit(ev)
 
-    async def _publish(self, outcome: Outcome) -> list[Any]:
+    async def _publish(self, outcome: Outcome) -> tuple[Any, list[Any]]:
+        """Queue the channel's decision (none for an event the channel already had an
+        answer to) and the audit and alert records; returns their delivery futures."""
         ev = outcome.event
-        key = ev.customer_id.encode()
-        topic = self._decisions[ev.channel]
-        deliveries = [await self.app.producer.send(topic, key, outcome.body, None, None, None)]
-        if outcome.decision is not None:  # a replay was audited when it was first decided
-            deliveries += await publish_audit_and_alerts(
-                self.bulk, self.rt, outcome.decision, outcome.timings_ms
+        answer = None
+        if not isinstance(ev, Answered):
+            topic = self._decisions[ev.channel]
+            answer = await self.app.producer.send(
+                topic, ev.customer_id.encode(), outcome.body, None, None, None
             )
-        return deliveries
+        records: list[Any] = []
+        if outcome.decision is not None:  # a replay was audited when it was first decided
+            records = await publish_audit_and_alerts(self.bulk, self.rt, outcome.decision, outcome.timings_ms)
+        return answer, records
 
     async def _ack_after(self, deliveries: list[Any], event: Any) -> None:
         try:
@@ -158,12 +178,24 @@ async def publish_audit_and_alerts(
     bulk: BulkProducer, rt: Runtime, decision: Decision, timings_ms: dict[str, float]
 ) -> list[Any]:
     """Queue the audit record and alerts of a fresh decision; returns the delivery futures."""
-    s = rt.settings
+    return [await bulk.send(*record) for record in records_of(rt.settings, decision, timings_ms)]
+
+
+def records_of(
+    s: Settings, decision: Decision, timings_ms: dict[str, float]
+) -> list[tuple[str, bytes, bytes]]:
+    """(topic, key, value) of what a fresh decision publishes besides the channel's answer:
+    its audit record, its alerts, and the label of an outcome reported by a channel."""
     key = decision.event.customer_id.encode()
-    deliveries = [await bulk.send(s.topic("decisions.audit"), key, decision.audit_bytes(timings_ms))]
-    for alert in decision.alerts:
-        deliveries.append(await bulk.send(s.topic("risk.alerts"), key, decision.alert_bytes(alert)))
+    records = [(s.topic("decisions.audit"), key, decision.audit_bytes(timings_ms))]
+    records += [(s.topic("risk.alerts"), key, decision.alert_bytes(alert)) for alert in decision.alerts]
     label = label_of(decision.event)
-    if label is not None:  # an outcome reported by a channel: the trainer learns from it
-        deliveries.append(await bulk.send(s.topic("feedback"), key, orjson.dumps(label)))
-    return deliveries
+    if label is not None:  # the trainer learns from it
+        records.append((s.topic("feedback"), key, orjson.dumps(label)))
+    return records
+
+
+def _headers(message: Any) -> list[tuple[str, bytes]]:
+    """A record's headers as (name, value) pairs, however the transport holds them."""
+    headers = message.headers or ()
+    return list(headers.items()) if isinstance(headers, Mapping) else list(headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from importlib import resources
 from typing import Any, cast
@@ -16,6 +17,8 @@ from engine.api import Api, Reply, error
 from engine.auth import AuthError, AuthStore, Principal, TooManyLogins
 from engine.errors import StoreError
 from engine.guard import ANONYMOUS, SESSION_COOKIE, Guard
+from engine.metrics import Metrics
+from engine.ratelimit import RateLimiter
 
 _SSE_HEARTBEAT_S = 15.0
 _CONSOLE = resources.files("engine").joinpath("console", "console.html").read_bytes()
@@ -26,8 +29,15 @@ def _respond(view: View, reply: Reply) -> Response:
 
 
 def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, auth: AuthStore) -> None:
+    settings = api.service.settings
+    limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    body_limit = settings.http_max_body_bytes
+
     async def allow(request: Request, permission: str) -> Principal | Reply:
-        return await guard.check(request.headers, request.cookies, permission)
+        who = await guard.check(request.headers, request.cookies, permission)
+        if isinstance(who, Reply):
+            return who
+        return throttle(limiter, api.metrics, who, request) or who
 
     @app.page("/v1/decisions")
     class Decisions(View):
@@ -35,7 +45,10 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             who = await allow(request, "decide")
             if isinstance(who, Reply):
                 return _respond(self, who)
-            body = await self.read_request_content(request)
+            body = await read_body(request, body_limit)
+            if isinstance(body, Reply):
+                count_rejected_event(api.metrics, "too_large")
+                return _respond(self, body)
             explain = request.query.get("explain", "").lower() in ("1", "true", "yes")
             return _respond(self, await api.post_decision(body, explain=explain, channel=who.channel))
 
@@ -53,7 +66,9 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             who = await allow(request, "profile")
             if isinstance(who, Reply):
                 return _respond(self, who)
-            body = await self.read_request_content(request)
+            body = await read_body(request, body_limit)
+            if isinstance(body, Reply):
+                return _respond(self, body)
             return _respond(self, await api.put_profile(customer_id, body))
 
     @app.page("/v1/alerts")
@@ -86,15 +101,19 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             who = await allow(request, "admin" if action == "snooze" else "work")
             if isinstance(who, Reply):
                 return _respond(self, who)
-            body = await self.read_request_content(request)
+            body = await read_body(request, body_limit)
+            if isinstance(body, Reply):
+                return _respond(self, body)
             actor = None if who is ANONYMOUS else who.name
             return _respond(self, await alerts.act(alert_id, action, body, actor))
 
     @app.page("/v1/login")
     class Login(View):
         async def post(self, request: Request) -> Response:
-            body = await self.read_request_content(request)
-            remote = getattr(request, "remote", None) or "unknown"  # aiohttp's request underneath
+            body = await read_body(request, body_limit)
+            if isinstance(body, Reply):
+                return _respond(self, body)
+            remote = _remote(request)
             reply = await login(auth, body, remote)
             response = _respond(self, reply)
             if reply.status == 200:
@@ -127,6 +146,64 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             if isinstance(who, Reply):
                 return _respond(self, who)
             return _respond(self, api.metrics_page())
+
+
+async def read_body(request: Request, limit: int) -> bytes | Reply:
+    """The request body if it is at most ``limit`` bytes, else 413 ``too_large``, having
+    read no more than ``limit + 1`` bytes of it. Faust's ``read_request_content`` reads a
+    body whole, however large, so a client could fill the worker's memory.
+
+    A declared Content-Length over the limit is refused unread; a body without one
+    (chunked) is read until it passes the limit. aiohttp stops reading from the socket
+    while its buffer is full, so an unread body waits in the kernel, not in memory.
+    """
+    aio = cast(Any, request)  # an aiohttp request underneath
+    declared = aio.content_length
+    if declared is not None and declared > limit:
+        return _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await aio.content.read(limit + 1 - size):
+        size += len(chunk)
+        if size > limit:
+            return _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> Reply:
+    return error(413, "too_large", f"the request body is larger than {limit} bytes")
+
+
+def count_rejected_event(metrics: Metrics, code: str) -> None:
+    """Count an event refused before engine.api saw it the way it counts its own refusals."""
+    metrics.dlq.labels("http", code).inc()
+    metrics.events.labels("http", "invalid", "invalid", "dlq").inc()
+
+
+def throttle(limiter: RateLimiter, metrics: Metrics, who: Principal, request: Request) -> Reply | None:
+    """429 ``rate_limited`` when this caller has used up its requests, else None.
+
+    The caller is the authenticated principal: the tokens of one name (a channel's are
+    named after it) share one budget, as do a person's sessions, and a made-up
+    credential (refused with 401 before this) cannot open a fresh one. Without
+    authentication (``auth_required`` off) every caller is the same anonymous principal,
+    so the client address stands in for it.
+    """
+    caller = f"addr:{_remote(request)}" if who is ANONYMOUS else f"user:{who.name}"
+    wait_s = limiter.take(caller)
+    if wait_s == 0.0:
+        return None
+    metrics.rate_limited.inc()
+    retry = max(1, math.ceil(wait_s))  # Retry-After takes whole seconds
+    message = f"too many requests for this credential; retry in {retry} s"
+    return error(429, "rate_limited", message, **{"Retry-After": str(retry)})
+
+
+def _remote(request: Request) -> str:
+    # aiohttp's peer address. Behind a proxy every caller is the proxy: run with
+    # authentication on there, so callers are told apart by credential.
+    return getattr(request, "remote", None) or "unknown"
 
 
 async def login(auth: AuthStore, body: bytes, remote: str) -> Reply:

@@ -16,8 +16,10 @@ from typing import Any
 import orjson
 
 from engine.batching import Overloaded
+from engine.decision import Decision
+from engine.degraded import decide_without_state
 from engine.errors import EventError, StoreError
-from engine.events import parse_event
+from engine.events import Event, parse_event
 from engine.logs import log_decision
 from engine.metrics import Metrics
 from engine.service import DecisionService, Outcome
@@ -56,6 +58,8 @@ class Api:
     metrics: Metrics
     ready: Callable[[], dict[str, bool]]
     on_decision: Callable[[Any], None] = lambda outcome: None  # publishes audit + alerts
+    # Republishes the event of a degraded answer (engine/degraded.py), so it is not lost.
+    on_degraded: Callable[[Decision, bytes], None] = lambda decision, raw: None
 
     async def post_decision(self, body: bytes, explain: bool = False, channel: str | None = None) -> Reply:
         """Decide one event; ``explain`` adds the full explanation (``?explain=true``)."""
@@ -79,15 +83,12 @@ class Api:
                 429, "overloaded", "too many decisions in flight; retry shortly", **{"Retry-After": "1"}
             )
         try:
+            # On timeout wait_for cancels the future: the batcher then skips the event if
+            # it is still queued (see engine/batching.py), and the degraded answer below
+            # republishes it. The batcher itself is bounded by Redis' socket timeout.
             outcome = await asyncio.wait_for(fut, settings.decision_timeout_s)
         except (StoreError, TimeoutError):  # Redis failures are counted where they happen
-            self.metrics.events.labels("http", event.channel, event.type, "unavailable").inc()
-            return error(
-                503,
-                "state_unavailable",
-                "customer state is unavailable; use the channel default",
-                **{"Retry-After": "1"},
-            )
+            return self._degraded(event, body, explain, started)
         self.on_decision(outcome)
         if outcome.decision is not None:
             self.metrics.observe_decision("http", outcome.decision)
@@ -99,8 +100,22 @@ class Api:
         headers = {"Beacon-Replayed": "true"} if outcome.replayed else {}
         return Reply(200, _explained(outcome) if explain else outcome.body, headers)
 
+    def _degraded(self, event: Event, raw: bytes, explain: bool, started: float) -> Reply:
+        """Redis failed or did not answer within the budget: decide on the event alone
+        (flagged ``degraded``) and hand the event on, so state still counts it later."""
+        rules = self.service.rules
+        assert rules is not None  # checked on entry; a rules swap never unsets it
+        decision = decide_without_state(event, rules, self.service.scorer, self.service.policy)
+        self.on_degraded(decision, raw)
+        self.metrics.events.labels("http", event.channel, event.type, "unavailable").inc()
+        self.metrics.observe_decision("http", decision)
+        log_decision("http", decision)
+        self.metrics.decision_latency.labels("http").observe(time.perf_counter() - started)
+        view = decision.explained_view() if explain else decision.channel_view()
+        return Reply(200, orjson.dumps(view))
+
     async def get_customer(self, customer_id: str) -> Reply:
-        if not _CUSTOMER.match(customer_id):
+        if not _CUSTOMER.fullmatch(customer_id):
             return error(400, "invalid_value", "customer id has invalid characters", "customer_id")
         try:
             view = await self.service.store.customer_view(customer_id)
@@ -111,7 +126,7 @@ class Api:
         return Reply(200, orjson.dumps(view))
 
     async def put_profile(self, customer_id: str, body: bytes) -> Reply:
-        if not _CUSTOMER.match(customer_id):
+        if not _CUSTOMER.fullmatch(customer_id):
             return error(400, "invalid_value", "customer id has invalid characters", "customer_id")
         if len(body) > self.service.settings.max_event_bytes:
             return error(413, "too_large", "profile is too large")

@@ -3,17 +3,24 @@
 At low rates every item goes out alone and at once; under load, items that arrive
 while a batch is being handled form the next batch, so one Redis round trip serves
 many events. Nothing waits for a batch to fill.
+
+A caller that stops waiting cancels its future (``asyncio.wait_for`` does, when the HTTP
+budget runs out). A cancelled item still queued is skipped, so it never reaches Redis
+behind its caller's back; one already in the batch being handled is decided anyway, and
+its result goes to ``on_orphan``, so what it changed in state is not left unpublished.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from engine.errors import BeaconError
 
+log = logging.getLogger("beacon.batching")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -35,6 +42,8 @@ class MicroBatcher(Generic[T, R]):
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.items = 0
+        # Gets (item, result) of an item decided after its caller stopped waiting.
+        self.on_orphan: Callable[[T, R], None] | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -68,9 +77,7 @@ class MicroBatcher(Generic[T, R]):
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await self._next_batch()
             items = [item for item, _ in batch]
             try:
                 results = await self._handler(items)
@@ -79,8 +86,31 @@ class MicroBatcher(Generic[T, R]):
                     if not fut.done():
                         fut.set_exception(exc)
             else:
-                for (_, fut), result in zip(batch, results, strict=True):
+                for (item, fut), result in zip(batch, results, strict=True):
                     if not fut.done():
                         fut.set_result(result)
+                    else:  # its caller stopped waiting while the batch was handled
+                        self._orphan(item, result)
             self.batches += 1
             self.items += len(batch)
+
+    def _orphan(self, item: T, result: R) -> None:
+        if self.on_orphan is None:
+            return
+        try:
+            self.on_orphan(item, result)
+        except Exception:  # the decision loop must outlive a failing callback
+            log.exception("handling a result nobody waited for failed")
+
+    async def _next_batch(self) -> list[tuple[T, asyncio.Future[R]]]:
+        """Whatever is queued, up to ``max_batch`` items whose callers still wait."""
+        batch: list[tuple[T, asyncio.Future[R]]] = []
+        while not batch:
+            entry = await self._queue.get()
+            if not entry[1].cancelled():
+                batch.append(entry)
+        while len(batch) < self._max_batch and not self._queue.empty():
+            entry = self._queue.get_nowait()
+            if not entry[1].cancelled():
+                batch.append(entry)
+        return batch

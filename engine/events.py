@@ -17,6 +17,7 @@ engine.errors.EventError: missing required field
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ import orjson
 from engine.errors import EventError
 from engine.settings import Settings
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+# Used with fullmatch: "$" would also match before a trailing newline ("C1\n").
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
 _MAX_ATTR_DEPTH = 4
 _MAX_ATTRS = 64
 _OPTIONAL_STR = ("device_id", "terminal_id", "session_id")
@@ -92,7 +94,75 @@ def parse_event(raw: bytes, settings: Settings, now: float) -> Event:
         raise EventError(code, f"not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise EventError("not_an_object", "an event must be a JSON object")
+    _refuse_duplicate_keys(raw, *_shape(data))
     return event_from_dict(data, settings, now)
+
+
+def _shape(data: dict[str, Any]) -> tuple[int, int]:
+    """Members of every object and colons inside every string of a decoded event.
+
+    Any field nested deeper than attributes may be is refused here: orjson decodes up
+    to 1,024 levels, deeper than Python's recursion limit and than orjson will encode
+    again for the audit record, so a deep unknown field would fail after state changed.
+    """
+    members, colons = len(data), 0
+    for name, value in data.items():
+        colons += name.count(":")
+        if type(value) is str:
+            colons += value.count(":")
+        elif type(value) is dict or type(value) is list:
+            sub_members, sub_colons = _walk(value, name)
+            members += sub_members
+            colons += sub_colons
+    return members, colons
+
+
+def _walk(value: dict[str, Any] | list[Any], name: str) -> tuple[int, int]:
+    # A loop with its own stack, not recursion: the depth is what is being checked.
+    members = colons = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > _MAX_ATTR_DEPTH:
+            raise EventError("invalid_value", f"{name} nests deeper than {_MAX_ATTR_DEPTH} levels", name)
+        if type(node) is dict:
+            members += len(node)
+            colons += sum(key.count(":") for key in node)
+            node = node.values()
+        for child in node:
+            if type(child) is str:
+                colons += child.count(":")
+            elif type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return members, colons
+
+
+def _refuse_duplicate_keys(raw: bytes, members: int, colons: int) -> None:
+    """Refuse an object with a repeated key: parsers disagree on which value wins, so
+    the channel, its logs and Beacon could each read a different amount or customer.
+
+    The cheap proof first. Each member puts one colon outside strings, so the raw bytes
+    hold as many colons as members written plus colons inside strings. A repeated key
+    leaves the decoded document a member short, which only a colon that is in a decoded
+    string but not in the raw bytes (an escaped one, \\u003a) could make up for. When the
+    proof fails (an escaped colon, or a real duplicate), the slower exact check decides.
+    """
+    if raw.count(b":") == members + colons and b"\\u003" not in raw:
+        return
+    try:
+        json.loads(raw, object_pairs_hook=_unique)
+    except ValueError as exc:  # orjson accepted it; the standard library should too
+        raise EventError("invalid_json", f"not valid JSON: {exc}") from exc
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            field_name = key if key in _KNOWN else None  # an unknown key could be any length
+            raise EventError("duplicate_key", f"key {key[:64]!r} appears twice in one object", field_name)
+        out[key] = value
+    return out
 
 
 def event_from_dict(data: dict[str, Any], settings: Settings, now: float) -> Event:
@@ -132,7 +202,7 @@ def _required_str(data: dict[str, Any], name: str) -> str:
 
 def _identifier(data: dict[str, Any], name: str) -> str:
     value = _required_str(data, name)
-    if not _ID.match(value):
+    if not _ID.fullmatch(value):
         raise EventError("invalid_value", f"{name} must be 1-128 characters of [A-Za-z0-9_.:@/-]", name)
     return value
 
@@ -186,7 +256,7 @@ def _amount(value: Any) -> float | None:
 def _currency(value: Any) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _CURRENCY.match(value):
+    if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
         raise EventError("invalid_value", "currency must be an ISO 4217 code", "currency")
     return value
 
@@ -210,14 +280,5 @@ def _attributes(value: Any) -> dict[str, Any]:
         raise EventError("wrong_type", "attributes must be an object", "attributes")
     if len(value) > _MAX_ATTRS:
         raise EventError("invalid_value", f"at most {_MAX_ATTRS} attributes", "attributes")
-    if _depth(value) > _MAX_ATTR_DEPTH:
-        raise EventError("invalid_value", "attributes are nested too deeply", "attributes")
+    _walk(value, "attributes")  # decoded events were walked already; CSV rows and tests not
     return value
-
-
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0

@@ -185,6 +185,23 @@ class Metrics:
             registry=r,
         )
         self.overloaded = Counter("beacon_overloaded_total", "Requests shed with 429", registry=r)
+        self.rate_limited = Counter(
+            "beacon_rate_limited_total",
+            "Requests refused with 429 by the per-credential rate limit",
+            registry=r,
+        )
+        self.spooled = Gauge(
+            "beacon_spooled_records",
+            "Records of HTTP decisions (audit, alerts, events answered degraded) waiting in memory "
+            "for the broker",
+            registry=r,
+        )
+        self.spool_dropped = Counter(
+            "beacon_spool_dropped_total",
+            "Spooled records dropped: the spool was full (broker down too long) or the broker refused "
+            "them for good",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "beacon_decision_queue_depth", "Events waiting for the decision loop", registry=r
         )

@@ -14,6 +14,7 @@ from typing import TypeVar
 from engine import commit
 from engine.batching import MicroBatcher
 from engine.decision import Decision
+from engine.degraded import as_answered
 from engine.errors import StoreError
 from engine.events import Event
 from engine.metrics import Metrics
@@ -69,7 +70,8 @@ class DecisionService:
         prepared = [prepare(ev, snap, rules, self.scorer) for _, ev, snap in todo]
         t2 = time.perf_counter()
         for (key, ev, snap), prep in zip(todo, prepared, strict=True):
-            results[key] = decide(ev, snap, rules, self.scorer, self.policy, prep)
+            # An event already answered without state (engine/degraded.py) shows no sales offer.
+            results[key] = as_answered(ev, decide(ev, snap, rules, self.scorer, self.policy, prep))
         t3 = time.perf_counter()
         stage = {
             "state_ms": round((t1 - t0) * 1000, 3),

@@ -86,6 +86,16 @@ class Settings:
     # HTTP API served by the worker.
     http_host: str = "127.0.0.1"
     http_port: int = 6066
+    # The largest request body any endpoint reads; a larger one is answered 413 before it
+    # is read into memory. (An event over max_event_bytes is refused too, with 400.)
+    http_max_body_bytes: int = 64 * 1024
+    # Requests per second per credential (per client address without one), in bursts of
+    # up to rate_limit_burst; 429 beyond. 0: no limit. The default only stops a runaway
+    # client: it is above what one worker serves over HTTP (~1,500/s, BENCHMARKS.md), so
+    # neither the load tests nor the demo meet it. Set it per deployment, to a channel's
+    # peak with room to spare.
+    rate_limit_per_s: float = 2000.0
+    rate_limit_burst: int = 4000
     # Streaming and latency tuning (see BENCHMARKS.md for how these were chosen).
     partitions: int = 4
     retention_ms: int = 3_600_000
@@ -96,7 +106,10 @@ class Settings:
     rebalance_timeout_s: float = 4.0
     commit_interval_s: float = 1.0
     store_timeout_s: float = 2.0  # Redis socket timeout; a big batch on a busy host needs room
-    decision_timeout_s: float = 1.0  # HTTP: answer 503 rather than wait longer than this
+    decision_timeout_s: float = 1.0  # HTTP: answer degraded (no state) rather than wait longer
+    # Records of HTTP decisions (audit, alerts, answered events) kept in memory while the
+    # broker is unavailable; when full, the oldest is dropped and counted (agents/bulk.py).
+    spool_max_records: int = 100_000
     # Decisions.
     max_actions: int = 3
     # The bank's own event attributes fed to the models (event.attributes.<name>).

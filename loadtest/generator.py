@@ -91,6 +91,10 @@ class Population:
         devices = tuple(f"{cid}-dev{j}" for j in range(rng.randint(1, 2)))
         return Customer(cid, rng.choice(HOME_CITIES), devices, profile)
 
+    def profile(self, customer_id: str) -> dict[str, Any]:
+        """The profile of a customer of this population (ids are ``<prefix><index>``)."""
+        return self.customers[int(customer_id[len(self.prefix) :])].profile
+
     def pick(self, rng: random.Random) -> Customer:
         x = rng.random() * self._cum[-1]
         return self.customers[bisect.bisect_left(self._cum, x)]

@@ -45,8 +45,9 @@ PACKAGES = (
 
 
 def isolated(settings: Settings, tag: str | None = None, **extra: Any) -> Settings:
-    """Settings with topic, key and consumer-group names nothing else uses."""
-    return launcher.isolated(settings, tag, prefix="lt", **extra)
+    """Settings with topic, key and consumer-group names nothing else uses, and no rate
+    limit: one client sends everything, and the limit is not what a benchmark measures."""
+    return launcher.isolated(settings, tag, prefix="lt", **{"rate_limit_per_s": 0.0, **extra})
 
 
 @dataclass
@@ -94,7 +95,7 @@ async def wait_http(child: Child, url: str, timeout: float) -> None:
 async def start_worker(settings: Settings, log_dir: Path, timeout: float = 90.0) -> Worker:
     """A worker process as tests/helpers.py starts it; returns once /readyz says ready."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"worker-{settings.app_id}.log"
+    log_path = log_dir / f"worker-{settings.app_id}-{settings.http_port}.log"
     with log_path.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "worker"],
@@ -127,12 +128,14 @@ async def start_echo(log_dir: Path, timeout: float = 30.0) -> tuple[Child, str]:
 
 
 class ProcWatch:
-    """CPU (% of one core) per phase and RSS over the run of a few named processes."""
+    """CPU (% of one core) per phase and RSS over the run of a few named groups of
+    processes: "worker" may be two workers, "client" this process and its generator
+    processes; a group's figures are the sums over its processes."""
 
     def __init__(self) -> None:
-        self.procs: dict[str, psutil.Process] = {"client": psutil.Process()}
+        self.procs: dict[str, list[psutil.Process]] = {"client": [psutil.Process()]}
         self.rss: dict[str, list[tuple[float, int]]] = {}
-        self._mark: dict[str, tuple[float, float]] = {}
+        self._mark: dict[tuple[str, int], tuple[float, float]] = {}
         self._system_mark: tuple[float, float] = (0.0, 0.0)
         self.window_s = 0.0  # length of the last window :meth:`cpu` measured
         self._task: asyncio.Task[None] | None = None
@@ -140,34 +143,44 @@ class ProcWatch:
 
     def add(self, name: str, pid: int) -> None:
         with contextlib.suppress(psutil.Error):
-            self.procs[name] = psutil.Process(pid)
+            self.procs.setdefault(name, []).append(psutil.Process(pid))
 
-    def remove(self, name: str) -> None:
-        self.procs.pop(name, None)
-        self._mark.pop(name, None)
+    def remove(self, name: str, pid: int | None = None) -> None:
+        """Stop watching a group, or one process of it."""
+        kept = [p for p in self.procs.get(name, []) if pid is not None and p.pid != pid]
+        if kept:
+            self.procs[name] = kept
+        else:
+            self.procs.pop(name, None)
+        self._mark = {
+            k: v for k, v in self._mark.items() if k[0] != name or (pid is not None and k[1] != pid)
+        }
 
     def mark(self) -> None:
         """Start a CPU measurement window for every watched process."""
         now = time.monotonic()
         self._mark = {}
         self._system_mark = (now, _busy())
-        for name, proc in self.procs.items():
-            with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
-                self._mark[name] = (now, t.user + t.system)
+        for name, procs in self.procs.items():
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    t = proc.cpu_times()
+                    self._mark[(name, proc.pid)] = (now, t.user + t.system)
 
     def cpu(self) -> dict[str, float]:
         """CPU used since :meth:`mark`, in % of one core (200 = both cores of this box)."""
         now = time.monotonic()
         self.window_s = now - self._system_mark[0] if self._system_mark[0] else 0.0
         out: dict[str, float] = {}
-        for name, (t0, c0) in self._mark.items():
-            proc = self.procs.get(name)
-            if proc is None:
-                continue
-            with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
-                out[name] = round(100.0 * (t.user + t.system - c0) / max(now - t0, 1e-9), 1)
+        for name, procs in self.procs.items():
+            for proc in procs:
+                mark = self._mark.get((name, proc.pid))
+                if mark is None:
+                    continue
+                with contextlib.suppress(psutil.Error):
+                    t = proc.cpu_times()
+                    used = 100.0 * (t.user + t.system - mark[1]) / max(now - mark[0], 1e-9)
+                    out[name] = round(out.get(name, 0.0) + used, 1)
         t0, busy0 = self._system_mark
         if t0:
             busy = 100.0 * (_busy() - busy0) / max(now - t0, 1e-9)
@@ -176,9 +189,18 @@ class ProcWatch:
 
     def sample(self) -> None:
         at = time.monotonic() - self._t0
-        for name, proc in self.procs.items():
+        for name in self.procs:
+            rss = self._rss(name)
+            if rss is not None:
+                self.rss.setdefault(name, []).append((round(at, 2), rss))
+
+    def _rss(self, name: str) -> int | None:
+        total, seen = 0, False
+        for proc in self.procs.get(name, []):
             with contextlib.suppress(psutil.Error):
-                self.rss.setdefault(name, []).append((round(at, 2), proc.memory_info().rss))
+                total += proc.memory_info().rss
+                seen = True
+        return total if seen else None
 
     async def run(self, interval: float = 1.0) -> None:
         while True:
@@ -196,11 +218,8 @@ class ProcWatch:
         self.sample()
 
     def current_rss_mb(self, name: str) -> float:
-        proc = self.procs.get(name)
-        with contextlib.suppress(psutil.Error):
-            if proc is not None:
-                return round(float(proc.memory_info().rss) / 2**20, 1)
-        return math.nan
+        rss = self._rss(name)
+        return math.nan if rss is None else round(float(rss) / 2**20, 1)
 
     def rss_mb(self, name: str) -> dict[str, float]:
         samples = [rss for _, rss in self.rss.get(name, [])]

@@ -1,6 +1,7 @@
 """Open-loop Kafka load: an aiokafka producer with a short linger sends each event at its
 intended time, keyed by customer id; a consumer (fetch wait 5 ms) reads the answers and
-matches them to events by ``event_id``.
+matches them to events by ``event_id``. With several generator processes, each sends
+the customers whose answers come back on its own partitions and reads only those.
 
 The same client measures the bare broker floor by consuming the topic it produces to:
 produce-then-consume round trips one at a time, and at the same rates as the path.
@@ -19,11 +20,28 @@ from time import perf_counter as clock
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
 
-from loadtest.openloop import Event, Recorder, run_schedule, serial
+from loadtest.openloop import Event, Job, Recorder, respond, run_job, serial
+from loadtest.part import Part
 
 log = logging.getLogger("loadtest.kafka")
+
+
+Answered = Callable[[float, dict[str, Any], float], None]  # (arrival, decision, last hop s)
+
+
+def owner(key: bytes, partitions: int, procs: int) -> int:
+    """Which of ``procs`` generator processes handles a customer's events on the Kafka
+    path: the one that reads the partition its answers come back on (Beacon keys every
+    record by customer id with Kafka's default partitioner), so no process reads answers
+    meant for another.
+
+    >>> owner(b"C000042", 4, 2) in (0, 1), owner(b"C000042", 4, 1)
+    (True, 0)
+    """
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions) % procs
 
 
 @dataclass
@@ -32,9 +50,10 @@ class KafkaClient:
     answer_topics: list[str]
     linger_ms: float = 1.0
     fetch_max_wait_ms: int = 5
-    waiting: dict[str, Callable[[float], None]] = field(default_factory=dict)
+    assign: tuple[int, int, int] | None = None  # (procs, this process, partitions): read only its own
+    waiting: dict[str, Answered] = field(default_factory=dict)
     unexpected: int = 0
-    last_hop_ms: list[float] = field(default_factory=list)  # answer's broker timestamp -> received
+    current: Recorder | None = None  # the job running now (the progress bar reads it)
     _producer: AIOKafkaProducer | None = None
     _consumer: AIOKafkaConsumer | None = None
     _task: asyncio.Task[None] | None = None
@@ -43,8 +62,9 @@ class KafkaClient:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=self.linger_ms, acks=1, request_timeout_ms=30000
         )
+        topics = self.answer_topics if self.assign is None else []
         self._consumer = AIOKafkaConsumer(
-            *self.answer_topics,
+            *topics,
             bootstrap_servers=self.bootstrap,
             group_id=None,
             auto_offset_reset="earliest",  # topics are fresh per run: nothing old is read
@@ -54,6 +74,10 @@ class KafkaClient:
         )
         await self._producer.start()
         await self._consumer.start()
+        if self.assign is not None:
+            procs, me, partitions = self.assign
+            mine = [p for p in range(partitions) if p % procs == me]
+            self._consumer.assign([TopicPartition(t, p) for t in self.answer_topics for p in mine])
         self._task = asyncio.get_running_loop().create_task(self._consume())
 
     async def stop(self) -> None:
@@ -84,7 +108,8 @@ class KafkaClient:
             for records in batches.values():
                 for record in records:
                     try:
-                        event_id = orjson.loads(record.value)["event_id"]
+                        body = orjson.loads(record.value)
+                        event_id = body["event_id"]
                     except (orjson.JSONDecodeError, KeyError, TypeError):
                         self.unexpected += 1
                         continue
@@ -92,35 +117,52 @@ class KafkaClient:
                     if callback is None:
                         self.unexpected += 1
                     else:
-                        callback(at)
-                        self.last_hop_ms.append(wall_ms - record.timestamp)
+                        callback(at, body, max(wall_ms - record.timestamp, 0.0) / 1000.0)
 
     async def send(self, topic: str, event: Event, on_error: Callable[[BaseException], None]) -> None:
         assert self._producer is not None
         fut = await self._producer.send(topic, event.value, key=event.key)
         fut.add_done_callback(partial(_check_delivery, on_error))
 
-    async def open_loop(
-        self, topic: str, events: Sequence[Event], intended: list[float], drain_s: float
-    ) -> tuple[Recorder, float]:
-        """Send ``events[i]`` at ``intended[i]``; returns the recorder and the client's worst lag."""
-        rec = Recorder(intended)
-        for i, event in enumerate(events[: len(intended)]):
-            self.waiting[event.event_id] = partial(rec.answer, i)
+    async def run(self, topic: str, job: Job, start: float, proc: int = 0) -> Part:
+        """Send ``job.events[i]`` at ``start + job.offsets[i]``; returns what was measured."""
+        rec = Recorder([start + o for o in job.offsets], start, proc, job.max_in_flight)
+        self.current = rec
+        responder = job.responder
+
+        def answered(i: int, at: float, body: dict[str, Any], hop_s: float) -> None:
+            if body.get("degraded"):  # decided without state: a failure, not a decision
+                rec.fail(i, "degraded")
+                return
+            rec.answer(i, at)
+            rec.part.last_hop.record(hop_s)
+            if responder is not None:
+                responder.seen(body, at)
+
+        for i, event in enumerate(job.events):
+            self.waiting[event.event_id] = partial(answered, i)
 
         def failed(i: int, event_id: str, exc: BaseException) -> None:
             if self.waiting.pop(event_id, None) is not None:
                 rec.fail(i, f"produce:{type(exc).__name__}")
 
+        answers: list[str] = []  # ids of the offer responses sent in slots of the schedule
+
         async def fire(i: int) -> None:
-            ev = events[i]
+            ev = respond(responder, job.events[i])
+            if ev is not job.events[i]:  # an offer response takes this slot
+                rec.part.responses += 1
+                answers.append(ev.event_id)
+                self.waiting[ev.event_id] = self.waiting.pop(job.events[i].event_id)
             await self.send(topic, ev, partial(failed, i, ev.event_id))
 
-        lag = await run_schedule(intended, fire)
-        await rec.wait(drain_s)
-        for event in events[: len(intended)]:
-            self.waiting.pop(event.event_id, None)
-        return rec, lag
+        try:
+            return await run_job(rec, fire, job.drain_s)
+        finally:
+            self.current = None
+            for event_id in [e.event_id for e in job.events] + answers:
+                self.waiting.pop(event_id, None)
+            self.unexpected += rec.part.unexpected
 
     async def round_trip(self, topic: str, event: Event, timeout: float) -> float:
         """Send one event and wait for its answer; seconds."""
@@ -143,7 +185,7 @@ class KafkaClient:
         return await serial(len(events), one)
 
 
-def _resolve(fut: asyncio.Future[float], at: float) -> None:
+def _resolve(fut: asyncio.Future[float], at: float, body: dict[str, Any], hop_s: float) -> None:
     if not fut.done():
         fut.set_result(at)
 

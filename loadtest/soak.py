@@ -33,18 +33,8 @@ LATENCY = "beacon_decision_latency_seconds"
 
 
 def quantile_ms(samples: promtext.Samples, histogram: str, q: float, label_part: str) -> float:
-    """Upper bound (ms) of the bucket holding quantile ``q`` (Prometheus-style, no interpolation)."""
-    buckets = []
-    for (name, labels), value in samples.items():
-        if name == histogram + "_bucket" and label_part in labels:
-            le = re.search(r'le="([^"]+)"', labels)
-            if le:
-                buckets.append((float(le.group(1)), value))
-    buckets.sort()
-    if not buckets or buckets[-1][1] <= 0:
-        return math.nan
-    rank = q * buckets[-1][1]
-    return next(bound * 1000.0 for bound, count in buckets if count >= rank)
+    """Upper bound (ms) of the bucket holding quantile ``q`` (see :func:`promtext.quantile_ms`)."""
+    return promtext.quantile_ms(samples, histogram, q, label_part)
 
 
 def _scrape(url: str, token: str = "") -> promtext.Samples:

@@ -21,12 +21,19 @@ from tests.unit.rulefixture import fixture_rules
 
 
 class FakeStore:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, stall: asyncio.Event | None = None) -> None:
         self.fail = fail
+        self.stall = stall  # a hung Redis: ingest waits until it is set
+        self.ingested: list[str] = []
+        self.entered = asyncio.Event()  # set once a batch has reached the store
 
     async def ingest(self, events: Sequence[Event]) -> list[Snapshot]:
+        self.entered.set()
         if self.fail:
             raise StoreError("redis down")
+        if self.stall is not None:
+            await self.stall.wait()
+        self.ingested += [e.event_id for e in events]
         return [Snapshot(windows={}) for _ in events]
 
     async def commit(self, customer_ids: Sequence[str], payloads: Sequence[bytes]) -> list[dict[str, Any]]:
@@ -64,12 +71,44 @@ async def test_decision_ok() -> None:
     await api.service.batcher.stop()
 
 
-async def test_store_down_is_503_with_retry_after() -> None:
+async def test_store_down_is_a_degraded_answer_and_the_event_is_handed_on() -> None:
     api = api_with(FakeStore(fail=True))
+    handed_on: list[tuple[str, bytes]] = []
+    api.on_degraded = lambda decision, raw: handed_on.append((decision.decision_id, raw))
     api.service.batcher.start()
-    reply = await api.post_decision(body())
-    assert reply.status == 503 and reply.headers["Retry-After"] == "1"
-    assert orjson.loads(reply.body)["error"]["code"] == "state_unavailable"
+    raw = body()
+    reply = await api.post_decision(raw)
+    view = orjson.loads(reply.body)
+    assert reply.status == 200 and view["degraded"] is True and view["event_id"] == "a1"
+    assert [a["id"] for a in view["actions"]] == ["atm_default"]
+    assert handed_on == [(view["decision_id"], raw)]
+    samples = api.metrics.registry.get_sample_value
+    assert samples("beacon_degraded_decisions_total", {"path": "http"}) == 1.0
+    event = {"path": "http", "channel": "atm", "type": "login", "outcome": "unavailable"}
+    assert samples("beacon_events_total", event) == 1.0
+    await api.service.batcher.stop()
+
+
+async def test_a_hung_store_is_answered_within_the_budget_and_nothing_is_dropped() -> None:
+    """Redis hangs: each request gets its degraded answer when the budget runs out. The
+    one already being decided is finished when Redis answers, and handed to on_orphan
+    (its audit must still go out); the one still queued never reaches Redis (the Kafka
+    path decides it from the republished event)."""
+    stall = asyncio.Event()
+    store = FakeStore(stall=stall)
+    api = api_with(store, decision_timeout_s=0.05)
+    orphans: list[str] = []
+    api.service.batcher.on_orphan = lambda event, outcome: orphans.append(event.event_id)
+    api.service.batcher.start()
+    first = asyncio.create_task(api.post_decision(body("in-flight")))
+    await store.entered.wait()  # the decision loop has taken it: the store hangs
+    second = await api.post_decision(body("queued"))
+    assert orjson.loads(second.body)["degraded"] is True
+    assert orjson.loads((await first).body)["degraded"] is True
+    stall.set()
+    normal = await api.post_decision(body("after"))  # the loop is free again
+    assert normal.status == 200 and orjson.loads(normal.body)["degraded"] is False
+    assert store.ingested == ["in-flight", "after"] and orphans == ["in-flight"]
     await api.service.batcher.stop()
 
 
