@@ -35,7 +35,9 @@ from models.learner import MONETARY_TYPES, Learner, inputs_of
 from models.trainer_metrics import TrainerMetrics
 
 log = logging.getLogger("beacon.trainer")
-_ORPHAN_RETRY_S = 600.0  # a label waits this long (stream time) for its decision record
+_ORPHAN_RETRY_S = 600.0  # a label waits this long (stream time) for its decision record ...
+_ORPHAN_WALL_S = 60.0  # ... and this long in real time: a fast replay runs hours of stream
+# time in seconds, while the decision record is a broker linger or a spool retry behind.
 _CHURN_LABEL_EVERY_S = 86400.0
 
 
@@ -177,10 +179,11 @@ class Trainer:
 
     async def _park(self, label: Mapping[str, Any], retry: bool) -> None:
         parked_at = float(label.get("_parked", self.clock)) if retry else self.clock
-        if self.clock - parked_at >= _ORPHAN_RETRY_S:
-            self._unmatched(label)  # waited 10 minutes of stream time: its decision is not coming
+        wall = float(label.get("_parked_wall", time.time())) if retry else time.time()
+        if self.clock - parked_at >= _ORPHAN_RETRY_S and time.time() - wall >= _ORPHAN_WALL_S:
+            self._unmatched(label)  # waited 10 minutes of stream time and a minute: not coming
         else:
-            await self.fb.park(label, parked_at)
+            await self.fb.park({**label, "_parked_wall": wall}, parked_at)
 
     def _unmatched(self, label: Mapping[str, Any]) -> None:
         self.unmatched += 1

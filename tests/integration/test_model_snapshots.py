@@ -122,7 +122,9 @@ async def test_publish_latest_round_trip_with_a_river_model(
     version, loaded, meta = latest
     assert version == v1 == await store.current_version("risk") and loaded is not model
     assert isinstance(loaded, linear_model.LogisticRegression) and same_predictions(loaded, model)
+    published_at = meta.pop("published_at")  # added by latest(): when the trainer published it
     assert meta == {"learned": 1, "offset": {"feedback/0": 41}}
+    assert abs(published_at - time.time()) < 3600  # a sane Unix time, not a duration
     model.learn_one({"a": 3.0, "b": 2.0}, False)
     v2 = await store.publish("risk", model, {"learned": 2})
     assert SnapshotVersion.parse(v2).number == 2 and v2 != v1
