@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from engine.launcher import WorkerProcess, isolated, running_worker, start_worker
 
-__all__ = ["WorkerProcess", "consume_until", "isolated", "running_worker", "start_worker"]
+__all__ = ["WorkerProcess", "consume_until", "isolated", "paced", "running_worker", "start_worker"]
 
 
 Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
@@ -49,3 +50,17 @@ async def consume_until(
     finally:
         await consumer.stop()
     return out
+
+
+async def paced(
+    events: list[dict[str, Any]], rate: float, send: Callable[[dict[str, Any]], Awaitable[Any]]
+) -> None:
+    """Open loop: each event starts on its schedule, whatever the earlier ones are doing."""
+    start = time.perf_counter()
+    tasks = []
+    for i, event in enumerate(events):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(event)))
+    await asyncio.gather(*tasks)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -20,7 +21,7 @@ from engine.launcher import start_worker
 from engine.settings import Settings
 from engine.store import StateStore, connect
 from loadtest.generator import Population, TrafficGenerator
-from tests.helpers import Record, consume_until, isolated
+from tests.helpers import Record, consume_until, isolated, paced
 
 pytestmark = pytest.mark.integration
 N_EVENTS = 4_000
@@ -72,18 +73,16 @@ async def test_sigkill_mid_stream_loses_and_doubles_nothing(infra: Settings, log
 
 
 async def _send_paced(
-    producer: AIOKafkaProducer, topic: str, events: list[dict[str, object]], rate: float
+    producer: AIOKafkaProducer, topic: str, events: list[dict[str, Any]], rate: float
 ) -> None:
-    start = time.perf_counter()
-    futures = []
-    for i, event in enumerate(events):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    deliveries = []
+
+    async def send(event: dict[str, Any]) -> None:
         key = str(event["customer_id"]).encode()
-        futures.append(await producer.send(topic, orjson.dumps(event), key=key))
-    for fut in futures:
-        await fut
+        deliveries.append(await producer.send(topic, orjson.dumps(event), key=key))
+
+    await paced(events, rate, send)
+    await asyncio.gather(*deliveries)
 
 
 async def test_sigterm_mid_stream_finishes_in_flight_and_commits(infra: Settings, logdir: Path) -> None:

@@ -39,7 +39,7 @@ from engine.store import StateStore, connect
 from loadtest.generator import Population, TrafficGenerator
 from models.registry import build
 from models.snapshots import SnapshotStore
-from tests.helpers import consume_until, isolated
+from tests.helpers import consume_until, isolated, paced
 from tests.rulebundles import bundle, version_of, write
 
 pytestmark = pytest.mark.integration
@@ -144,20 +144,6 @@ async def post(http: aiohttp.ClientSession, event: dict[str, Any], answers: list
     except (aiohttp.ClientError, TimeoutError):
         a = Answer(str(event["event_id"]), sent, time.perf_counter() - sent, 0)
     answers.append(a)
-
-
-async def paced(
-    events: list[dict[str, Any]], rate: float, send: Callable[[dict[str, Any]], Awaitable[Any]]
-) -> None:
-    """Open loop: each event starts on its schedule, whatever the earlier ones are doing."""
-    start = time.perf_counter()
-    tasks = []
-    for i, event in enumerate(events):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(send(event)))
-    await asyncio.gather(*tasks)
 
 
 @contextlib.asynccontextmanager
