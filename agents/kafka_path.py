@@ -74,9 +74,7 @@ class KafkaPath:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _dead_letter(self, event: Any, raw: bytes, err: EventError) -> None:
-        m = self.rt.metrics
-        m.dlq.labels("kafka", err.code).inc()
-        m.events.labels("kafka", "invalid", "invalid", "dlq").inc()
+        self.rt.metrics.rejected("kafka", err.code)
         msg = event.message
         headers = [
             ("beacon-error-code", err.code.encode()),

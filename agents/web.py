@@ -39,16 +39,23 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             return who
         return throttle(limiter, api.metrics, who, request) or who
 
+    async def allow_with_body(request: Request, permission: str) -> tuple[Principal, bytes] | Reply:
+        """The caller and the request body: or the 401/403/429, or 413 for a body too large."""
+        who = await allow(request, permission)
+        if isinstance(who, Reply):
+            return who
+        body = await read_body(request, body_limit)
+        return body if isinstance(body, Reply) else (who, body)
+
     @app.page("/v1/decisions")
     class Decisions(View):
         async def post(self, request: Request) -> Response:
-            who = await allow(request, "decide")
-            if isinstance(who, Reply):
-                return _respond(self, who)
-            body = await read_body(request, body_limit)
-            if isinstance(body, Reply):
-                count_rejected_event(api.metrics, "too_large")
-                return _respond(self, body)
+            got = await allow_with_body(request, "decide")
+            if isinstance(got, Reply):
+                if got.status == 413:
+                    api.metrics.rejected("http", "too_large")
+                return _respond(self, got)
+            who, body = got
             explain = request.query.get("explain", "").lower() in ("1", "true", "yes")
             return _respond(self, await api.post_decision(body, explain=explain, channel=who.channel))
 
@@ -63,13 +70,10 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     @app.page("/v1/customers/{customer_id}/profile")
     class Profile(View):
         async def put(self, request: Request, customer_id: str) -> Response:
-            who = await allow(request, "profile")
-            if isinstance(who, Reply):
-                return _respond(self, who)
-            body = await read_body(request, body_limit)
-            if isinstance(body, Reply):
-                return _respond(self, body)
-            return _respond(self, await api.put_profile(customer_id, body))
+            got = await allow_with_body(request, "profile")
+            if isinstance(got, Reply):
+                return _respond(self, got)
+            return _respond(self, await api.put_profile(customer_id, got[1]))
 
     @app.page("/v1/alerts")
     class Alerts(View):
@@ -98,12 +102,10 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     @app.page("/v1/alerts/{alert_id}/{action}")
     class AlertAction(View):
         async def post(self, request: Request, alert_id: str, action: str) -> Response:
-            who = await allow(request, "admin" if action == "snooze" else "work")
-            if isinstance(who, Reply):
-                return _respond(self, who)
-            body = await read_body(request, body_limit)
-            if isinstance(body, Reply):
-                return _respond(self, body)
+            got = await allow_with_body(request, "admin" if action == "snooze" else "work")
+            if isinstance(got, Reply):
+                return _respond(self, got)
+            who, body = got
             actor = None if who is ANONYMOUS else who.name
             return _respond(self, await alerts.act(alert_id, action, body, actor))
 
@@ -173,12 +175,6 @@ async def read_body(request: Request, limit: int) -> bytes | Reply:
 
 def _too_large(limit: int) -> Reply:
     return error(413, "too_large", f"the request body is larger than {limit} bytes")
-
-
-def count_rejected_event(metrics: Metrics, code: str) -> None:
-    """Count an event refused before engine.api saw it the way it counts its own refusals."""
-    metrics.dlq.labels("http", code).inc()
-    metrics.events.labels("http", "invalid", "invalid", "dlq").inc()
 
 
 def throttle(limiter: RateLimiter, metrics: Metrics, who: Principal, request: Request) -> Reply | None:

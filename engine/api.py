@@ -70,8 +70,7 @@ class Api:
         try:
             event = parse_event(body, settings, time.time())
         except EventError as err:
-            self.metrics.dlq.labels("http", err.code).inc()
-            self.metrics.events.labels("http", "invalid", "invalid", "dlq").inc()
+            self.metrics.rejected("http", err.code)
             return error(400, err.code, err.message, err.field)
         if channel is not None and event.channel != channel:
             return error(403, "wrong_channel", f"this token decides for channel {channel} only", "channel")

@@ -259,6 +259,11 @@ class Metrics:
         self.store = Outage(self.store_errors, self.store_reconnects)
         self.broker = Outage(self.broker_errors, self.broker_reconnects)
 
+    def rejected(self, path: str, reason: str) -> None:
+        """An event refused (HTTP 4xx or the DLQ): by reason, and among the events in."""
+        self.dlq.labels(path, reason).inc()
+        self.events.labels(path, "invalid", "invalid", "dlq").inc()
+
     def decided(self, path: str, channel: str, verdict: str, action: str) -> None:
         self.decisions.labels(path, channel, verdict, action).inc()
 
