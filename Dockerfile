@@ -49,7 +49,7 @@ RUN groupadd --system --gid 10001 beacon \
 
 COPY --from=build /opt/beacon /opt/beacon
 # The rule packs the first worker publishes when Redis holds no rules version yet
-# (engine/rulewatch.py). An installed package cannot find the repository's rules/ folder
+# (engine/service/rulewatch.py). An installed package cannot find the repository's rules/ folder
 # (its default), so the image carries the packs and points BEACON_RULES_DIR at them;
 # without them no worker ever becomes ready. Owned by root: read-only to the worker.
 COPY rules /opt/beacon/rules

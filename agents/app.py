@@ -17,13 +17,13 @@ from agents.desk import register_desk
 from agents.kafka_path import KafkaPath, records_of
 from agents.transport import register
 from agents.web import register_views
-from engine.api import Api
-from engine.decision import Decision
-from engine.degraded import ANSWERED_HEADER
-from engine.guard import Guard
-from engine.metrics import Metrics
-from engine.runtime import Runtime
-from engine.service import Outcome
+from engine.decide.degraded import ANSWERED_HEADER
+from engine.domain.decision import Decision
+from engine.http.api import Api
+from engine.http.guard import Guard
+from engine.service.decisions import Outcome
+from engine.service.metrics import Metrics
+from engine.service.runtime import Runtime
 
 log = logging.getLogger("beacon.app")
 _LAG_TICK_S = 5.0
@@ -175,7 +175,7 @@ def _http_publisher(bulk: BulkProducer, rt: Runtime) -> Callable[[Outcome], None
 
 def _answered_republisher(bulk: BulkProducer, rt: Runtime) -> Callable[[Decision, bytes], None]:
     """The event of a degraded HTTP answer goes to ``interactions``, marked as answered,
-    so the Kafka path counts it in state once Redis is back (engine/degraded.py)."""
+    so the Kafka path counts it in state once Redis is back (engine/decide/degraded.py)."""
     topic = rt.settings.topic("interactions")
 
     def republish(decision: Decision, raw: bytes) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import BrokerResponseError, KafkaError
 
-from engine.metrics import Metrics
+from engine.service.metrics import Metrics
 from engine.settings import Settings
 
 log = logging.getLogger("beacon.bulk")

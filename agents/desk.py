@@ -1,5 +1,5 @@
 """The alert desk's Faust side: alerts from ``risk.alerts`` into the desk, the SLA timer,
-and disposition labels out to ``feedback``. Logic lives in engine/alertdesk.py."""
+and disposition labels out to ``feedback``. Logic lives in engine/store/alerts.py."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import faust
 import orjson
 
 from agents.bulk import BulkProducer
-from engine.alert_api import AlertApi
-from engine.alertdesk import AlertMoveError
 from engine.errors import ConfigError, StoreError
-from engine.runtime import Runtime
-from engine.webhooks import WebhookSender, parse_targets
+from engine.http.alerts import AlertApi
+from engine.http.webhooks import WebhookSender, parse_targets
+from engine.service.runtime import Runtime
+from engine.store.alerts import AlertMoveError
 
 log = logging.getLogger("beacon.desk")
 _SLA_TICK_S = 5.0

@@ -5,7 +5,7 @@ alerts, or its DLQ copy) has been delivered to the broker, so a crash anywhere
 means redelivery, and redelivery is harmless because state updates are idempotent.
 
 A record with the ``beacon-answered`` header is an event the HTTP path already answered
-without state (engine/degraded.py): it is ingested, decided without sales offers,
+without state (engine/decide/degraded.py): it is ingested, decided without sales offers,
 audited and its alerts raised like any other, but no decision goes to the channel.
 """
 
@@ -21,15 +21,15 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from agents.bulk import BulkProducer
-from engine.decision import Decision
-from engine.degraded import Answered, answered, answered_by
+from engine.decide.degraded import Answered, answered, answered_by
+from engine.domain.decision import Decision
+from engine.domain.events import parse_event
+from engine.domain.labels import label_of
 from engine.errors import EventError, StoreError
-from engine.events import parse_event
-from engine.logs import ids, log_decision
-from engine.runtime import Runtime
-from engine.service import Outcome
+from engine.service.decisions import Outcome
+from engine.service.logs import ids, log_decision
+from engine.service.runtime import Runtime
 from engine.settings import Settings
-from models.labels import label_of
 
 log = logging.getLogger("beacon.kafka")
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)

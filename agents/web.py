@@ -1,4 +1,4 @@
-"""HTTP routes on the worker's web server (Faust views): routing only, see engine.api."""
+"""HTTP routes on the worker's web server (Faust views): routing only, see engine.http.api."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
-from engine.alert_api import AlertApi
-from engine.alertdesk import AlertDesk
-from engine.api import Api, Reply, error
-from engine.auth import AuthError, AuthStore, Principal, TooManyLogins
 from engine.errors import StoreError
-from engine.guard import ANONYMOUS, SESSION_COOKIE, Guard
-from engine.metrics import Metrics
-from engine.ratelimit import RateLimiter
+from engine.http.alerts import AlertApi
+from engine.http.api import Api, Reply, error
+from engine.http.guard import ANONYMOUS, SESSION_COOKIE, Guard
+from engine.http.ratelimit import RateLimiter
+from engine.service.metrics import Metrics
+from engine.store.alerts import AlertDesk
+from engine.store.users import AuthError, AuthStore, Principal, TooManyLogins
 
 _SSE_HEARTBEAT_S = 15.0
-_CONSOLE = resources.files("engine").joinpath("console", "console.html").read_bytes()
+_CONSOLE = resources.files("engine.http").joinpath("console", "console.html").read_bytes()
 
 
 def _respond(view: View, reply: Reply) -> Response:

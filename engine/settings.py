@@ -64,7 +64,7 @@ class Settings:
     key_prefix: str = "beacon"
     rules_dir: str = ""  # rule packs seeded into Redis when none is published; "": the project's rules/
     rules_poll_s: float = 2.0  # how often a worker checks for a newly published rule version
-    # Model snapshots (models/snapshots.py): HMAC-SHA256 key that signs and verifies them, at least
+    # Model snapshots (engine/store/snapshots.py): HMAC-SHA256 key that signs and verifies them, at least
     # 32 characters; empty means no snapshot is published or loaded. Never logged.
     model_signing_key: str = field(default="", repr=False)
     model_poll_s: float = 2.0  # how often a worker checks for a newly published model snapshot
@@ -115,7 +115,7 @@ class Settings:
     # The bank's own event attributes fed to the models (event.attributes.<name>).
     model_attributes_numeric: tuple[str, ...] = ()
     model_attributes_categorical: tuple[str, ...] = ()
-    # The trainer's label rules and snapshot cadence (models/trainer.py).
+    # The trainer's label rules and snapshot cadence (engine/service/trainer.py).
     offer_response_window_s: float = 3 * 86400.0  # no answer by then: the offer was ignored
     fraud_maturity_s: float = 30 * 86400.0  # no fraud report by then: legitimate
     churn_horizon_s: float = 60 * 86400.0  # seen again after this: not churned
@@ -133,7 +133,7 @@ class Settings:
     alert_retention_s: int = 90 * 86400
     alert_sla_critical_s: float = 900.0  # an unacknowledged critical alert escalates after this
     alert_sla_high_s: float = 0.0  # 0: no escalation timer
-    alert_webhooks: tuple[str, ...] = ()  # "severity=url" (severity or *): see engine/webhooks.py
+    alert_webhooks: tuple[str, ...] = ()  # "severity=url" (severity or *): see engine/http/webhooks.py
     alert_webhook_secret: str = field(default="", repr=False)  # HMAC key of the signature header
     risk_step_up: float = 0.5
     risk_block: float = 0.85

@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 import psutil
 
-from engine import launcher
-from engine.infra import Embedded, free_port, redis_server_binary, tansu_binary
+from engine.ops import launcher
+from engine.ops.infra import Embedded, free_port, redis_server_binary, tansu_binary
 from engine.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,7 +275,7 @@ def _busy() -> float:
 
 
 def watch_embedded(watch: ProcWatch, emb: Embedded) -> None:
-    """Watch the embedded Redis and broker (started by engine.infra.start_embedded)."""
+    """Watch the embedded Redis and broker (started by engine.ops.infra.start_embedded)."""
     for proc in emb.procs:
         args = proc.args if isinstance(proc.args, list) else [str(proc.args)]
         exe = os.path.basename(str(args[0]))

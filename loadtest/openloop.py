@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from loadtest.generator import TrafficGenerator
+from engine.ops.traffic import TrafficGenerator
 from loadtest.hdr import Histogram
 from loadtest.part import Part
 from loadtest.responses import Responder

@@ -19,10 +19,10 @@ from typing import Any, Protocol
 import aiohttp
 import redis.asyncio as aioredis
 
-from engine.infra import ensure_topics, free_port
+from engine.ops.infra import ensure_topics, free_port
+from engine.ops.traffic import Population, TrafficGenerator
 from engine.settings import Settings
 from loadtest import http_driver, promtext
-from loadtest.generator import Population, TrafficGenerator
 from loadtest.harness import GcPauses, ProcWatch, Worker, freeze, isolated, start_echo, start_worker
 from loadtest.hdr import Histogram
 from loadtest.kafka_driver import KafkaClient, audit_stats, probe
@@ -260,8 +260,8 @@ class Lab:
         """The engine alone, in this process: parse + ``DecisionService.decide_batch`` (two
         Redis script calls per batch) on batches of ``batch`` events, no Kafka, no HTTP.
         Its CPU per event is the ceiling of one worker whatever the transport."""
-        from engine.events import parse_event
-        from engine.runtime import Runtime
+        from engine.domain.events import parse_event
+        from engine.service.runtime import Runtime
 
         s = isolated(self.base, tag=f"{self.tag}e{batch}")
         rt = Runtime.build(s)
@@ -345,7 +345,8 @@ class Lab:
         given) under the key prefix of ``s``, as a bank loads them (``beacon customers
         import``): without them no offer is eligible, nothing is shown, and the decision
         path does less than in production. Only those not imported yet; returns how many."""
-        from engine.store import StateStore, connect
+        from engine.store.redisio import connect
+        from engine.store.state import StateStore
 
         done = self._profiled.setdefault(s.key_prefix, set())
         wanted = {e.key.decode() for e in events} if events else {c.customer_id for c in self.pop.customers}

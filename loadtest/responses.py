@@ -3,7 +3,7 @@
 When a decision shows an offer, the channel later reports what the customer did with it.
 The load generator does the same for a share of the decisions it receives: a little
 later (a random delay), it sends an ``offer_response`` naming the decision and the
-action, accepted or declined (the shape ``models/labels.py`` reads; ``engine/demo.py``
+action, accepted or declined (the shape ``engine/domain/labels.py`` reads; ``engine/cli/demo.py``
 does the same for the demo).
 
 The schedule stays open loop: an answer does not add a send, it takes the next slot of

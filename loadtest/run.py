@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from engine.infra import start_embedded, wait_kafka
+from engine.ops.infra import start_embedded, wait_kafka
 from engine.settings import Settings
 from loadtest import report
 from loadtest.harness import ProcWatch, machine, new_run_dir, watch_embedded

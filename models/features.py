@@ -1,6 +1,6 @@
 """Feature specs: which inputs a model sees, declared per model.
 
-A model's input is a flat dict built from the decision's features (engine/features.py:
+A model's input is a flat dict built from the decision's features (engine/domain/features.py:
 event-derived values such as ``amount`` and ``hour``, the rolling state, and profile
 categoricals such as ``segment``) plus chosen fields of the event's ``attributes``, so a
 bank can feed its own transaction features by configuration. Numbers become floats;

@@ -1,5 +1,5 @@
 """Prometheus metrics of model snapshots in a worker. Takes a registry (share the
-worker's ``engine.metrics.Metrics().registry`` so they appear on ``/metrics``).
+worker's ``engine.service.metrics.Metrics().registry`` so they appear on ``/metrics``).
 
 Labels are bounded: ``model`` takes the configured model names only, and the version
 info keeps one series per model, the active version (a switch replaces it).

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.scoring import Scores
+from engine.domain.scoring import Scores
 from models.features import FeatureSpec
 from models.registry import REGISTRY, build, spec_for
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.infra import start_embedded, wait_kafka
+from engine.ops.infra import start_embedded, wait_kafka
 from engine.settings import Settings
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from engine.launcher import WorkerProcess, isolated, running_worker, start_worker
+from engine.ops.launcher import WorkerProcess, isolated, running_worker, start_worker
 
 __all__ = ["WorkerProcess", "consume_until", "isolated", "paced", "running_worker", "start_worker"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.rulepack import bundle_digest
+from engine.rules.pack import bundle_digest
 
 CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 

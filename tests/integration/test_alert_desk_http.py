@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from engine.launcher import WorkerProcess
+from engine.ops.launcher import WorkerProcess
 from engine.settings import Settings
 from tests.helpers import consume_until, isolated, running_worker
 

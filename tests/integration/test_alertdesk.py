@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from engine.alertdesk import AlertDesk, AlertFilter, AlertMoveError, labels_of
 from engine.settings import Settings
-from engine.store import connect
+from engine.store.alerts import AlertDesk, AlertFilter, AlertMoveError, labels_of
+from engine.store.redisio import connect
 from tests.helpers import isolated
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import httpx
 import orjson
 import pytest
 
-from engine.cli import build_parser, main
-from engine.launcher import WorkerProcess
+from engine.cli.main import build_parser, main
+from engine.ops.launcher import WorkerProcess
 from engine.settings import Settings
 from tests.helpers import isolated, running_worker
 

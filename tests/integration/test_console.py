@@ -13,10 +13,10 @@ import httpx
 import orjson
 import pytest
 
-from engine.auth import AuthStore
-from engine.launcher import WorkerProcess
+from engine.ops.launcher import WorkerProcess
 from engine.settings import Settings
-from engine.store import connect
+from engine.store.redisio import connect
+from engine.store.users import AuthStore
 from tests.helpers import consume_until, isolated, running_worker
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from engine.infra import ensure_topics
-from engine.launcher import start_worker
+from engine.ops.infra import ensure_topics
+from engine.ops.launcher import start_worker
+from engine.ops.traffic import Population, TrafficGenerator
 from engine.settings import Settings
-from engine.store import StateStore, connect
-from loadtest.generator import Population, TrafficGenerator
+from engine.store.redisio import connect
+from engine.store.state import StateStore
 from tests.helpers import Record, consume_until, isolated, paced
 
 pytestmark = pytest.mark.integration

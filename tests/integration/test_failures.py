@@ -30,15 +30,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from agents.bulk import Record, Spool
-from engine.infra import die_with_parent, ensure_topics, free_port, redis_server_binary, tansu_binary
-from engine.launcher import WorkerProcess, start_worker
-from engine.metrics import Metrics
-from engine.rulestore import RuleStore
+from engine.ops.infra import die_with_parent, ensure_topics, free_port, redis_server_binary, tansu_binary
+from engine.ops.launcher import WorkerProcess, start_worker
+from engine.ops.traffic import Population, TrafficGenerator
+from engine.service.metrics import Metrics
 from engine.settings import Settings
-from engine.store import StateStore, connect
-from loadtest.generator import Population, TrafficGenerator
+from engine.store.redisio import connect
+from engine.store.rules import RuleStore
+from engine.store.snapshots import SnapshotStore
+from engine.store.state import StateStore
 from models.registry import build
-from models.snapshots import SnapshotStore
 from tests.helpers import consume_until, isolated, paced
 from tests.rulebundles import bundle, version_of, write
 

@@ -31,8 +31,8 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from engine.infra import ensure_topics
-from engine.launcher import WorkerProcess
+from engine.ops.infra import ensure_topics
+from engine.ops.launcher import WorkerProcess
 from engine.settings import Settings
 from tests.helpers import Record, consume_until, isolated, running_worker
 

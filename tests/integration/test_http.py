@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from engine.launcher import WorkerProcess
+from engine.ops.launcher import WorkerProcess
 from engine.settings import Settings
 from tests.helpers import Record, consume_until, isolated, running_worker
 

@@ -15,11 +15,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from engine.infra import ensure_topics
+from engine.domain.state import WINDOWS
+from engine.ops.infra import ensure_topics
+from engine.ops.traffic import Population, TrafficGenerator
 from engine.settings import Settings
-from engine.state import WINDOWS
-from engine.store import StateStore, connect
-from loadtest.generator import Population, TrafficGenerator
+from engine.store.redisio import connect
+from engine.store.state import StateStore
 from tests.helpers import consume_until, isolated, running_worker
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from engine.launcher import (
+from engine.ops.launcher import (
     WorkerProcess,
     free_port,
     running_trainer,
@@ -174,8 +174,8 @@ def test_replaying_a_labelled_history_prints_an_honest_report(infra: Settings, t
 
 
 async def _quality(s: Settings) -> dict[str, Any]:
-    from engine.store import connect
-    from models.feedbackstore import FeedbackStore
+    from engine.store.feedback import FeedbackStore
+    from engine.store.redisio import connect
 
     client = connect(s)
     try:

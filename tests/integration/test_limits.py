@@ -16,10 +16,10 @@ import httpx
 import orjson
 import pytest
 
-from engine.auth import AuthStore
-from engine.launcher import WorkerProcess
+from engine.ops.launcher import WorkerProcess
 from engine.settings import Settings
-from engine.store import connect
+from engine.store.redisio import connect
+from engine.store.users import AuthStore
 from tests.helpers import isolated, running_worker
 
 pytestmark = pytest.mark.integration

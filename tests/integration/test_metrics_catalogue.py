@@ -16,12 +16,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine import catalogue
-from engine.auth import AuthStore
-from engine.infra import ensure_topics
-from engine.launcher import WorkerProcess
+from engine.ops.infra import ensure_topics
+from engine.ops.launcher import WorkerProcess
+from engine.service import catalogue
 from engine.settings import Settings
-from engine.store import connect
+from engine.store.redisio import connect
+from engine.store.users import AuthStore
 from tests.helpers import isolated, running_worker
 
 pytestmark = pytest.mark.integration

@@ -19,14 +19,14 @@ import redis.asyncio as aioredis
 from river import linear_model
 
 from engine.errors import StoreError
-from engine.launcher import isolated
+from engine.ops.launcher import isolated
+from engine.service.modelwatch import ModelWatcher
 from engine.settings import Settings
-from engine.store import connect
+from engine.store.redisio import connect
+from engine.store.snapshots import ANY, ModelKeys, SnapshotStore
 from models.errors import ModelError, SigningKeyError, SnapshotConflict, SnapshotRefused
 from models.metrics import ModelMetrics
-from models.modelwatch import ModelWatcher
 from models.signing import SnapshotVersion, key_id
-from models.snapshots import ANY, ModelKeys, SnapshotStore
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,8 @@ import orjson
 import pytest
 import yaml
 
-from engine.infra import die_with_parent, free_port
-from engine.launcher import WorkerProcess, stop_process
+from engine.ops.infra import die_with_parent, free_port
+from engine.ops.launcher import WorkerProcess, stop_process
 from engine.settings import Settings
 from tests.helpers import isolated, running_worker
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main
-from engine.launcher import isolated
-from engine.rulestore import RuleStore
+from engine.cli.main import main
+from engine.ops.launcher import isolated
 from engine.settings import Settings
-from engine.store import connect
+from engine.store.redisio import connect
+from engine.store.rules import RuleStore
 from tests.rulebundles import broken, bundle, version_of, write
 
 pytestmark = pytest.mark.integration

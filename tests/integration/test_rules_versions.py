@@ -15,16 +15,17 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from engine.cli import main
+from engine.cli.main import main
+from engine.domain.scoring import BuiltinScorer
 from engine.errors import StoreError
-from engine.launcher import isolated
-from engine.metrics import Metrics
-from engine.rulestore import RuleKeys, RuleStore, UnknownVersion
-from engine.rulewatch import RuleWatcher
-from engine.scoring import BuiltinScorer
-from engine.service import DecisionService
+from engine.ops.launcher import isolated
+from engine.service.decisions import DecisionService
+from engine.service.metrics import Metrics
+from engine.service.rulewatch import RuleWatcher
 from engine.settings import Settings
-from engine.store import StateStore, connect
+from engine.store.redisio import connect
+from engine.store.rules import RuleKeys, RuleStore, UnknownVersion
+from engine.store.state import StateStore
 from tests.helpers import running_worker
 from tests.rulebundles import broken, bundle, version_of, write
 

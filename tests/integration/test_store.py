@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.events import Event
-from engine.scoring import BuiltinScorer
-from engine.service import DecisionService
+from engine.domain.events import Event
+from engine.domain.scoring import BuiltinScorer
+from engine.domain.state import Tally
+from engine.service.decisions import DecisionService
 from engine.settings import Settings
-from engine.state import Tally
-from engine.store import StateStore, connect
+from engine.store.redisio import connect
+from engine.store.state import StateStore
 from tests.helpers import isolated
 from tests.unit.rulefixture import fixture_rules
 

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from engine.decision import decision_id_of
+from engine.domain.decision import decision_id_of
+from engine.service.trainer import Trainer
 from engine.settings import Settings
-from engine.store import connect
-from models.feedbackstore import FeedbackStore
+from engine.store.feedback import FeedbackStore
+from engine.store.redisio import connect
 from models.learner import Learner
 from models.registry import REGISTRY, build
-from models.trainer import Trainer
 from tests.helpers import isolated
 
 pytestmark = pytest.mark.integration
@@ -116,8 +116,8 @@ async def test_churn_by_closure_by_dormancy_and_not_on_return(trainer: Trainer) 
 
 
 async def test_a_second_trainer_cannot_fork_the_models(infra: Settings) -> None:
+    from engine.store.snapshots import SnapshotStore
     from models.errors import SnapshotConflict
-    from models.snapshots import SnapshotStore
 
     s = isolated(infra, model_signing_key="k" * 40)
     client = connect(s)

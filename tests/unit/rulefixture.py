@@ -3,8 +3,8 @@ starter pack, which marketing and risk teams change)."""
 
 from __future__ import annotations
 
-from engine.rulebook import load
-from engine.rules import RuleSet
+from engine.decide.rulebook import load
+from engine.rules.ruleset import RuleSet
 
 CHANNELS = frozenset({"atm", "internet", "mobile", "branch", "call_centre"})
 RISK = """

@@ -9,14 +9,14 @@ from typing import Any
 
 import orjson
 
-from engine.api import Api
+from engine.domain.events import Event
+from engine.domain.scoring import BuiltinScorer
+from engine.domain.state import Snapshot
 from engine.errors import StoreError
-from engine.events import Event
-from engine.metrics import Metrics
-from engine.scoring import BuiltinScorer
-from engine.service import DecisionService
+from engine.http.api import Api
+from engine.service.decisions import DecisionService
+from engine.service.metrics import Metrics
 from engine.settings import Settings
-from engine.state import Snapshot
 from tests.unit.rulefixture import fixture_rules
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from engine.batching import MicroBatcher, Overloaded
+from engine.service.batching import MicroBatcher, Overloaded
 
 
 async def test_items_queued_while_busy_form_one_batch() -> None:

@@ -26,9 +26,9 @@ import jsonschema
 import pytest
 import yaml
 
-from engine.cli import build_parser
-from engine.infra import topic_names
-from engine.rulepack import read_bundle
+from engine.cli.main import build_parser
+from engine.ops.infra import topic_names
+from engine.rules.pack import read_bundle
 from engine.settings import SECRET_FIELDS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]

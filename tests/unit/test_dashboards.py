@@ -2,7 +2,7 @@
 
 A dashboard fails silently: a panel naming a series no process exports, grouping by a
 label the series lacks, or using an undefined variable just shows "No data". So every
-query is checked against what Beacon really exports (engine.catalogue), with a small
+query is checked against what Beacon really exports (engine.service.catalogue), with a small
 PromQL reader below, and every query is parsed by ``promtool`` (Debian's prometheus
 package, which ``make test`` installs). Layout, datasource uids and the provisioning files
 that load it all are checked too.
@@ -24,8 +24,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from engine import catalogue
-from engine.metrics import Metrics
+from engine.service import catalogue
+from engine.service.metrics import Metrics
 from models.metrics import ModelMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -593,7 +593,9 @@ def test_queries_name_only_exported_series(path: Path) -> None:
     unknown = [
         (e.where, name) for e in expressions(load(path)) for name in sorted(metric_names(e.expr) - known)
     ]
-    assert not unknown, "series no Beacon process exports (engine.catalogue) and no recording rule defines"
+    assert not unknown, (
+        "series no Beacon process exports (engine.service.catalogue) and no recording rule defines"
+    )
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=IDS)
@@ -612,7 +614,7 @@ def test_labels_exist_on_the_series(path: Path) -> None:
                 if labels is not None:
                     grouped = set(agg.labels) - labels
                     problems += [(e.where, selector.metric, agg.clause, label) for label in sorted(grouped)]
-    assert not problems, "labels the series do not carry (engine.catalogue.label_names())"
+    assert not problems, "labels the series do not carry (engine.service.catalogue.label_names())"
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=IDS)

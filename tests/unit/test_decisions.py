@@ -3,13 +3,13 @@ and the explanation of every candidate."""
 
 from __future__ import annotations
 
-from engine.arbitration import arbitrate, without_caps
-from engine.decision import Risk, decision_id_for
-from engine.events import Event
-from engine.pipeline import DecisionPolicy, assess_risk, decide
-from engine.rules import RuleOutcome
-from engine.scoring import BuiltinScorer, Scores
-from engine.state import Snapshot, Tally
+from engine.decide.arbitration import arbitrate, without_caps
+from engine.decide.pipeline import DecisionPolicy, assess_risk, decide
+from engine.domain.decision import Risk, decision_id_for
+from engine.domain.events import Event
+from engine.domain.scoring import BuiltinScorer, Scores
+from engine.domain.state import Snapshot, Tally
+from engine.rules.ruleset import RuleOutcome
 from tests.unit.rulefixture import fixture_rules
 
 TS = 1_795_428_000.0
@@ -112,7 +112,7 @@ def test_decision_is_pure_and_records_the_rules_version() -> None:
 
 
 def test_exploration_and_control_group_are_deterministic_and_recorded() -> None:
-    from engine.policy import ArbitrationPolicy, in_control_group
+    from engine.domain.policy import ArbitrationPolicy, in_control_group
 
     offers = {o.id: o for o in RULES.offers}
     eligible = (offers["credit_card_gold"], offers["savings_boost"], offers["complaint_follow_up"])

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from engine.decision import Decision, decision_id_for
-from engine.degraded import (
+from engine.decide.degraded import (
     ANSWERED_HEADER,
     Answered,
     answered,
@@ -13,10 +12,11 @@ from engine.degraded import (
     as_answered,
     decide_without_state,
 )
-from engine.events import Event
-from engine.pipeline import DecisionPolicy, decide
-from engine.scoring import BuiltinScorer
-from engine.state import Snapshot
+from engine.decide.pipeline import DecisionPolicy, decide
+from engine.domain.decision import Decision, decision_id_for
+from engine.domain.events import Event
+from engine.domain.scoring import BuiltinScorer
+from engine.domain.state import Snapshot
 from tests.unit.rulefixture import fixture_rules
 
 TS = 1_795_428_000.0  # 2026-11-23: savings_boost is valid, and eligible for anyone without savings

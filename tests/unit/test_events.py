@@ -7,8 +7,8 @@ import math
 import orjson
 import pytest
 
+from engine.domain.events import parse_event
 from engine.errors import EventError
-from engine.events import parse_event
 from engine.settings import Settings
 
 NOW = 1_795_428_000.0

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.domain.events import Event, parse_event
 from engine.errors import EventError
-from engine.events import Event, parse_event
 from engine.settings import Settings
 
 NOW = 1_795_428_000.0

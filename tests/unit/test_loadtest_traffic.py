@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.events import parse_event
+from engine.domain.events import parse_event
 from engine.settings import Settings
 from loadtest.kafka_driver import owner
 from loadtest.openloop import Event, Job, respond

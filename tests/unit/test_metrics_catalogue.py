@@ -12,14 +12,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine import catalogue
+from engine.decide.pipeline import DecisionPolicy, decide
+from engine.domain.events import Event
+from engine.domain.scoring import BuiltinScorer
+from engine.domain.state import Snapshot
 from engine.errors import ConfigError
-from engine.events import Event
-from engine.logs import JsonFormatter, logging_config
-from engine.metrics import Metrics
-from engine.pipeline import DecisionPolicy, decide
-from engine.scoring import BuiltinScorer
-from engine.state import Snapshot
+from engine.service import catalogue
+from engine.service.logs import JsonFormatter, logging_config
+from engine.service.metrics import Metrics
 from tests.unit.rulefixture import fixture_rules
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"

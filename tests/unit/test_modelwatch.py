@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from engine.errors import StoreError
+from engine.service.modelwatch import ModelWatcher
 from engine.settings import Settings
 from models.errors import SigningKeyError, SnapshotRefused, UnknownSnapshot
 from models.metrics import ModelMetrics
-from models.modelwatch import ModelWatcher
 
 
 class FakeSnapshotStore:

@@ -3,7 +3,7 @@
 promtool and amtool (Debian's ``prometheus`` and ``prometheus-alertmanager`` packages,
 installed by ``make prometheus``) validate the files and run the promtool unit tests in
 config/prometheus/tests. Then every series a rule reads must be one Beacon exports
-(engine/catalogue.py) or a recording rule defined here, with the labels it groups and
+(engine/service/catalogue.py) or a recording rule defined here, with the labels it groups and
 matches by; every alert must carry a severity Alertmanager routes, a summary, a
 description and a runbook hint, and must have a promtool case where it fires and one where
 it does not. A missing tool fails these tests rather than skipping them: a skipped check
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from engine import catalogue
+from engine.service import catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM_DIR = ROOT / "config" / "prometheus"

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.auth import Principal
 from engine.errors import ConfigError
-from engine.guard import ANONYMOUS
-from engine.metrics import Metrics
-from engine.ratelimit import RateLimiter
+from engine.http.guard import ANONYMOUS
+from engine.http.ratelimit import RateLimiter
+from engine.service.metrics import Metrics
+from engine.store.users import Principal
 
 
 class Clock:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import Event
-from engine.pipeline import DecisionPolicy, decide
-from engine.rulebook import load, run_cases
-from engine.rulepack import RulePackError, bundle_digest, read_bundle
-from engine.scoring import BuiltinScorer
+from engine.decide.pipeline import DecisionPolicy, decide
+from engine.decide.rulebook import load, run_cases
+from engine.domain.events import Event
+from engine.domain.scoring import BuiltinScorer
+from engine.domain.state import Snapshot
+from engine.rules.pack import RulePackError, bundle_digest, read_bundle
 from engine.settings import Settings
-from engine.state import Snapshot
 from tests.unit.rulefixture import CHANNELS, OFFERS, RISK
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import Api
-from engine.metrics import Metrics
-from engine.rulepack import RulePackError
-from engine.rulestore import RuleKeys
-from engine.rulewatch import RuleWatcher, compile_version
-from engine.scoring import BuiltinScorer
-from engine.service import DecisionService
+from engine.domain.scoring import BuiltinScorer
+from engine.http.api import Api
+from engine.rules.pack import RulePackError
+from engine.service.decisions import DecisionService
+from engine.service.metrics import Metrics
+from engine.service.rulewatch import RuleWatcher, compile_version
 from engine.settings import Settings
+from engine.store.rules import RuleKeys
 from tests.rulebundles import broken, bundle, version_of, write
 
 

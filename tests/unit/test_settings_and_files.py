@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.commands import load_profiles
+from engine.cli.commands import load_profiles
+from engine.cli.files import FileFormatError, read_events
 from engine.errors import ConfigError
-from engine.files import FileFormatError, read_events
 from engine.settings import Settings
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from engine.events import Event, Geo
-from engine.features import build_features
-from engine.state import Snapshot, Tally, lua_payload, snapshot_from_reply, to_cents
+from engine.domain.events import Event, Geo
+from engine.domain.features import build_features
+from engine.domain.state import Snapshot, Tally, lua_payload, snapshot_from_reply, to_cents
 
 TS = 1_795_428_000.0
 

@@ -13,8 +13,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from engine.errors import ConfigError
-from engine.infra import free_port
-from engine.webhooks import WebhookSender, parse_targets, signature
+from engine.http.webhooks import WebhookSender, parse_targets, signature
+from engine.ops.infra import free_port
 
 SECRET = "shared-secret-of-the-receiver"
 

@@ -1,0 +1,270 @@
+"""``beacon demo``: everything in one command, for a first look.
+
+Starts the embedded Redis and broker (unless configured), one worker, imports a few
+hundred simulated customer profiles, and runs channel simulators for ATM, internet
+and mobile banking. Most traffic goes through Kafka; every tenth event is asked over
+HTTP as a channel system would. Live decisions and alerts are printed as they
+arrive. Ctrl-C stops everything the demo started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.ops.infra import Embedded, ensure_topics, free_port, start_embedded
+from engine.ops.launcher import WorkerProcess, start_trainer, start_worker
+from engine.settings import Settings
+
+CHANNELS = ("atm", "internet", "mobile")
+_COLOURS = {"atm": "\033[36m", "internet": "\033[34m", "mobile": "\033[35m", "alert": "\033[1;31m"}
+_RESET = "\033[0m"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.cli.common import load_settings
+
+    settings = load_settings(args)
+    if "BEACON_FETCH_MAX_WAIT_MS" not in os.environ:
+        # The embedded broker's cost per fetch grows with everything stored (it keeps all of
+        # it): at 5 ms per fetch the demo broke down after ~30 minutes, at 20 ms it stayed
+        # healthy for the hour measured (BENCHMARKS.md), for ~10 ms more latency.
+        settings = settings.replace(fetch_max_wait_ms=max(settings.fetch_max_wait_ms, 20))
+    if not _port_free(settings.http_host, settings.http_port):
+        settings = settings.replace(http_port=free_port())
+    if not settings.trainer_metrics_port:  # model quality is the trainer's to export
+        settings = settings.replace(trainer_metrics_port=free_port())
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logs = Path(settings.data_dir) / "logs"
+    emb: Embedded | None = None
+    worker: WorkerProcess | None = None
+    trainer: WorkerProcess | None = None
+    try:
+        emb = start_embedded(settings, log_dir=str(logs))
+        settings = emb.settings_for(settings)
+        asyncio.run(ensure_topics(settings))
+        print("starting the worker and the trainer ...", flush=True)
+        worker = start_worker(settings, logs)
+        trainer = start_trainer(settings, logs)
+        _banner(settings, worker, logs, asyncio.run(_token(settings, "viewer", "demo-viewer")))
+        asyncio.run(_run(settings, worker.url, args))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping ...", flush=True)
+        for proc in (trainer, worker):
+            if proc is not None:
+                proc.stop()
+        if emb is not None:
+            emb.stop()
+        print("stopped; nothing left running.", flush=True)
+    return 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) != 0
+
+
+def _banner(settings: Settings, worker: WorkerProcess, logs: Path, read_token: str) -> None:
+    auth = f'-H "Authorization: Bearer {read_token}"'
+    print(
+        "\nBeacon demo is running. Every endpoint but health needs a credential:\n"
+        f"  read token     {read_token}   (viewer: customer views, alerts, metrics)\n"
+        f"  customer view  curl {auth} {worker.url}/v1/customers/C000001\n"
+        f"  alert inbox    curl {auth} {worker.url}/v1/alerts\n"
+        f"  metrics        curl {auth} {worker.url}/metrics   (catalogue: docs/metrics.md)\n"
+        f"  model quality  curl http://{settings.http_host}:{settings.trainer_metrics_port}/metrics\n"
+        f"  decisions API  POST {worker.url}/v1/decisions  (token: beacon users token --channel atm)\n"
+        f"  health         GET  {worker.url}/readyz\n"
+        f"  broker         {settings.kafka_bootstrap}   redis {settings.redis_url}\n"
+        f"  logs           {logs}/\n"
+        "Press Ctrl-C to stop.\n",
+        flush=True,
+    )
+
+
+async def _token(settings: Settings, role: str, name: str, channel: str | None = None) -> str:
+    from engine.store.redisio import connect
+    from engine.store.users import AuthStore
+
+    client = connect(settings)
+    try:
+        return await AuthStore(client, settings.key_prefix).add_token(role, name, channel)
+    finally:
+        await client.aclose()
+
+
+async def _run(settings: Settings, url: str, args: argparse.Namespace) -> None:
+    from engine.ops.traffic import Population, TrafficGenerator
+
+    pop = Population(args.customers, seed=int(time.time()) % 1000)
+    await _import_profiles(settings, pop)
+    gen = TrafficGenerator(pop, seed=int(time.time()), id_prefix=f"demo{int(time.time())}", fraud_rate=0.03)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if args.duration:
+        loop.call_later(args.duration, stop.set)
+    tasks = [
+        asyncio.create_task(_simulate(settings, url, gen, args.rate, stop, await _channel_tokens(settings))),
+        asyncio.create_task(_print_live(settings, stop, {c.customer_id: c.profile for c in pop.customers})),
+    ]
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _import_profiles(settings: Settings, pop: Any) -> None:
+    from engine.store.redisio import connect
+    from engine.store.state import StateStore
+
+    client = connect(settings)
+    try:
+        store = StateStore(client, settings)
+        await store.put_profiles([(c.customer_id, c.profile) for c in pop.customers], settings.profile_ttl_s)
+    finally:
+        await client.aclose()
+
+
+async def _channel_tokens(settings: Settings) -> dict[str, str]:
+    """The simulated channel systems authenticate like real ones: a token per channel."""
+    return {ch: await _token(settings, "channel", f"demo-{ch}", ch) for ch in CHANNELS}
+
+
+async def _simulate(
+    settings: Settings, url: str, gen: Any, rate: float, stop: asyncio.Event, tokens: dict[str, str]
+) -> None:
+    import aiohttp
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    topic = settings.topic("interactions")
+    pending: set[asyncio.Task[None]] = set()
+    try:
+        async with aiohttp.ClientSession() as http:
+            start, i = time.perf_counter(), 0
+            while not stop.is_set():
+                event = gen.next_event(time.time())
+                if i % 10 == 9:
+                    token = tokens.get(event["channel"], "")
+                    task = asyncio.create_task(_ask_http(http, url, event, token))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                else:
+                    await producer.send(topic, orjson.dumps(event), key=event["customer_id"].encode())
+                i += 1
+                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+    finally:
+        await producer.stop()
+
+
+async def _ask_http(http: Any, url: str, event: dict[str, Any], token: str) -> None:
+    with contextlib.suppress(Exception):
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.post(url + "/v1/decisions", data=orjson.dumps(event), headers=headers) as resp:
+            _print_decision("http", orjson.loads(await resp.read()), event)
+
+
+async def _print_live(settings: Settings, stop: asyncio.Event, profiles: dict[str, dict[str, Any]]) -> None:
+    """Print what the channels receive; customers answer offers (with a taste per segment
+    that the offer model should pick up), so the trainer has labels to learn from."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    topics = [settings.topic(f"decisions.{c}") for c in CHANNELS] + [settings.topic("risk.alerts")]
+    consumer = AIOKafkaConsumer(
+        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest"
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=50)
+    await consumer.start()
+    await producer.start()
+    models = ""
+    try:
+        async for record in consumer:
+            body = orjson.loads(record.value)
+            if record.topic.endswith("risk.alerts"):
+                _print_alert(body)
+                continue
+            _print_decision("kafka", body, None)
+            now = ", ".join(f"{v}" for v in (body.get("versions") or {}).get("models", {}).values())
+            if now and now != models:
+                models = now
+                print(f"   models: {models}", flush=True)
+            response = customer_answer(body, profiles.get(body.get("customer_id", ""), {}))
+            if response is not None:
+                await producer.send(
+                    settings.topic("interactions"), orjson.dumps(response), key=body["customer_id"].encode()
+                )
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+_TASTE = {
+    "young": ("savings_round_up", "mobile_app_adoption"),
+    "affluent": ("mortgage_review", "credit_card_gold"),
+    "private": ("term_deposit_idle_balance", "mortgage_review"),
+    "mass": ("overdraft_protection", "bill_pay_autopay"),
+}
+
+
+def customer_answer(decision: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any] | None:
+    """A simulated customer's answer to the top offer shown, or None (no answer: ignored)."""
+    top = (decision.get("actions") or [{}])[0]
+    if top.get("kind") in (None, "fallback"):
+        return None
+    liked = top["id"] in _TASTE.get(str(profile.get("segment")), ())
+    roll = random.random()
+    if roll < (0.5 if liked else 0.04):
+        response = "accepted"
+    elif roll < 0.7:
+        response = "declined"
+    else:
+        return None
+    answer = {"decision_id": decision["decision_id"], "action_id": top["id"], "response": response}
+    return {
+        "event_id": f"resp-{decision['decision_id']}",
+        "customer_id": decision["customer_id"],
+        "channel": decision["channel"],
+        "type": "offer_response",
+        "ts": time.time(),
+        "attributes": answer,
+    }
+
+
+def _print_decision(path: str, d: dict[str, Any], event: dict[str, Any] | None) -> None:
+    if "actions" not in d:
+        print(f"  [{path}] rejected: {d.get('error')}", flush=True)
+        return
+    ch = d["channel"]
+    top = d["actions"][0]
+    risk = d["risk"]
+    line = (
+        f"{_COLOURS.get(ch, '')}{ch:>8}{_RESET} {path:>5}  {d['customer_id']}  "
+        f"-> {top['kind']}:{top['id']}  risk {risk['verdict']} {risk['score']:.2f}"
+    )
+    if d.get("alerts"):
+        line += f"  alerts: {', '.join(a['rule_id'] for a in d['alerts'])}"
+    print(line, flush=True)
+
+
+def _print_alert(a: dict[str, Any]) -> None:
+    print(
+        f"{_COLOURS['alert']}   ALERT{_RESET} {a['severity']:>8}  {a['customer_id']}  "
+        f"{a['rule_id']}: {a['reason']}  (recommend {a['action']})",
+        flush=True,
+    )

@@ -1,0 +1,191 @@
+"""Typed decision records and their wire forms (channel answer, audit record, alert)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from engine.domain.events import Event
+
+Verdict = Literal["allow", "review", "step_up", "block"]
+ActionKind = Literal["offer", "service", "retention", "risk", "fallback"]
+VERDICT_ORDER: dict[str, int] = {"allow": 0, "review": 1, "step_up": 2, "block": 3}
+_DECISION_NS = uuid.UUID("6f1c2f52-5b7e-4f0e-9d5c-2b8f5e0c9a11")
+
+
+def decision_id_for(event: Event) -> str:
+    """Stable per (channel, event_id): a redelivered event keeps its decision id."""
+    return decision_id_of(event.channel, event.event_id)
+
+
+def decision_id_of(channel: str, event_id: str) -> str:
+    """The decision id of an event known only by its channel and id (a fraud report's)."""
+    return str(uuid.uuid5(_DECISION_NS, f"{channel}:{event_id}"))
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    id: str
+    kind: ActionKind
+    score: float
+    treatment: dict[str, str]
+    reasons: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "score": round(self.score, 6),
+            "treatment": self.treatment,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    alert_id: str
+    rule_id: str
+    severity: str
+    reason: str
+    action: Verdict
+    typologies: tuple[str, ...] = ()
+    suppress_s: int = 0  # no second alert of this rule for the customer within this
+    values: dict[str, Any] = field(default_factory=dict)  # what the condition read
+    when: tuple[str, ...] = ()  # the condition's clauses, as written in the pack
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "rule_id": self.rule_id,
+            "severity": self.severity,
+            "reason": self.reason,
+            "action": self.action,
+            "typologies": list(self.typologies),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Risk:
+    score: float
+    verdict: Verdict
+    reasons: tuple[str, ...] = ()
+    typologies: tuple[dict[str, Any], ...] = ()  # {id, score, verdict} of those that scored
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 6),
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "typologies": list(self.typologies),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A decision. Before the commit step, ``actions`` are all ranked candidates; after
+    it, the ones shown (contact-policy caps applied), or the fallback."""
+
+    decision_id: str
+    event: Event
+    actions: tuple[Action, ...]
+    risk: Risk
+    alerts: tuple[Alert, ...]
+    versions: dict[str, Any]
+    features: dict[str, Any]
+    scores: dict[str, Any]
+    degraded: bool = False
+    fallback: Action | None = None
+    max_actions: int = 3
+    dropped: tuple[Any, ...] = ()  # engine.rules.ruleset.Dropped: candidates that did not make it
+    explanation: dict[str, Any] = field(default_factory=dict)  # rules that fired, with values
+
+    def channel_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
+        """What the channel system receives (HTTP body, ``decisions.<channel>``).
+
+        ``timings_ms`` are the stage times of the batch the decision was made in."""
+        ev = self.event
+        return {
+            "decision_id": self.decision_id,
+            "event_id": ev.event_id,
+            "customer_id": ev.customer_id,
+            "channel": ev.channel,
+            "actions": [a.to_dict() for a in self.actions],
+            "risk": self.risk.to_dict(),
+            "alerts": [a.to_dict() for a in self.alerts],
+            "versions": self.versions,
+            "degraded": self.degraded,
+            "dropped": [d.short() for d in self.dropped],
+            "timing_ms": timings_ms or {},
+        }
+
+    def channel_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
+        return orjson.dumps(self.channel_view(timings_ms))
+
+    def explain(self) -> dict[str, Any]:
+        """The full explanation: every candidate kept or dropped and why, with the values
+        the deciding condition read; every rule that fired with its values."""
+        return {
+            "kept": [
+                {"id": a.id, "kind": a.kind, "score": round(a.score, 6), "reasons": list(a.reasons)}
+                for a in self.actions
+            ],
+            "dropped": [d.to_dict() for d in self.dropped],
+            **self.explanation,
+        }
+
+    def explained_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
+        view = self.channel_view(timings_ms)
+        view["explain"] = self.explain()
+        return view
+
+    def audit_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
+        """The full record on ``decisions.audit``: inputs, features, scores, explanation."""
+        record = self.explained_view(timings_ms)
+        record["event"] = self.event.to_dict()
+        record["features"] = self.features
+        record["scores"] = self.scores
+        return orjson.dumps(record)
+
+    def alert_bytes(self, alert: Alert) -> bytes:
+        """One risk alert as published on ``risk.alerts``."""
+        ev = self.event
+        body = alert.to_dict()
+        body.update(
+            customer_id=ev.customer_id,
+            event_id=ev.event_id,
+            decision_id=self.decision_id,
+            channel=ev.channel,
+            ts=ev.ts,
+            risk=self.risk.to_dict(),
+            versions=self.versions,
+            conditions={"when": list(alert.when), "values": alert.values},
+            evidence={k: self.features[k] for k in _EVIDENCE if k in self.features},
+        )
+        return orjson.dumps(body)
+
+    def summary_head(self) -> dict[str, Any]:
+        """What the customer's recent-decisions list keeps (the commit adds actions, alerts)."""
+        return {
+            "decision_id": self.decision_id,
+            "event_id": self.event.event_id,
+            "ts": self.event.ts,
+            "channel": self.event.channel,
+            "verdict": self.risk.verdict,
+        }
+
+
+# Feature values copied into an alert so a risk officer sees why without a lookup.
+_EVIDENCE = (
+    "amount",
+    "amount_ratio_30d",
+    "new_device",
+    "pin_failures_1h",
+    "distance_km",
+    "speed_kmh",
+    "n_10m",
+    "n_1h",
+    "amt_24h",
+)

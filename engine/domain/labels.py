@@ -1,0 +1,48 @@
+"""Labels from interaction events: what the ``feedback`` topic carries.
+
+Channels report outcomes as ordinary interaction events, so the public API is the only
+way in: an ``offer_response`` (attributes ``decision_id``, ``action_id``, ``response``:
+accepted, clicked or declined) labels an offer shown; a ``fraud_report`` or
+``chargeback`` (attributes ``ref_event_id`` and ``ref_channel`` of the transaction, at any
+delay) labels a transaction as fraud; an ``account_closure`` labels the customer's churn.
+Risk officers' dispositions (the alert console) publish the same fraud records.
+
+>>> from engine.domain.events import Event
+>>> ev = Event("r1", "C1", "mobile", "offer_response", 100.0,
+...            attributes={"decision_id": "d1", "action_id": "gold", "response": "accepted"})
+>>> label = label_of(ev)
+>>> label["kind"], label["decision_id"], label["action_id"], label["label"]
+('offer', 'd1', 'gold', True)
+>>> label_of(Event("x", "C1", "atm", "withdrawal", 1.0)) is None
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.domain.events import Event
+
+POSITIVE_RESPONSES = frozenset({"accepted", "clicked"})
+FRAUD_TYPES = frozenset({"fraud_report", "chargeback"})
+
+
+def label_of(event: Event) -> dict[str, Any] | None:
+    """The feedback record an event carries, or None (most events carry none)."""
+    a = event.attributes
+    base = {"customer_id": event.customer_id, "ts": event.ts}
+    if event.type == "offer_response":
+        response, did, action = a.get("response"), a.get("decision_id"), a.get("action_id")
+        if not (isinstance(response, str) and isinstance(did, str) and isinstance(action, str)):
+            return None
+        return {"kind": "offer", "decision_id": did, "action_id": action,
+                "label": response in POSITIVE_RESPONSES, "response": response, **base}  # fmt: skip
+    if event.type in FRAUD_TYPES:
+        ref, channel = a.get("ref_event_id"), a.get("ref_channel")
+        if not (isinstance(ref, str) and isinstance(channel, str)):
+            return None
+        legit = a.get("legitimate") is True  # a dispute resolved in the customer's favour
+        return {"kind": "fraud", "event_id": ref, "channel": channel, "label": not legit, **base}
+    if event.type == "account_closure":
+        return {"kind": "churn", "label": True, **base}
+    return None

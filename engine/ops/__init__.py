@@ -1,0 +1,1 @@
+"""Process plumbing: embedded Redis and broker, the process launcher, synthetic traffic."""

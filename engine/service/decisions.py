@@ -1,0 +1,156 @@
+"""The decision service: the one place both paths (HTTP and Kafka) go through.
+
+parse -> (batch) ingest state in one round trip -> decide (pure) -> record in one
+round trip -> outcome. Publishing is the caller's adapter's job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from engine.decide.degraded import as_answered
+from engine.decide.pipeline import DecisionPolicy, decide, prepare
+from engine.domain.decision import Decision
+from engine.domain.events import Event
+from engine.domain.scoring import Scorer
+from engine.domain.state import Snapshot
+from engine.errors import StoreError
+from engine.rules.ruleset import RuleSet
+from engine.service.batching import MicroBatcher
+from engine.service.metrics import Metrics
+from engine.settings import Settings
+from engine.store import codec as commit
+from engine.store.state import StateStore
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The answer to one event. ``decision`` is None for a replay of a stored one."""
+
+    event: Event
+    body: bytes  # the channel view, exactly what the channel receives
+    decision: Decision | None
+    replayed: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class DecisionService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        rules: RuleSet | None,
+        scorer: Scorer,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = store
+        # None until the worker has loaded a version (engine/service/rulewatch.py swaps it later).
+        self.rules: RuleSet | None = rules
+        self.scorer = scorer
+        self.policy = DecisionPolicy(settings.risk_step_up, settings.risk_block, settings.max_actions)
+        self.batcher: MicroBatcher[Event, Outcome] = MicroBatcher(
+            self.decide_batch, settings.batch_max, max_queue=settings.batch_max * 8
+        )
+
+    async def decide_batch(self, events: Sequence[Event]) -> list[Outcome]:
+        rules = self.rules  # one rule version for the whole batch, even across a swap
+        if rules is None:  # not reached: the worker starts the batcher after the rules
+            raise StoreError("rules are not loaded yet")
+        t0 = time.perf_counter()
+        snapshots = await self._stored(self.store.ingest(events))
+        t1 = time.perf_counter()
+        results, todo = self._stored_or_new(events, snapshots)
+        prepared = [prepare(ev, snap, rules, self.scorer) for _, ev, snap in todo]
+        t2 = time.perf_counter()
+        for (key, ev, snap), prep in zip(todo, prepared, strict=True):
+            # An event already answered without state (engine/decide/degraded.py) shows no sales offer.
+            results[key] = as_answered(ev, decide(ev, snap, rules, self.scorer, self.policy, prep))
+        t3 = time.perf_counter()
+        stage = {
+            "state_ms": round((t1 - t0) * 1000, 3),
+            "models_ms": round((t2 - t1) * 1000, 3),
+            "rules_ms": round((t3 - t2) * 1000, 3),
+            "decide_ms": round((t3 - t1) * 1000, 3),  # models and rules together, as before
+        }
+        fresh = [(k, r) for k, r in results.items() if isinstance(r, Decision)]
+        replies = await self._stored(
+            self.store.commit(
+                [d.event.customer_id for _, d in fresh],
+                [commit.payload(d, rules.offer_index, stage) for _, d in fresh],
+            )
+        )
+        t4 = time.perf_counter()
+        committed: dict[tuple[str, str], Decision | bytes] = dict(results)
+        bodies: dict[tuple[str, str], bytes] = {k: r for k, r in results.items() if isinstance(r, bytes)}
+        for (key, decision), reply in zip(fresh, replies, strict=True):
+            committed[key], bodies[key] = commit.apply(decision, reply)
+        if self.metrics is not None:
+            m = self.metrics
+            m.batch_size.observe(len(events))
+            for name, seconds in (
+                ("state", t1 - t0),
+                ("models", t2 - t1),
+                ("rules", t3 - t2),
+                ("record", t4 - t3),
+            ):
+                m.stage_latency.labels(name).observe(seconds)
+        timings = {**stage, "record_ms": round((t4 - t3) * 1000, 3), "batch": float(len(events))}
+        return _outcomes(events, committed, bodies, timings)
+
+    async def _stored(self, call: Awaitable[T]) -> T:
+        """A Redis round trip, its failures and recoveries counted by kind."""
+        try:
+            result = await call
+        except StoreError as exc:
+            if self.metrics is not None:
+                self.metrics.store.failed(exc.kind)
+            raise
+        if self.metrics is not None:
+            self.metrics.store.ok()
+        return result
+
+    @staticmethod
+    def _stored_or_new(
+        events: Sequence[Event], snapshots: Sequence[Snapshot]
+    ) -> tuple[dict[tuple[str, str], Decision | bytes], list[tuple[tuple[str, str], Event, Snapshot]]]:
+        """Per distinct (channel, event_id): the body stored for a repeat, or a decision to make."""
+        results: dict[tuple[str, str], Decision | bytes] = {}
+        todo: list[tuple[tuple[str, str], Event, Snapshot]] = []
+        seen: set[tuple[str, str]] = set()
+        for event, snap in zip(events, snapshots, strict=True):
+            key = (event.channel, event.event_id)
+            if key in seen:  # the same event twice in one batch is decided once
+                continue
+            seen.add(key)
+            if snap.stored_decision is not None:
+                results[key] = snap.stored_decision
+            else:
+                todo.append((key, event, snap))
+        return results, todo
+
+
+def _outcomes(
+    events: Sequence[Event],
+    results: dict[tuple[str, str], Decision | bytes],
+    bodies: dict[tuple[str, str], bytes],
+    timings: dict[str, float],
+) -> list[Outcome]:
+    """One outcome per input event; only the first copy of a fresh decision carries it."""
+    outcomes: list[Outcome] = []
+    seen: set[tuple[str, str]] = set()
+    for event in events:
+        key = (event.channel, event.event_id)
+        result = results[key]
+        if key in seen or isinstance(result, bytes):
+            outcomes.append(Outcome(event, bodies[key], None, replayed=True, timings_ms=timings))
+        else:
+            outcomes.append(Outcome(event, bodies[key], result, timings_ms=timings))
+        seen.add(key)
+    return outcomes

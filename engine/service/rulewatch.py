@@ -1,0 +1,155 @@
+"""Hot reload of rules in a running worker.
+
+At start-up the worker loads the current version from Redis (seeding Redis from
+``settings.rules_path()`` when it holds none). Then it wakes on every publish
+announcement, and at the latest every ``rules_poll_s`` (announcements can be lost),
+reads the current pointer and, when it names a new version, fetches, compiles and
+swaps ``service.rules`` in one assignment. The decision service reads that attribute
+once per batch, so every decision runs one whole version, old or new.
+
+A version that does not compile is refused: the running one stays in force, the
+error is logged once and ``beacon_rules_reload_failures_total`` counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Mapping
+
+from engine.decide.rulebook import load
+from engine.errors import StoreError
+from engine.rules.pack import RulePackError, bundle_digest, read_bundle
+from engine.rules.ruleset import RuleSet
+from engine.service.decisions import DecisionService
+from engine.service.metrics import Metrics
+from engine.settings import Settings
+from engine.store.rules import RuleStore, UnknownVersion, Version
+
+log = logging.getLogger("beacon.rules")
+
+
+def compile_version(version: str, files: Mapping[str, str], settings: Settings) -> RuleSet:
+    """Rules of a stored version, checked against its digest, compiled and dry-run.
+
+    Raises :class:`RulePackError` when the bundle is refused."""
+    try:
+        digest = Version.parse(version).digest
+    except UnknownVersion as exc:
+        raise RulePackError(str(exc)) from None
+    if bundle_digest(files) != digest:
+        raise RulePackError(f"version {version}: the stored files do not match the version's digest")
+    return load(files, frozenset(settings.channels), version, settings.event_types).rules
+
+
+class RuleWatcher:
+    """Keeps ``service.rules`` on the current version; one per worker process."""
+
+    def __init__(
+        self,
+        store: RuleStore,
+        service: DecisionService,
+        settings: Settings,
+        metrics: Metrics,
+        readiness: dict[str, bool],
+    ) -> None:
+        self.store = store
+        self.service = service
+        self.settings = settings
+        self.metrics = metrics
+        self.readiness = readiness
+        self.active: str | None = None
+        self.refused: str | None = None
+        self.loaded = asyncio.Event()
+        self._last_warning = ""
+
+    async def load_initial(self) -> None:
+        """Return once a version runs. Seeds Redis from ``rules_dir`` if it has none;
+        retries (Redis down, or only a refused version published) every ``rules_poll_s``."""
+        while self.active is None:
+            try:
+                if await self.store.current_version() is None:
+                    await self._seed()
+                await self.check()
+            except StoreError as exc:
+                self._warn(f"rules: cannot read the current version from Redis ({exc}); retrying")
+            if self.active is None:
+                await asyncio.sleep(self.settings.rules_poll_s)
+
+    async def _seed(self) -> None:
+        """First worker of a deployment: publish the local packs, if they are valid."""
+        path = self.settings.rules_path()
+        try:
+            files = read_bundle(path)
+            await asyncio.to_thread(
+                load, files, frozenset(self.settings.channels), "seed", self.settings.event_types
+            )
+        except RulePackError as exc:
+            self._warn(f"rules: Redis holds no version and the packs in {path} are refused: {exc}")
+            return
+        seeded = await self.store.seed_if_empty(
+            files, author=f"worker on {socket.gethostname()}", note=f"seeded from {path}"
+        )
+        if seeded:
+            log.info("rules: Redis held no version; published %s from %s", seeded, path)
+
+    async def check(self) -> bool:
+        """One look at the current pointer; True when this switched to a new version."""
+        version = await self.store.current_version()
+        if version is None or version in (self.active, self.refused):
+            return False
+        current = await self.store.current()
+        if current is None or current[0] in (self.active, self.refused):
+            return False
+        version, files = current
+        try:
+            # A thread, so a large bundle does not stall decisions on the event loop.
+            rules = await asyncio.to_thread(compile_version, version, files, self.settings)
+        except Exception as exc:  # noqa: BLE001 - any failure to build a version refuses it
+            self._refuse(version, exc)
+            return False
+        self._switch(rules)
+        return True
+
+    def _refuse(self, version: str, exc: Exception) -> None:
+        self.refused = version
+        self.metrics.rules_reload_failures.inc()
+        detail = str(exc) if isinstance(exc, RulePackError) else f"{type(exc).__name__}: {exc}"
+        log.error(
+            "rules: version %s refused, %s stays in force: %s", version, self.active or "nothing", detail
+        )
+
+    def _switch(self, rules: RuleSet) -> None:
+        previous = self.active
+        self.service.rules = rules  # one assignment: each batch sees one whole version
+        self.active = rules.version
+        self.refused = None
+        self.metrics.rules_version(rules.version, frozenset(o.id for o in rules.offers))
+        self.metrics.rules_reloads.inc()
+        self.readiness["rules"] = True
+        self.loaded.set()
+        log.info("rules: now running %s (was %s)", rules.version, previous or "nothing")
+
+    async def watch(self) -> None:
+        """Forever: check, then wait for an announcement or ``rules_poll_s``; on a Redis
+        failure, keep the running version and try again a poll interval later."""
+        poll = self.settings.rules_poll_s
+        while True:
+            try:
+                async with self.store.notifications() as notes:
+                    while True:
+                        await self.check()
+                        self._last_warning = ""
+                        await notes.wait(poll)
+            except StoreError as exc:
+                self._warn(f"rules: watching Redis failed ({exc}); {self.active} stays in force")
+            except Exception:  # the watcher must outlive any surprise
+                log.exception("rules: unexpected failure while watching; %s stays in force", self.active)
+            await asyncio.sleep(poll)
+
+    def _warn(self, message: str) -> None:
+        """Log a repeated problem once, not every poll interval."""
+        if message != self._last_warning:
+            log.warning("%s", message)
+            self._last_warning = message

@@ -1,0 +1,238 @@
+"""The trainer: the one process that learns. Workers only score.
+
+It reads ``decisions.audit`` (what each decision saw and showed) and ``feedback``
+(labels), learns test-then-train, and publishes signed snapshots that every worker
+installs within seconds, so learning never forks into divergent copies.
+
+Label rules (times are stream time, the newest event time seen, so a replay of history
+learns exactly as live traffic would):
+- offers: an answer (accepted or clicked: positive; declined: negative) within
+  ``offer_response_window_s`` of the decision; no answer by then counts as ignored
+  (negative); a later acceptance is learned as a positive and counted as a correction.
+- fraud: a fraud report or chargeback naming the transaction, at any delay while its
+  inputs are kept (``feedback_ttl_s``); a transaction with no report after
+  ``fraud_maturity_s`` is learned as legitimate.
+- churn: an account closure, or no activity for ``churn_horizon_s`` after a decision
+  (long dormancy), labels the customer's latest decision positive; a customer seen again
+  at least a day but less than the horizon after their last churn label labels the
+  previous decision negative (at most one churn label a day per customer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from engine.domain.decision import decision_id_of
+from engine.settings import Settings
+from engine.store.feedback import FeedbackStore
+from models.learner import MONETARY_TYPES, Learner, inputs_of
+from models.trainer_metrics import TrainerMetrics
+
+log = logging.getLogger("beacon.trainer")
+_ORPHAN_RETRY_S = 600.0  # a label waits this long (stream time) for its decision record ...
+_ORPHAN_WALL_S = 60.0  # ... and this long in real time: a fast replay runs hours of stream
+# time in seconds, while the decision record is a broker linger or a spool retry behind.
+_CHURN_LABEL_EVERY_S = 86400.0
+
+
+class Trainer:
+    def __init__(
+        self, settings: Settings, learner: Learner, feedback: FeedbackStore, snapshots: Any = None
+    ) -> None:
+        self.s = settings
+        self.learner = learner
+        self.fb = feedback
+        self.snapshots = snapshots
+        self.clock = 0.0  # stream time: the newest event time seen
+        self.unmatched = 0  # labels that never found their decision
+        self._since_snapshot = dict.fromkeys(learner.models, 0)
+        self._last_snapshot = time.monotonic()
+        self.versions: dict[str, str] = {}
+        self.metrics: TrainerMetrics | None = None  # when the trainer serves /metrics
+
+    async def on_audit(self, record: Mapping[str, Any]) -> None:
+        inputs = inputs_of(record, self.learner.specs)
+        self.clock = max(self.clock, inputs["ts"])
+        did = str(record["decision_id"])
+        labelled = await self._churn_on_return(inputs)
+        deadline = inputs["ts"] + self.s.offer_response_window_s if inputs["shown"] else None
+        maturity = inputs["ts"] + self.s.fraud_maturity_s if inputs["type"] in MONETARY_TYPES else None
+        churn_due = inputs["ts"] + self.s.churn_horizon_s
+        await self.fb.remember(did, inputs, deadline, maturity, churn_due, labelled)
+
+    async def _churn_on_return(self, inputs: Mapping[str, Any]) -> float:
+        """A returning customer did not churn after their previous decision (one label a
+        day at most); returns when the customer's last churn label was learned."""
+        prev = await self.fb.last_of(str(inputs["customer_id"]))
+        if not prev:
+            return 0.0
+        last_label = float(prev.get("lab") or 0.0)
+        gap = inputs["ts"] - float(prev["ts"])
+        if gap < self.s.churn_horizon_s and inputs["ts"] - last_label >= _CHURN_LABEL_EVERY_S:
+            await self._learn_stored("churn", str(prev["d"]), False, gap)
+            return float(inputs["ts"])
+        return last_label
+
+    async def on_label(self, label: Mapping[str, Any], retry: bool = False) -> None:
+        self.clock = max(self.clock, float(label.get("ts") or 0.0))
+        if not retry and not await self.fb.first_time(label):
+            return  # redelivered: already learned
+        kind = label.get("kind")
+        if kind == "offer":
+            await self._offer_label(label, retry)
+        elif kind == "fraud":
+            did = decision_id_of(str(label["channel"]), str(label["event_id"]))
+            if await self.fb.recall(did) is None:
+                await self._park(label, retry)
+                return
+            await self.fb.resolve_fraud(did)
+            await self._learn_stored("fraud", did, bool(label["label"]), None, label)
+        elif kind == "churn":
+            last = await self.fb.last_of(str(label["customer_id"]))
+            if last is None:
+                await self._park(label, retry)
+                return
+            await self.fb.resolve_churn(str(label["customer_id"]))  # closed: no dormancy label too
+            await self._learn_stored("churn", str(last["d"]), bool(label["label"]), None, label)
+
+    async def _offer_label(self, label: Mapping[str, Any], retry: bool) -> None:
+        did, action = str(label["decision_id"]), str(label["action_id"])
+        inputs = await self.fb.recall(did)
+        if inputs is None or action not in inputs["shown"]:
+            await self._park(label, retry) if inputs is None else self._unmatched(label)
+            return
+        status = await self.fb.resolve_offer(did, action)
+        if status == "ignored" and label["label"]:
+            self.learner.corrections += 1
+        delay = float(label.get("ts") or inputs["ts"]) - float(inputs["ts"])
+        self._learn(inputs, "offers", bool(label["label"]), delay, offer=action)
+
+    async def sweep(self) -> None:
+        """Pending offers past their window are ignored; transactions past maturity are
+        legitimate; parked labels are retried."""
+        for member in await self.fb.due("offer", self.clock):
+            did, _, action = member.rpartition("|")
+            inputs = await self.fb.recall(did)
+            if inputs is not None:
+                self._learn(inputs, "offers", False, self.s.offer_response_window_s, offer=action)
+        for did in await self.fb.due("fraud", self.clock):
+            await self._learn_stored("fraud", did, False, self.s.fraud_maturity_s)
+        for customer in await self.fb.due("churn", self.clock):  # dormant for the horizon
+            last = await self.fb.last_of(customer)
+            if last is not None:
+                await self._learn_stored("churn", str(last["d"]), True, self.s.churn_horizon_s)
+        for label in await self.fb.orphans():
+            await self.on_label(label, retry=True)
+
+    async def maybe_snapshot(self, force: bool = False) -> None:
+        due = force or time.monotonic() - self._last_snapshot >= self.s.snapshot_interval_s
+        for name, model in self.learner.models.items():
+            fresh = self.learner.learned[name] - self._since_snapshot[name]
+            if self.snapshots is not None and fresh and (due or fresh >= self.s.snapshot_every_labels):
+                meta = {"labels": self.learner.learned[name], "quality": self.learner.quality[name].summary()}
+                # parent: the version this model grew from. If another trainer published
+                # meanwhile, the publish is refused (SnapshotConflict) instead of forking.
+                self.versions[name] = await self.snapshots.publish(
+                    name, model, meta, parent=self.versions.get(name)
+                )
+                self._since_snapshot[name] = self.learner.learned[name]
+                if self.metrics is not None:
+                    self.metrics.published(name, self.versions[name], time.time())
+                log.info("published %s (%d labels)", self.versions[name], self.learner.learned[name])
+        if due:
+            self._last_snapshot = time.monotonic()
+            report = self.report()
+            await self.fb.save_quality(report)
+            if self.metrics is not None:
+                for name in self.learner.models:
+                    self.metrics.quality.update(name, report[name])
+                self.metrics.labels_waiting.set(await self.fb.waiting())
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, q in self.learner.quality.items():
+            out[name] = {**q.summary(), "version": self.versions.get(name, f"{name}-fresh")}
+        out["offers"]["corrections"] = self.learner.corrections
+        return out
+
+    async def _learn_stored(
+        self, name: str, did: str, label: bool, delay: float | None, source: Mapping[str, Any] | None = None
+    ) -> None:
+        inputs = await self.fb.recall(did)
+        if inputs is None:
+            self._unmatched(source or {"decision_id": did})
+            return
+        if delay is None and source is not None:
+            delay = float(source.get("ts") or inputs["ts"]) - float(inputs["ts"])
+        self._learn(inputs, name, label, delay)
+
+    def _learn(
+        self, inputs: Mapping[str, Any], name: str, label: bool, delay: float | None, offer: str | None = None
+    ) -> None:
+        self.learner.learn(name, inputs["f"], inputs["a"], label, delay, offer)
+
+    async def _park(self, label: Mapping[str, Any], retry: bool) -> None:
+        parked_at = float(label.get("_parked", self.clock)) if retry else self.clock
+        wall = float(label.get("_parked_wall", time.time())) if retry else time.time()
+        if self.clock - parked_at >= _ORPHAN_RETRY_S and time.time() - wall >= _ORPHAN_WALL_S:
+            self._unmatched(label)  # waited 10 minutes of stream time and a minute: not coming
+        else:
+            await self.fb.park({**label, "_parked_wall": wall}, parked_at)
+
+    def _unmatched(self, label: Mapping[str, Any]) -> None:
+        self.unmatched += 1
+        what = {k: label.get(k) for k in ("kind", "decision_id", "event_id")}
+        log.warning("label without a known decision (inputs are kept %ss): %s", self.s.feedback_ttl_s, what)
+
+
+async def consume(trainer: Trainer, settings: Settings, stop: asyncio.Event) -> None:
+    """Kafka loop: audit and feedback records in, offsets committed after they are learned."""
+    from aiokafka import AIOKafkaConsumer
+
+    audit, feedback = settings.topic("decisions.audit"), settings.topic("feedback")
+    consumer = AIOKafkaConsumer(
+        audit,
+        feedback,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.app_id}-trainer",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+    )
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    body = orjson.loads(record.value)
+                    if tp.topic == audit:
+                        await trainer.on_audit(body)
+                    else:
+                        await trainer.on_label(body)
+            await trainer.sweep()
+            await trainer.maybe_snapshot()
+            if batch:
+                await consumer.commit()
+            if trainer.metrics is not None:
+                await record_lag(consumer, trainer.metrics)
+    finally:
+        await trainer.maybe_snapshot(force=True)
+        await consumer.stop()
+
+
+async def record_lag(consumer: Any, metrics: TrainerMetrics) -> None:
+    """The trainer's lag per partition: high-water mark less its position. It commits
+    after each batch it has learned, so its position is its committed offset."""
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            continue
+        position = await consumer.position(tp)
+        metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))

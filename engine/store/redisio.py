@@ -1,0 +1,58 @@
+"""The Redis connection every adapter shares, and where Redis errors become
+:class:`StoreError` (one place)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Iterator
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.errors import StoreError
+from engine.settings import Settings
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """``with redis_errors("rules publish"):`` -> StoreError("rules publish failed: ...")."""
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreError(f"{what} failed: {exc}", kind_of(exc)) from exc
+
+
+def kind_of(exc: RedisError) -> str:
+    """What an SRE tells apart: Redis gone, Redis slow, or Redis saying no (OOM, scripts)."""
+    if isinstance(exc, RedisTimeoutError):
+        return "timeout"
+    if isinstance(exc, RedisConnectionError):
+        return "connection"
+    if isinstance(exc, ResponseError):
+        return "response"
+    return "other"
+
+
+async def guarded(what: str, awaitable: Awaitable[T]) -> T:
+    """One awaited Redis call, its failure converted like :func:`redis_errors`."""
+    with redis_errors(what):
+        return await awaitable
+
+
+def text(value: Any) -> str:
+    """Redis replies are bytes (decode_responses=False); names and versions are text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def connect(settings: Settings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.store_timeout_s,
+        socket_connect_timeout=settings.store_timeout_s,
+        health_check_interval=30,
+    )

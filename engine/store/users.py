@@ -1,0 +1,163 @@
+"""Who may call what: per-channel API tokens for channel systems, user logins for people,
+roles, and the checks every endpoint but health makes.
+
+Secrets are stored only as hashes: tokens (32 random bytes) as SHA-256, passwords with
+scrypt and a per-user salt; comparisons are constant-time; nothing secret is logged.
+A token reads ``bk_<id>_<secret>``: the id finds the record, the secret proves it.
+
+Keys (``P`` the key prefix)::
+
+    P:auth:{P:auth}:users          hash name -> {role, salt, hash, created}      bound: the users created
+    P:auth:{P:auth}:tokens         hash id -> {role, channel, name, hash}        bound: the tokens created
+    P:auth:{P:auth}:s:<sha256>     a login session -> {user, role}               TTL session_ttl_s
+    P:auth:{P:auth}:tries:<who>    failed logins in the current minute           TTL 60 s
+
+>>> allowed("channel", "decide"), allowed("channel", "read")
+(True, False)
+>>> allowed("viewer", "read"), allowed("viewer", "work")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from engine.errors import BeaconError
+from engine.store.redisio import guarded
+
+PERMISSIONS = {
+    "channel": frozenset({"decide", "profile"}),
+    "viewer": frozenset({"read"}),
+    "risk_officer": frozenset({"read", "work"}),
+    "risk_admin": frozenset({"read", "work", "admin"}),
+}
+ROLES = tuple(PERMISSIONS)
+_LOGIN_TRIES_PER_MINUTE = 5
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+
+
+class AuthError(BeaconError):
+    """Bad input to user or token management (unknown role, weak password...)."""
+
+
+class TooManyLogins(BeaconError):
+    """Login is rate-limited for this user or address; retry in a minute."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+    channel: str | None = None  # a channel token may only decide for its channel
+
+    def may(self, permission: str) -> bool:
+        return allowed(self.role, permission)
+
+
+def allowed(role: str, permission: str) -> bool:
+    return permission in PERMISSIONS.get(role, frozenset())
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _scrypt(password: str, salt: bytes) -> str:
+    return hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT).hex()
+
+
+class AuthStore:
+    def __init__(self, client: aioredis.Redis, key_prefix: str, session_ttl_s: int = 8 * 3600) -> None:
+        self._r = client
+        self._p = f"{key_prefix}:auth:{{{key_prefix}:auth}}"
+        self.session_ttl_s = session_ttl_s
+
+    async def add_user(self, name: str, role: str, password: str) -> None:
+        if role not in ROLES or role == "channel":
+            raise AuthError(f"a person's role is one of {', '.join(r for r in ROLES if r != 'channel')}")
+        if (
+            not name
+            or len(name) > 100
+            or not name.replace("_", "").replace(".", "").replace("-", "").isalnum()
+        ):
+            raise AuthError("user names are letters, digits, '.', '_' and '-', at most 100")
+        if len(password) < 12:
+            raise AuthError("passwords have at least 12 characters")
+        salt = secrets.token_bytes(16)
+        record = {"role": role, "salt": salt.hex(), "hash": _scrypt(password, salt), "created": time.time()}
+        await self._call(self._r.hset(f"{self._p}:users", name, orjson.dumps(record)))
+
+    async def add_token(self, role: str, name: str, channel: str | None = None) -> str:
+        """A new API token; the plaintext is returned once and never stored."""
+        if role not in ROLES:
+            raise AuthError(f"role is one of {', '.join(ROLES)}")
+        if role == "channel" and not channel:
+            raise AuthError("a channel token names its channel")
+        token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        record = {
+            "role": role,
+            "channel": channel,
+            "name": name,
+            "hash": _sha(secret),
+            "created": time.time(),
+        }
+        await self._call(self._r.hset(f"{self._p}:tokens", token_id, orjson.dumps(record)))
+        return f"bk_{token_id}_{secret}"
+
+    async def users(self) -> dict[str, dict[str, Any]]:
+        raw = await self._call(self._r.hgetall(f"{self._p}:users"))
+        return {k.decode(): {"role": orjson.loads(v)["role"]} for k, v in raw.items()}
+
+    async def token_principal(self, token: str) -> Principal | None:
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "bk":
+            return None
+        raw = await self._call(self._r.hget(f"{self._p}:tokens", parts[1]))
+        if not raw:
+            _sha(parts[2])  # the same work whether or not the id exists
+            return None
+        record = orjson.loads(raw)
+        if not hmac.compare_digest(_sha(parts[2]), record["hash"]):
+            return None
+        return Principal(str(record.get("name") or parts[1]), record["role"], record.get("channel"))
+
+    async def login(self, name: str, password: str, remote: str) -> str:
+        """A session token for a person, or AuthError; at most 5 failures a minute per
+        user and per address."""
+        for who in (f"u:{name}", f"ip:{remote}"):
+            tries = await self._call(self._r.get(f"{self._p}:tries:{who}"))
+            if tries and int(tries) >= _LOGIN_TRIES_PER_MINUTE:
+                raise TooManyLogins("too many failed logins; wait a minute")
+        raw = await self._call(self._r.hget(f"{self._p}:users", name))
+        record = orjson.loads(raw) if raw else {"salt": "00" * 16, "hash": "", "role": ""}
+        ok = hmac.compare_digest(_scrypt(password, bytes.fromhex(record["salt"])), record["hash"]) and bool(
+            raw
+        )
+        if not ok:
+            for who in (f"u:{name}", f"ip:{remote}"):
+                key = f"{self._p}:tries:{who}"
+                await self._call(self._r.incr(key))
+                await self._call(self._r.expire(key, 60))
+            raise AuthError("wrong user name or password")
+        session = secrets.token_urlsafe(32)
+        body = orjson.dumps({"user": name, "role": record["role"]})
+        await self._call(self._r.set(f"{self._p}:s:{_sha(session)}", body, ex=self.session_ttl_s))
+        return session
+
+    async def session_principal(self, session: str) -> Principal | None:
+        raw = await self._call(self._r.get(f"{self._p}:s:{_sha(session)}"))
+        if not raw:
+            return None
+        record = orjson.loads(raw)
+        return Principal(record["user"], record["role"])
+
+    async def _call(self, awaitable: Any) -> Any:
+        return await guarded("auth store", awaitable)
