@@ -138,24 +138,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 async def _settled_report(settings: Settings, wait_s: float) -> str:
     """The trainer's report once its label counts stop moving (or after ``wait_s``)."""
-    from engine.store.feedback import FeedbackStore
+    from engine.service.trainer import quality_report
     from engine.store.redisio import connect
-    from models.quality import render_report
 
     client = connect(settings)
-    store = FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s)
-    deadline, last, stable = time.monotonic() + wait_s, None, 0
     try:
-        while time.monotonic() < deadline and stable < 3:
-            await asyncio.sleep(max(settings.snapshot_interval_s, 1.0))
-            report = await store.load_quality()
-            counts = {k: v.get("labels") for k, v in report.items()}
-            stable = stable + 1 if counts == last and counts else 0
-            last = counts
-        report = await store.load_quality()
+        report = await quality_report(settings, client, settle_s=wait_s)
     finally:
         await client.aclose()
-    return render_report(report) if report else "no model report: is `beacon trainer` running?"
+    return report or "no model report: is `beacon trainer` running?"
 
 
 def retime(events: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:

@@ -40,23 +40,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from engine.store.feedback import FeedbackStore
-    from models.quality import render_report
+    from engine.service.trainer import quality_report
 
     settings = _settings(args)
 
-    async def read() -> dict[str, Any]:
+    async def read() -> str | None:
         client = connect(settings)
         try:
-            return await FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s).load_quality()
+            return await quality_report(settings, client)
         finally:
             await client.aclose()
 
-    summaries = asyncio.run(read())
-    if not summaries:
+    report = asyncio.run(read())
+    if report is None:
         print("no quality report yet: is `beacon trainer` running, and have labels arrived?")
         return 1
-    print(render_report(summaries))
+    print(report)
     return 0
 
 
@@ -70,11 +69,9 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 
 
 async def run_trainer(settings: Settings) -> None:
-    from engine.service.trainer import Trainer, consume
-    from engine.store.feedback import FeedbackStore
-    from engine.store.snapshots import SnapshotStore
-    from models.learner import Learner
-    from models.registry import REGISTRY, build, spec_for
+    from agents.trainer import consume
+    from engine.service.trainer import build_trainer
+    from models.registry import REGISTRY
 
     client = connect(settings)
     stop = asyncio.Event()
@@ -82,20 +79,7 @@ async def run_trainer(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    snapshots = SnapshotStore(client, settings)
-    attrs = (settings.model_attributes_numeric, settings.model_attributes_categorical)
-    models = {name: build(name, *attrs) for name in REGISTRY}
-    versions: dict[str, str] = {}
-    for name in REGISTRY:  # warm start: carry on from the latest published snapshot
-        latest = await snapshots.latest(name)
-        if latest is not None:
-            versions[name], models[name], _ = latest
-            log.info("warm start from %s", versions[name])
-    learner = Learner(models, {name: spec_for(name, *attrs) for name in REGISTRY})
-    trainer = Trainer(
-        settings, learner, FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s), snapshots
-    )
-    trainer.versions.update(versions)
+    trainer = await build_trainer(settings, client)
     if settings.trainer_metrics_port:
         from prometheus_client import start_http_server
 

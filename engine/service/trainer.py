@@ -26,8 +26,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from engine.domain.decision import decision_id_of
 from engine.settings import Settings
 from engine.store.feedback import FeedbackStore
@@ -191,48 +189,41 @@ class Trainer:
         log.warning("label without a known decision (inputs are kept %ss): %s", self.s.feedback_ttl_s, what)
 
 
-async def consume(trainer: Trainer, settings: Settings, stop: asyncio.Event) -> None:
-    """Kafka loop: audit and feedback records in, offsets committed after they are learned."""
-    from aiokafka import AIOKafkaConsumer
+async def build_trainer(settings: Settings, client: Any) -> Trainer:
+    """The trainer with its stores, warm-started from the latest published snapshots."""
+    from engine.store.snapshots import SnapshotStore
+    from models.registry import REGISTRY, build, spec_for
 
-    audit, feedback = settings.topic("decisions.audit"), settings.topic("feedback")
-    consumer = AIOKafkaConsumer(
-        audit,
-        feedback,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=f"{settings.app_id}-trainer",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=100,
+    snapshots = SnapshotStore(client, settings)
+    attrs = (settings.model_attributes_numeric, settings.model_attributes_categorical)
+    models = {name: build(name, *attrs) for name in REGISTRY}
+    versions: dict[str, str] = {}
+    for name in REGISTRY:  # warm start: carry on from the latest published snapshot
+        latest = await snapshots.latest(name)
+        if latest is not None:
+            versions[name], models[name], _ = latest
+            log.info("warm start from %s", versions[name])
+    learner = Learner(models, {name: spec_for(name, *attrs) for name in REGISTRY})
+    trainer = Trainer(
+        settings, learner, FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s), snapshots
     )
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
-            for tp, records in batch.items():
-                for record in records:
-                    body = orjson.loads(record.value)
-                    if tp.topic == audit:
-                        await trainer.on_audit(body)
-                    else:
-                        await trainer.on_label(body)
-            await trainer.sweep()
-            await trainer.maybe_snapshot()
-            if batch:
-                await consumer.commit()
-            if trainer.metrics is not None:
-                await record_lag(consumer, trainer.metrics)
-    finally:
-        await trainer.maybe_snapshot(force=True)
-        await consumer.stop()
+    trainer.versions.update(versions)
+    return trainer
 
 
-async def record_lag(consumer: Any, metrics: TrainerMetrics) -> None:
-    """The trainer's lag per partition: high-water mark less its position. It commits
-    after each batch it has learned, so its position is its committed offset."""
-    for tp in consumer.assignment():
-        highwater = consumer.highwater(tp)
-        if highwater is None:
-            continue
-        position = await consumer.position(tp)
-        metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+async def quality_report(settings: Settings, client: Any, settle_s: float = 0.0) -> str | None:
+    """The trainer's quality report as text, None before it has written one.
+
+    With ``settle_s``, waits (at most that long) for its label counts to stop moving."""
+    from models.quality import render_report
+
+    store = FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s)
+    deadline, last, stable = time.monotonic() + settle_s, None, 0
+    while time.monotonic() < deadline and stable < 3:
+        await asyncio.sleep(max(settings.snapshot_interval_s, 1.0))
+        report = await store.load_quality()
+        counts = {k: v.get("labels") for k, v in report.items()}
+        stable = stable + 1 if counts == last and counts else 0
+        last = counts
+    summaries = await store.load_quality()
+    return render_report(summaries) if summaries else None

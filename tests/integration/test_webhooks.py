@@ -16,6 +16,8 @@ from engine.errors import ConfigError
 from engine.http.webhooks import WebhookSender, parse_targets, signature
 from engine.ops.infra import free_port
 
+pytestmark = pytest.mark.integration
+
 SECRET = "shared-secret-of-the-receiver"
 
 
