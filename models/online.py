@@ -5,8 +5,9 @@
   base rate, not River's 0.5).
 - :class:`FraudRisk`: a supervised :class:`OnlineLogit` trained on labels (positives
   weighted up: about 1 fraud in 600 transactions) blended with an unsupervised signal,
-  the customer's deviation from their own baseline, so a bank with no labels yet still
-  gets a useful score; the blend moves to the supervised model as fraud labels arrive.
+  the customer's deviation from their own baseline (``engine.domain.scoring.fraud_baseline``,
+  the built-in scorer's too, here with its terminal weight), so a bank with no labels yet
+  still gets a useful score; the blend moves to the supervised model as fraud labels arrive.
 - :class:`OfferPropensity`: one model per offer over shared inputs (``x["offer"]`` names
   the offer); the inputs are transformed once and every offer's head reads them, so
   scoring a dozen offers costs little more than one.
@@ -22,11 +23,12 @@ True
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from river import base, linear_model, optim, preprocessing
+
+from engine.domain.scoring import MODEL_FRAUD_WEIGHTS, fraud_baseline
 
 _SHRINK = 20.0  # labels after which the model's own estimate and the prior weigh the same
 
@@ -94,27 +96,14 @@ class OnlineLogit(base.Classifier):
         self.n_positive += int(positive)
 
 
-# Per-customer baseline deviation: log-odds added per unit of each signal (capped).
-_DEVIATION = {"new_device": 1.6, "night": 0.6, "pin_failures_1h": 0.9, "channel_switch": 0.3,
-              "terminal_changed": 0.4}  # fmt: skip
-
-
-def baseline_deviation(x: Mapping[Any, Any]) -> float:
-    """Unsupervised risk: how far this event is from the customer's own habits.
-
-    >>> round(baseline_deviation({"new_device": 1.0, "amount_ratio_30d": 8.0}), 3)
-    0.083
-    """
-    z = -6.0
-    for name, weight in _DEVIATION.items():
-        z += weight * min(float(x.get(name) or 0.0), 5.0)
-    z += 0.25 * min(max(float(x.get("amount_ratio_30d") or 0.0), 0.0), 20.0)
-    if float(x.get("speed_kmh") or -1.0) > 900:
-        z += 3.0
-    return 1.0 / (1.0 + math.exp(-z))
-
-
 class FraudRisk(base.Classifier):
+    """Supervised fraud blended with the baseline; with no fraud label yet, the baseline alone.
+
+    >>> x = {"new_device": 1.0, "terminal_changed": 1.0}
+    >>> FraudRisk().predict_proba_one(x)[True] == fraud_baseline(x, MODEL_FRAUD_WEIGHTS)
+    True
+    """
+
     def __init__(
         self,
         numeric: tuple[str, ...] = (),
@@ -129,7 +118,7 @@ class FraudRisk(base.Classifier):
         self.supervised = OnlineLogit(numeric, categorical, prior=0.002, positive_weight=positive_weight)
 
     def predict_proba_one(self, x: dict[Hashable, Any], **kwargs: Any) -> dict[base.typing.ClfTarget, float]:
-        anomaly = baseline_deviation(x)
+        anomaly = fraud_baseline(x, MODEL_FRAUD_WEIGHTS)
         positives = self.supervised.n_positive
         if positives == 0:
             p = anomaly

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.domain.decision import ActionKind, Verdict
 from engine.domain.policy import ArbitrationPolicy
+from engine.errors import BeaconError
 from engine.rules.celenv import Evaluator, Needs, lookup
 
 Sources = Mapping[str, Mapping[str, Any]]  # plain-Python twins of the CEL variables
@@ -24,8 +25,10 @@ OFFER_STAGES = ("eligibility", "applicability", "suitability")
 _TEMPLATE = re.compile(r"\{((?:event|state|profile|scores)\.[\w.]+)(?::([^{}]*))?\}")
 
 
-class RuleError(Exception):
-    """A rule failed at evaluation time (contained: counted as not matched, reported)."""
+class RuleError(BeaconError):
+    """A clause raised in :meth:`Clause.holds` (the load-time dry run reports it as a
+    ``RulePackError``). At decision time a clause that raises is contained instead:
+    counted as not matched and reported in :attr:`RuleOutcome.errors`."""
 
 
 @dataclass(frozen=True, slots=True)
