@@ -28,6 +28,7 @@ from typing import Any
 import cel
 
 from engine.domain.decision import VERDICT_ORDER
+from engine.domain.features import FEATURE_NAMES
 from engine.domain.state import CONTACT_WINDOW_S
 from engine.errors import BeaconError
 from engine.rules.celenv import EVENT_FIELDS, HELPERS, ROOTS, SCORE_FIELDS, flatten_source, references
@@ -146,8 +147,6 @@ class Checker:
         return Clause(source, flat, tuple(sorted(_ref_path(r) for r in refs)))
 
     def known_field(self, rule_id: str, what: str, root: str, name: str) -> None:
-        from engine.domain.features import FEATURE_NAMES  # late: features import the state layout
-
         known = {"event": EVENT_FIELDS, "state": FEATURE_NAMES, "scores": SCORE_FIELDS}.get(root)
         if known is not None and name not in known:
             close = difflib.get_close_matches(name, known, 1)
