@@ -163,7 +163,7 @@ def _http_publisher(bulk: BulkProducer, rt: Runtime) -> Callable[[Outcome], None
 
     def publish_now(outcome: Outcome) -> None:
         if outcome.decision is not None:  # a replay was audited when it was first decided
-            for topic, key, value in records_of(rt.settings, outcome.decision, outcome.timings_ms):
+            for topic, key, value in records_of(rt.settings, outcome):
                 bulk.publish(topic, key, value)
 
     def publish(outcome: Outcome) -> None:

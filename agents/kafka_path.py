@@ -22,9 +22,7 @@ from aiokafka.errors import KafkaError
 
 from agents.bulk import BulkProducer
 from engine.decide.degraded import Answered, answered, answered_by
-from engine.domain.decision import Decision
-from engine.domain.events import parse_event
-from engine.domain.labels import label_of
+from engine.domain.events import Event, parse_event
 from engine.errors import EventError, StoreError
 from engine.service.decisions import Outcome
 from engine.service.logs import ids, log_decision
@@ -87,7 +85,7 @@ class KafkaPath:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish(self, event: Any, ev: Any, raw: bytes, fut: asyncio.Future[Outcome]) -> None:
+    async def _finish(self, event: Any, ev: Event, raw: bytes, fut: asyncio.Future[Outcome]) -> None:
         try:
             outcome = await self._outcome(ev, fut)
             await self._deliver(event, outcome)
@@ -96,7 +94,7 @@ class KafkaPath:
             m.events.labels("kafka", ev.channel, ev.type, "replayed" if outcome.replayed else "decided").inc()
             if outcome.decision is not None:
                 if not isinstance(ev, Answered):  # an answered one was counted where it was answered
-                    m.observe_decision("kafka", outcome.decision)
+                    m.observe_decision("kafka", outcome.decision, outcome.label)
                 log_decision("kafka", outcome.decision)
         except Exception as exc:
             log.exception("decision for event %s failed; sending it to the DLQ", ev.event_id, extra=ids(ev))
@@ -133,7 +131,7 @@ class KafkaPath:
                 await asyncio.sleep(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)])
                 attempt += 1
 
-    async def _outcome(self, ev: Any, fut: asyncio.Future[Outcome]) -> Outcome:
+    async def _outcome(self, ev: Event, fut: asyncio.Future[Outcome]) -> Outcome:
         """Await the decision, retrying while Redis is unavailable (nothing is dropped)."""
         attempt = 0
         while True:
@@ -161,7 +159,7 @@ class KafkaPath:
             )
         records: list[Any] = []
         if outcome.decision is not None:  # a replay was audited when it was first decided
-            records = await publish_audit_and_alerts(self.bulk, self.rt, outcome.decision, outcome.timings_ms)
+            records = await publish_audit_and_alerts(self.bulk, self.rt, outcome)
         return answer, records
 
     async def _ack_after(self, deliveries: list[Any], event: Any) -> None:
@@ -172,22 +170,21 @@ class KafkaPath:
             log.exception("DLQ delivery failed; the record will be redelivered")
 
 
-async def publish_audit_and_alerts(
-    bulk: BulkProducer, rt: Runtime, decision: Decision, timings_ms: dict[str, float]
-) -> list[Any]:
+async def publish_audit_and_alerts(bulk: BulkProducer, rt: Runtime, outcome: Outcome) -> list[Any]:
     """Queue the audit record and alerts of a fresh decision; returns the delivery futures."""
-    return [await bulk.send(*record) for record in records_of(rt.settings, decision, timings_ms)]
+    return [await bulk.send(*record) for record in records_of(rt.settings, outcome)]
 
 
-def records_of(
-    s: Settings, decision: Decision, timings_ms: dict[str, float]
-) -> list[tuple[str, bytes, bytes]]:
+def records_of(s: Settings, outcome: Outcome) -> list[tuple[str, bytes, bytes]]:
     """(topic, key, value) of what a fresh decision publishes besides the channel's answer:
-    its audit record, its alerts, and the label of an outcome reported by a channel."""
+    its audit record, its alerts, and the label of an outcome reported by a channel
+    (nothing for a replay: that was published when it was first decided)."""
+    decision, label = outcome.decision, outcome.label
+    if decision is None:
+        return []
     key = decision.event.customer_id.encode()
-    records = [(s.topic("decisions.audit"), key, decision.audit_bytes(timings_ms))]
+    records = [(s.topic("decisions.audit"), key, decision.audit_bytes(outcome.timings_ms))]
     records += [(s.topic("risk.alerts"), key, decision.alert_bytes(alert)) for alert in decision.alerts]
-    label = label_of(decision.event)
     if label is not None:  # the trainer learns from it
         records.append((s.topic("feedback"), key, orjson.dumps(label)))
     return records

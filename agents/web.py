@@ -17,7 +17,7 @@ from engine.http.api import Api, Reply, error
 from engine.http.guard import ANONYMOUS, SESSION_COOKIE, Guard
 from engine.http.ratelimit import RateLimiter
 from engine.service.metrics import Metrics
-from engine.store.alerts import AlertDesk
+from engine.store.base import AlertInbox
 from engine.store.users import AuthError, AuthStore, Principal, TooManyLogins
 
 _SSE_HEARTBEAT_S = 15.0
@@ -219,7 +219,7 @@ async def login(auth: AuthStore, body: bytes, remote: str) -> Reply:
     return Reply(200, orjson.dumps({"session": session, "user": name}))
 
 
-async def stream_changes(request: Any, desk: AlertDesk) -> Any:
+async def stream_changes(request: Any, desk: AlertInbox) -> Any:
     """Server-sent events: one ``alert`` event per change, a comment every 15 s to keep
     proxies from closing an idle stream. Ends when the client goes away."""
     from aiohttp import web

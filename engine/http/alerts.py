@@ -16,8 +16,8 @@ import orjson
 from engine.errors import StoreError
 from engine.http.api import Reply, error
 from engine.service.metrics import Metrics
-from engine.store.alerts import DISPOSITIONS, STATUSES, AlertDesk, AlertFilter, AlertMoveError, labels_of
-from engine.store.state import StateStore
+from engine.store.alerts import DISPOSITIONS, STATUSES, AlertFilter, AlertMoveError, labels_of
+from engine.store.base import AlertInbox, CustomerState
 
 _ACTIONS = ("ack", "assign", "escalate", "resolve", "snooze")
 _NAME_MAX = 100
@@ -26,8 +26,8 @@ _NOTE_MAX = 2000
 
 @dataclass
 class AlertApi:
-    desk: AlertDesk
-    store: StateStore
+    desk: AlertInbox
+    store: CustomerState
     publish_labels: Callable[[list[dict[str, Any]]], Awaitable[None]]
     metrics: Metrics | None = None
 

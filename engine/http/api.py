@@ -18,6 +18,7 @@ import orjson
 from engine.decide.degraded import decide_without_state
 from engine.domain.decision import Decision
 from engine.domain.events import Event, parse_event
+from engine.domain.labels import label_of
 from engine.errors import EventError, StoreError
 from engine.service.batching import Overloaded
 from engine.service.decisions import DecisionService, Outcome
@@ -90,7 +91,7 @@ class Api:
             return self._degraded(event, body, explain, started)
         self.on_decision(outcome)
         if outcome.decision is not None:
-            self.metrics.observe_decision("http", outcome.decision)
+            self.metrics.observe_decision("http", outcome.decision, outcome.label)
             log_decision("http", outcome.decision)
         self.metrics.events.labels(
             "http", event.channel, event.type, "replayed" if outcome.replayed else "decided"
@@ -107,7 +108,7 @@ class Api:
         decision = decide_without_state(event, rules, self.service.scorer, self.service.policy)
         self.on_degraded(decision, raw)
         self.metrics.events.labels("http", event.channel, event.type, "unavailable").inc()
-        self.metrics.observe_decision("http", decision)
+        self.metrics.observe_decision("http", decision, label_of(event))  # answered without an outcome
         log_decision("http", decision)
         self.metrics.decision_latency.labels("http").observe(time.perf_counter() - started)
         view = decision.explained_view() if explain else decision.channel_view()

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from engine.errors import StoreError
 from engine.http.api import Reply, error
-from engine.store.users import AuthStore, Principal
+from engine.store.base import Credentials
+from engine.store.users import Principal
 
 ANONYMOUS = Principal("anonymous", "risk_admin")
 SCRAPER = Principal("prometheus", "viewer")  # the settings' metrics_token: /metrics only
@@ -20,7 +21,7 @@ SESSION_COOKIE = "beacon_session"
 
 
 class Guard:
-    def __init__(self, store: AuthStore, required: bool, metrics_token: str = "") -> None:
+    def __init__(self, store: Credentials, required: bool, metrics_token: str = "") -> None:
         self.store = store
         self.required = required
         self._metrics_token = metrics_token.encode()

@@ -9,12 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from engine.decide.degraded import as_answered
 from engine.decide.pipeline import DecisionPolicy, decide, prepare
 from engine.domain.decision import Decision
 from engine.domain.events import Event
+from engine.domain.labels import label_of
 from engine.domain.scoring import Scorer
 from engine.domain.state import Snapshot
 from engine.errors import StoreError
@@ -22,28 +23,32 @@ from engine.rules.ruleset import RuleSet
 from engine.service.batching import MicroBatcher
 from engine.service.metrics import Metrics
 from engine.settings import Settings
-from engine.store import codec as commit
-from engine.store.state import StateStore
+from engine.store.base import CustomerState
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The answer to one event. ``decision`` is None for a replay of a stored one."""
+    """The answer to one event. ``decision`` is None for a replay of a stored one.
+
+    ``label`` is what a fresh decision's event teaches the models (``label_of``, computed
+    once here): the metrics count offer responses from it and the Kafka path publishes it
+    to ``feedback``. None for a replay and for the many events that carry none."""
 
     event: Event
     body: bytes  # the channel view, exactly what the channel receives
     decision: Decision | None
     replayed: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+    label: dict[str, Any] | None = None
 
 
 class DecisionService:
     def __init__(
         self,
         settings: Settings,
-        store: StateStore,
+        store: CustomerState,
         rules: RuleSet | None,
         scorer: Scorer,
         metrics: Metrics | None = None,
@@ -80,17 +85,12 @@ class DecisionService:
             "decide_ms": round((t3 - t1) * 1000, 3),  # models and rules together, as before
         }
         fresh = [(k, r) for k, r in results.items() if isinstance(r, Decision)]
-        replies = await self._stored(
-            self.store.commit(
-                [d.event.customer_id for _, d in fresh],
-                [commit.payload(d, rules.offer_index, stage) for _, d in fresh],
-            )
-        )
+        done = await self._stored(self.store.commit([d for _, d in fresh], rules.offer_index, stage))
         t4 = time.perf_counter()
         committed: dict[tuple[str, str], Decision | bytes] = dict(results)
         bodies: dict[tuple[str, str], bytes] = {k: r for k, r in results.items() if isinstance(r, bytes)}
-        for (key, decision), reply in zip(fresh, replies, strict=True):
-            committed[key], bodies[key] = commit.apply(decision, reply)
+        for (key, _), (decision, body) in zip(fresh, done, strict=True):
+            committed[key], bodies[key] = decision, body
         if self.metrics is not None:
             m = self.metrics
             m.batch_size.observe(len(events))
@@ -151,6 +151,6 @@ def _outcomes(
         if key in seen or isinstance(result, bytes):
             outcomes.append(Outcome(event, bodies[key], None, replayed=True, timings_ms=timings))
         else:
-            outcomes.append(Outcome(event, bodies[key], result, timings_ms=timings))
+            outcomes.append(Outcome(event, bodies[key], result, timings_ms=timings, label=label_of(event)))
         seen.add(key)
     return outcomes

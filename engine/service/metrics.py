@@ -16,6 +16,9 @@ and typologies by the published rule pack, partitions by the topics' partition c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -29,7 +32,6 @@ from prometheus_client.process_collector import ProcessCollector
 
 from engine import __version__
 from engine.domain.decision import Decision
-from engine.domain.labels import label_of
 
 # Fine enough for single milliseconds at the low end, up to the 2.5 s of a stalled path.
 LATENCY_BUCKETS = (
@@ -267,8 +269,9 @@ class Metrics:
     def decided(self, path: str, channel: str, verdict: str, action: str) -> None:
         self.decisions.labels(path, channel, verdict, action).inc()
 
-    def observe_decision(self, path: str, decision: Decision) -> None:
-        """Count a fresh decision once (a replayed one was counted when it was made)."""
+    def observe_decision(self, path: str, decision: Decision, label: Mapping[str, Any] | None) -> None:
+        """Count a fresh decision once (a replayed one was counted when it was made);
+        ``label`` is its event's (``engine.domain.labels.label_of``, as the outcome carries it)."""
         event = decision.event
         shown = decision.actions or ((decision.fallback,) if decision.fallback else ())
         self.decided(path, event.channel, decision.risk.verdict, shown[0].kind if shown else "none")
@@ -281,7 +284,6 @@ class Metrics:
         for alert in decision.alerts:
             typology = alert.typologies[0] if alert.typologies else "none"
             self.alerts.labels(alert.severity, alert.rule_id, typology).inc()
-        label = label_of(event)
         if label is not None and label["kind"] == "offer":
             # Both come from the channel: only the rule pack's offers and known answers
             # become label values, so a client cannot flood Prometheus with series.

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from engine.errors import StoreError
 from engine.settings import Settings
-from engine.store.snapshots import SnapshotStore
+from engine.store.base import SnapshotSource
 from models.errors import SigningKeyError, SnapshotRefused
 from models.metrics import ModelMetrics
 from models.signing import SnapshotVersion, check_name
@@ -40,7 +40,7 @@ class ModelWatcher:
 
     def __init__(
         self,
-        store: SnapshotStore,
+        store: SnapshotSource,
         install: Install,
         names: tuple[str, ...],
         settings: Settings,

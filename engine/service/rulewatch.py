@@ -25,7 +25,8 @@ from engine.rules.ruleset import RuleSet
 from engine.service.decisions import DecisionService
 from engine.service.metrics import Metrics
 from engine.settings import Settings
-from engine.store.rules import RuleStore, UnknownVersion, Version
+from engine.store.base import RuleSource
+from engine.store.rules import UnknownVersion, Version
 
 log = logging.getLogger("beacon.rules")
 
@@ -48,7 +49,7 @@ class RuleWatcher:
 
     def __init__(
         self,
-        store: RuleStore,
+        store: RuleSource,
         service: DecisionService,
         settings: Settings,
         metrics: Metrics,

@@ -28,6 +28,7 @@ from typing import Any
 
 from engine.domain.decision import decision_id_of
 from engine.settings import Settings
+from engine.store.base import FeedbackLedger
 from engine.store.feedback import FeedbackStore
 from models.learner import MONETARY_TYPES, Learner, inputs_of
 from models.trainer_metrics import TrainerMetrics
@@ -41,7 +42,7 @@ _CHURN_LABEL_EVERY_S = 86400.0
 
 class Trainer:
     def __init__(
-        self, settings: Settings, learner: Learner, feedback: FeedbackStore, snapshots: Any = None
+        self, settings: Settings, learner: Learner, feedback: FeedbackLedger, snapshots: Any = None
     ) -> None:
         self.s = settings
         self.learner = learner

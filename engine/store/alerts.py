@@ -8,14 +8,8 @@ assigned / escalated -> resolved (disposition fraud, legitimate or needs_informa
 Every change is one Lua script that checks the move and appends to the alert's audit
 trail in the same step; the trail is never rewritten.
 
-Keys (``P`` the key prefix; ``{P:alerts}`` one slot, so a script may touch them all)::
-
-    P:alerts:{P:alerts}:a:<id>       the alert (JSON)                        TTL alert_retention_s
-    P:alerts:{P:alerts}:audit:<id>   its audit trail, append-only            TTL alert_retention_s
-    P:alerts:{P:alerts}:g:<cust>|<g> the open group of a customer            TTL alert_group_window_s
-    P:alerts:{P:alerts}:seen:<id>    incoming alert ids (redelivery)         TTL alert_retention_s
-    P:alerts:{P:alerts}:by_time      zset id -> created ms (listing)         trimmed to retention
-    P:alerts:{P:alerts}:sla          zset id -> escalation deadline ms       removed when acted on
+Keys: :class:`engine.store.keys.DeskKeys` (one slot for the whole desk); a snooze sets
+the commit script's suppression key, :func:`engine.store.keys.suppression`.
 """
 
 from __future__ import annotations
@@ -31,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from engine.errors import BeaconError, StoreError
+from engine.store import keys
 from engine.store.cancel import raise_if_cancelling
 from engine.store.redisio import guarded, text
 
@@ -72,12 +67,12 @@ class AlertDesk:
     def __init__(self, client: aioredis.Redis, key_prefix: str, retention_s: int, group_window_s: int,
                  sla_s: Mapping[str, float]) -> None:  # fmt: skip
         self._r = client
-        self._cust_prefix = key_prefix
-        self._p = f"{key_prefix}:alerts:{{{key_prefix}:alerts}}"
+        self.key_prefix = key_prefix
+        self.keys = keys.DeskKeys.of(key_prefix)
         self.retention_s = retention_s
         self.group_window_s = group_window_s
         self.sla_s = dict(sla_s)
-        self.channel = f"{key_prefix}:alerts:changed"  # pub/sub: every raise, group and move
+        self.channel = self.keys.channel  # pub/sub: every raise, group and move
         lua = resources.files("engine.store").joinpath("lua")
         self._raise = client.register_script(lua.joinpath("alert_raise.lua").read_text())
         self._move = client.register_script(lua.joinpath("alert_move.lua").read_text())
@@ -89,8 +84,8 @@ class AlertDesk:
         record["group"] = typologies[0] if typologies else record["rule_id"]
         sla = self.sla_s.get(str(record.get("severity")), 0.0)
         deadline = now_ms + int(sla * 1000) if sla > 0 else 0
-        keys = [f"{self._p}:seen:", f"{self._p}:a:", f"{self._p}:audit:", f"{self._p}:g:",
-                f"{self._p}:by_time", f"{self._p}:sla", f"{self._p}:backlog"]  # fmt: skip
+        k = self.keys
+        script_keys = [k.seen, k.alerts, k.audits, k.groups, k.by_time, k.sla, k.backlog]
         args: list[bytes | int | str] = [
             orjson.dumps(record),
             self.group_window_s,
@@ -100,19 +95,15 @@ class AlertDesk:
             _EVENTS_KEPT,
             self.channel,
         ]
-        reply = await self._call(self._raise(keys=keys, args=args))
+        reply = await self._call(self._raise(keys=script_keys, args=args))
         return text(reply[0]), text(reply[1])
 
     async def move(self, alert_id: str, action: str, who: str, now_ms: int, note: str = "",
                    assignee: str = "", disposition: str = "") -> dict[str, Any]:  # fmt: skip
-        keys = [
-            f"{self._p}:a:{alert_id}",
-            f"{self._p}:audit:{alert_id}",
-            f"{self._p}:sla",
-            f"{self._p}:backlog",
-        ]
+        k = self.keys
+        script_keys = [k.alert(alert_id), k.audit(alert_id), k.sla, k.backlog]
         args: list[str | int] = [action, who, now_ms, note, assignee, disposition, self.channel]
-        reply = await self._call(self._move(keys=keys, args=args))
+        reply = await self._call(self._move(keys=script_keys, args=args))
         if text(reply[0]) == "error":
             raise AlertMoveError(text(reply[1]))
         return _doc(orjson.loads(reply[1]))
@@ -121,7 +112,7 @@ class AlertDesk:
         """Unresolved alerts by (severity, status), kept by the raise and move scripts.
         Alerts that expire unresolved (after ``retention_s``) stay counted: at 90 days,
         a backlog that old is itself the finding."""
-        raw = await self._call(self._r.hgetall(f"{self._p}:backlog"))
+        raw = await self._call(self._r.hgetall(self.keys.backlog))
         out: dict[tuple[str, str], int] = {}
         for key, value in raw.items():
             severity, _, status = text(key).partition("|")
@@ -129,11 +120,11 @@ class AlertDesk:
         return out
 
     async def get(self, alert_id: str) -> dict[str, Any] | None:
-        raw = await self._call(self._r.get(f"{self._p}:a:{alert_id}"))
+        raw = await self._call(self._r.get(self.keys.alert(alert_id)))
         return _doc(orjson.loads(raw)) if raw else None
 
     async def audit(self, alert_id: str) -> list[dict[str, Any]]:
-        raw = await self._call(self._r.lrange(f"{self._p}:audit:{alert_id}", 0, -1))
+        raw = await self._call(self._r.lrange(self.keys.audit(alert_id), 0, -1))
         return [orjson.loads(r) for r in raw]
 
     async def find(
@@ -149,11 +140,11 @@ class AlertDesk:
         out: list[dict[str, Any]] = []
         while len(out) < limit:
             ids = await self._call(
-                self._r.zrevrangebyscore(f"{self._p}:by_time", hi, lo, start=0, num=200, withscores=True)
+                self._r.zrevrangebyscore(self.keys.by_time, hi, lo, start=0, num=200, withscores=True)
             )
             if not ids:
                 break
-            docs = await self._call(self._r.mget([f"{self._p}:a:{text(i)}" for i, _ in ids]))
+            docs = await self._call(self._r.mget([self.keys.alert(text(i)) for i, _ in ids]))
             for raw in docs:
                 if raw:
                     doc = _doc(orjson.loads(raw))
@@ -167,17 +158,17 @@ class AlertDesk:
     async def note(self, alert_id: str, who: str, now_ms: int, action: str, note: str) -> None:
         """An entry in the audit trail that changes no state (a snooze, for one)."""
         entry = {"at": now_ms, "who": who, "action": action, "from": None, "to": None, "note": note}
-        await self._call(self._r.rpush(f"{self._p}:audit:{alert_id}", orjson.dumps(entry)))
+        await self._call(self._r.rpush(self.keys.audit(alert_id), orjson.dumps(entry)))
 
     async def due_escalations(self, now_ms: int) -> list[str]:
         """Alerts whose SLA ran out while still open."""
-        ids = await self._call(self._r.zrangebyscore(f"{self._p}:sla", "-inf", now_ms, start=0, num=100))
+        ids = await self._call(self._r.zrangebyscore(self.keys.sla, "-inf", now_ms, start=0, num=100))
         return [text(i) for i in ids]
 
     async def snooze(self, customer_id: str, rule_id: str, seconds: int) -> None:
         """No alert of this rule for this customer for a while (the commit script's
         suppression key: the verdict still applies, only the alert is held back)."""
-        key = f"{self._cust_prefix}:{{{customer_id}}}:sup:{rule_id}"
+        key = keys.suppression(self.key_prefix, customer_id, rule_id)
         await self._call(self._r.set(key, "snoozed", ex=seconds))
 
     @contextlib.asynccontextmanager

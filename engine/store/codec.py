@@ -1,14 +1,28 @@
-"""The commit step's wire forms: what the commit script needs, and what it answers.
+"""The wire forms of the state scripts: what they are sent and what they answer.
 
-The script (engine/store/lua/commit.lua) picks the actions under their contact-policy caps
+Ingest (engine/store/lua/ingest.lua) gets each event in a compact form
+(:func:`ingest_payload`) and answers, per event, the facts, windows, profile and contact
+history the decision needs, which :func:`snapshot_from_reply` turns into a
+:class:`~engine.domain.state.Snapshot`. Both scripts get the deployment's settings as
+their first argument (:func:`script_config`).
+
+Commit (engine/store/lua/commit.lua) picks the actions under their contact-policy caps
 and the alerts outside their suppression windows, then stores the channel's answer.
 It builds that answer by splicing the picked JSON fragments into the body prepared
-here, so what it stores for a repeated event is byte for byte what the channel got.
+by :func:`commit_payload`, so what it stores for a repeated event is byte for byte what
+the channel got; :func:`apply_commit` turns its reply into the decision as committed.
 
+The reads of :meth:`engine.store.state.StateStore.customer_view` are decoded here too
+(:func:`customer_view`, :func:`window_tallies`). Pure: no Redis calls here.
+
+>>> snap = snapshot_from_reply({"windows": [], "contact": ["d1|gold|atm", "100.0"]}, "atm", "login")
+>>> snap.contacts, snap.duplicate
+((('d1|gold|atm', 100.0),), False)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -16,12 +30,181 @@ from typing import Any
 import orjson
 
 from engine.domain.decision import Action, Decision
+from engine.domain.events import Event
+from engine.domain.state import CONTACT_WINDOW_S, MARKED, WINDOWS, Snapshot, Tally, to_cents
 from engine.rules.ruleset import Dropped, Offer
+from engine.settings import Settings
+from engine.store.redisio import text
 
 _MARKS = (b'"\\u0000A\\u0000"', b'"\\u0000B\\u0000"', b'"\\u0000C\\u0000"')
+PIN_BOUND = 50  # PIN failures kept per customer (24 h)
+DEVICE_CUSTOMERS_BOUND = 100  # customers kept per device (24 h)
 
 
-def payload(decision: Decision, offers: dict[str, Offer], timings_ms: dict[str, float]) -> bytes:
+def script_config(settings: Settings) -> bytes:
+    """The first argument of both scripts: windows, bounds, TTLs and the key prefix."""
+    return orjson.dumps(
+        {
+            "windows": [[w.name, w.bucket_s, w.buckets] for w in WINDOWS],
+            "channels": list(settings.channels),
+            "state_ttl": settings.state_ttl_s,
+            "dedupe_ttl": settings.dedupe_ttl_s,
+            "profile_ttl": settings.profile_ttl_s,
+            "known_devices": settings.known_devices,
+            "recent_events": settings.recent_events,
+            "recent_decisions": settings.recent_decisions,
+            "recent_pins": PIN_BOUND,
+            "contact_window": CONTACT_WINDOW_S,
+            "contact_history": settings.contact_history,
+            "open_alerts": settings.open_alerts,
+            "marked": list(MARKED),
+            "key_prefix": settings.key_prefix,
+            "device_customers": DEVICE_CUSTOMERS_BOUND,
+        }
+    )
+
+
+def ingest_payload(event: Event) -> bytes:
+    """The compact form of an event the ingest script reads."""
+    out: dict[str, Any] = {"id": event.event_id, "ch": event.channel, "ty": event.type}
+    out["ts"] = event.ts
+    if event.amount is not None:
+        out["amt"] = to_cents(event.amount)
+    if event.device_id:
+        out["dev"] = event.device_id
+    if event.terminal_id:
+        out["term"] = event.terminal_id
+    if event.geo is not None:
+        out["lat"], out["lon"] = event.geo.lat, event.geo.lon
+    if event.type == "offer_response":
+        action, response = event.attributes.get("action_id"), event.attributes.get("response")
+        if isinstance(action, str) and isinstance(response, str):
+            out["act"], out["resp"] = action, response
+    out["cid"] = event.customer_id
+    out["summary"] = orjson.dumps(event_summary(event)).decode()
+    return orjson.dumps(out)
+
+
+def event_summary(event: Event) -> dict[str, Any]:
+    """What the customer's recent-interactions list keeps of an event."""
+    summary: dict[str, Any] = {
+        "event_id": event.event_id,
+        "ts": event.ts,
+        "channel": event.channel,
+        "type": event.type,
+    }
+    for name in ("amount", "device_id", "terminal_id"):
+        value = getattr(event, name)
+        if value is not None:
+            summary[name] = value
+    return summary
+
+
+def snapshot_from_reply(reply: dict[str, Any], channel: str, etype: str) -> Snapshot:
+    """Turn one element of the ingest script's reply into a :class:`Snapshot`."""
+    duplicate = bool(reply.get("dup"))
+    stored_decision: bytes | None = None
+    facts: dict[str, Any] = reply.get("facts") or {}
+    if duplicate:
+        stored = orjson.loads(reply["stored"])
+        if stored.get("pending"):
+            facts = stored.get("facts") or {}  # first delivery never finished: redo
+        else:
+            stored_decision = reply["stored"].encode()
+    profile_raw = reply.get("profile")
+    contacts = reply.get("contact") or []
+    return Snapshot(
+        windows=_window_summary(reply.get("windows") or [], channel, etype),
+        last=_as_map(facts.get("last")),
+        device_known=facts.get("device_known"),
+        devices=int(facts.get("devices") or 0),
+        pin_failures_1h=int(reply.get("pin_recent") or 0),
+        contacts=tuple((str(contacts[i]), float(contacts[i + 1])) for i in range(0, len(contacts), 2)),
+        open_alerts=int(reply.get("open_alerts") or 0),
+        profile=orjson.loads(profile_raw) if profile_raw else {},
+        seen={str(k): float(v) for k, v in _as_map(facts.get("seen")).items()},
+        device_customers_24h=int(reply.get("dev_customers") or 0),
+        duplicate=duplicate,
+        stored_decision=stored_decision,
+    )
+
+
+def _as_map(value: Any) -> dict[str, str]:
+    # cjson encodes an empty Lua table as {} but an empty HGETALL as []
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _window_summary(summary: list[Any], channel: str, etype: str) -> dict[str, dict[str, Tally]]:
+    """The script's per-window numbers (see ``window_summary`` in ingest.lua) as tallies."""
+    if not summary:
+        return {}
+    out: dict[str, dict[str, Tally]] = {}
+    for w, (all_c, all_a, ch_c, ch_a, ty_c, ty_a) in zip(WINDOWS, summary, strict=False):
+        out[w.name] = {
+            "all": Tally(int(all_c), int(all_a)),
+            "ch:" + channel: Tally(int(ch_c), int(ch_a)),
+            "ty:" + etype: Tally(int(ty_c), int(ty_a)),
+        }
+    complaints = int(summary[len(WINDOWS)])
+    if complaints and etype != "complaint":
+        out["7d"]["ty:complaint"] = Tally(complaints, 0)
+    return out
+
+
+def window_tallies(pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, Tally]]:
+    """Parse the totals hash (``<window>|<dim>|c|a`` fields) into tallies per window.
+
+    The total over all events, ``all``, is the sum over channels: every event has
+    exactly one channel, so the script need not store it.
+
+    >>> w = window_tallies([("1h|ch:atm|c", "2"), ("1h|ch:atm|a", "500"), ("1h|ch:mobile|c", "1"),
+    ...                     ("1h|_hi", "9"), ("1h|ty:login|c", "1")])
+    >>> w["1h"]["all"], w["1h"]["ty:login"]
+    (Tally(count=3, cents=500), Tally(count=1, cents=0))
+    """
+    raw: dict[str, dict[str, list[int]]] = {}
+    for key, value in pairs:
+        window, _, rest = key.partition("|")
+        dim, _, kind = rest.rpartition("|")
+        if not dim:
+            continue  # window metadata (_hi, _lo)
+        slot = raw.setdefault(window, {}).setdefault(dim, [0, 0])
+        slot[0 if kind == "c" else 1] = int(value)
+    out: dict[str, dict[str, Tally]] = {}
+    for window, dims in raw.items():
+        tallies = {dim: Tally(c, a) for dim, (c, a) in dims.items() if c or a}
+        channels = [t for dim, t in tallies.items() if dim.startswith("ch:")]
+        if channels:
+            tallies["all"] = Tally(sum(t.count for t in channels), sum(t.cents for t in channels))
+        out[window] = tallies
+    return out
+
+
+def customer_view(customer_id: str, replies: Sequence[Any]) -> dict[str, Any]:
+    """The unified view from the customer's keys, read in this order: profile, last,
+    devices (with scores), recent events, recent decisions, open alerts, PIN failures
+    (a count) and the window totals."""
+    profile, last, devices, recent, decisions, alerts, pins, totals = replies
+    windows = window_tallies((text(a), text(b)) for a, b in totals.items())
+    return {
+        "customer_id": customer_id,
+        "profile": orjson.loads(profile) if profile else None,
+        "last_seen": {text(a): text(b) for a, b in last.items()},
+        "devices": [{"device_id": text(d), "last_seen": ts} for d, ts in devices],
+        "recent_pin_failures": pins,
+        "windows": {
+            w.name: {
+                dim: {"count": t.count, "amount": t.amount} for dim, t in windows.get(w.name, {}).items()
+            }
+            for w in WINDOWS
+        },
+        "recent_interactions": [orjson.loads(x) for x in recent],
+        "recent_decisions": [orjson.loads(x) for x in decisions],
+        "open_alerts": sorted((orjson.loads(a) for a in alerts), key=lambda a: a["alert_id"]),
+    }
+
+
+def commit_payload(decision: Decision, offers: Mapping[str, Offer], timings_ms: dict[str, float]) -> bytes:
     """One decision's argument to the commit script."""
     ev = decision.event
     view = decision.channel_view(timings_ms)
@@ -81,7 +264,7 @@ def _candidate(action: Action, offer: Offer | None) -> dict[str, Any]:
     }
 
 
-def apply(decision: Decision, reply: dict[str, Any]) -> tuple[Decision, bytes]:
+def apply_commit(decision: Decision, reply: dict[str, Any]) -> tuple[Decision, bytes]:
     """The decision as committed (actions shown, alerts raised, caps explained) and its body."""
     picked = [int(i) for i in _as_list(reply.get("picked"))]
     capped = {int(i): str(why) for i, why in _as_list(reply.get("capped"))}

@@ -5,15 +5,8 @@ Every worker reads its rules from here, so a publish reaches them all (see
 Redis INCR), ``digest`` is :func:`engine.rules.pack.bundle_digest` of the files, so the
 name alone says which bundle a decision ran (``versions.rules``).
 
-Keys (``P`` is ``settings.key_prefix``; ``{P}`` is a Redis Cluster hash tag, so every
-key below lives in one slot and one script may change them all at once)::
-
-    P:rules:{P}:seq       INCR counter of publishes                  bound: one integer
-    P:rules:{P}:current   the current version                         bound: one string
-    P:rules:{P}:bundles   hash version -> {"digest", "files"}         bound: KEEP_VERSIONS fields
-    P:rules:{P}:ranks     zset version -> ms it last became current   bound: KEEP_VERSIONS members
-    P:rules:{P}:history   list of JSON entries, newest first          bound: HISTORY_CAP entries
-    P:rules:changed       pub/sub channel: the version just made current
+Keys: :class:`engine.store.keys.RuleKeys` (one slot, so one script may change them all
+at once, and the pub/sub channel ``P:rules:changed``).
 
 No key has a TTL: rules must not vanish; each is bounded instead. The bundles kept
 are those most recently made current, and the current one is never dropped.
@@ -44,6 +37,7 @@ from redis.exceptions import RedisError
 from engine.errors import BeaconError, StoreError
 from engine.rules.pack import bundle_digest
 from engine.store.cancel import raise_if_cancelling
+from engine.store.keys import RuleKeys
 from engine.store.redisio import redis_errors, text
 
 KEEP_VERSIONS = 50
@@ -142,37 +136,6 @@ class Version:
         if not m:
             raise UnknownVersion(f"{name!r} is not a rules version (they look like v12-0123456789ab)")
         return cls(int(m[1]), m[2])
-
-
-@dataclass(frozen=True)
-class RuleKeys:
-    """Key names of one deployment (``key_prefix``).
-
-    >>> RuleKeys.of("beacon").current, RuleKeys.of("beacon").channel
-    ('beacon:rules:{beacon}:current', 'beacon:rules:changed')
-    """
-
-    seq: str
-    current: str
-    bundles: str
-    ranks: str
-    history: str
-    channel: str
-
-    @classmethod
-    def of(cls, key_prefix: str) -> RuleKeys:
-        base = f"{key_prefix}:rules:{{{key_prefix}}}"
-        return cls(
-            f"{base}:seq",
-            f"{base}:current",
-            f"{base}:bundles",
-            f"{base}:ranks",
-            f"{base}:history",
-            f"{key_prefix}:rules:changed",
-        )
-
-    def writes(self) -> list[str]:
-        return [self.seq, self.current, self.bundles, self.ranks, self.history]
 
 
 def _files(raw: Any, version: str) -> dict[str, str]:

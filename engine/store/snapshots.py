@@ -5,17 +5,9 @@ One trainer per model publishes; every scoring worker loads the current version 
 forks. Signing and verification live in ``models/signing.py``; a snapshot is unpickled
 only after its HMAC verifies, and a refused one raises :class:`SnapshotRefused`.
 
-Keys (``P`` is ``settings.key_prefix``, ``N`` the model name; ``{P:N}`` is a Redis
-Cluster hash tag: one model's keys share one slot, so one script may change them all,
-and different models spread over the cluster)::
-
-    P:models:{P:N}:seq        INCR counter of publishes              bound: one integer
-    P:models:{P:N}:current    the current version                     bound: one string
-    P:models:{P:N}:records    hash version -> "<hmac hex>.<manifest>"  bound: keep fields
-    P:models:{P:N}:payloads   hash version -> pickled model            bound: keep fields
-    P:models:{P:N}:ranks      zset version -> n                        bound: keep members
-    P:models:{P:N}:history    list of JSON entries, newest first       bound: history_cap entries
-    P:models:changed          pub/sub channel: the version just made current
+Keys: :class:`engine.store.keys.ModelKeys` (``N`` the model name; one model's keys share
+one slot, so one script may change them all, and different models spread over the
+cluster; every model's new versions are announced on ``P:models:changed``).
 
 No key has a TTL (a model must not vanish while workers are down); each is bounded
 instead, and one payload is at most ``max_bytes``. The kept versions are the ``keep``
@@ -46,11 +38,11 @@ from redis.exceptions import RedisError
 from engine.errors import StoreError
 from engine.settings import Settings
 from engine.store.cancel import raise_if_cancelling
+from engine.store.keys import ModelKeys, model_channel
 from engine.store.redisio import redis_errors, text
 from models.errors import ModelError, SigningKeyError, SnapshotConflict, SnapshotRefused, UnknownSnapshot
 from models.signing import (
     SnapshotVersion,
-    check_name,
     key_id,
     pickle_model,
     seal,
@@ -60,7 +52,6 @@ from models.signing import (
 
 __all__ = [
     "ANY",
-    "ModelKeys",
     "Notifications",
     "SigningKeyError",
     "SnapshotConflict",
@@ -119,45 +110,6 @@ return {v, redis.call('HGET', KEYS[2], v), redis.call('HGET', KEYS[3], v)}
 
 
 @dataclass(frozen=True)
-class ModelKeys:
-    """Key names of one model in one deployment.
-
-    >>> k = ModelKeys.of("beacon", "risk")
-    >>> k.current, k.channel
-    ('beacon:models:{beacon:risk}:current', 'beacon:models:changed')
-    """
-
-    seq: str
-    current: str
-    records: str
-    payloads: str
-    ranks: str
-    history: str
-    channel: str
-
-    @classmethod
-    def of(cls, key_prefix: str, name: str) -> ModelKeys:
-        check_name(name)
-        base = f"{key_prefix}:models:{{{key_prefix}:{name}}}"
-        return cls(
-            f"{base}:seq",
-            f"{base}:current",
-            f"{base}:records",
-            f"{base}:payloads",
-            f"{base}:ranks",
-            f"{base}:history",
-            channel_of(key_prefix),
-        )
-
-    def all(self) -> list[str]:
-        return [self.seq, self.current, self.records, self.payloads, self.ranks, self.history]
-
-
-def channel_of(key_prefix: str) -> str:
-    return f"{key_prefix}:models:changed"
-
-
-@dataclass(frozen=True)
 class SnapshotInfo:
     """One stored version as its manifest describes it (listing only: not verified)."""
 
@@ -196,7 +148,7 @@ class SnapshotStore:
         self.keep = keep
         self.history_cap = history_cap
         self.max_bytes = max_bytes
-        self.channel = channel_of(settings.key_prefix)
+        self.channel = model_channel(settings.key_prefix)
         self._publish = client.register_script(_PUBLISH)
         self._current = client.register_script(_CURRENT)
 

@@ -5,12 +5,7 @@ Secrets are stored only as hashes: tokens (32 random bytes) as SHA-256, password
 scrypt and a per-user salt; comparisons are constant-time; nothing secret is logged.
 A token reads ``bk_<id>_<secret>``: the id finds the record, the secret proves it.
 
-Keys (``P`` the key prefix)::
-
-    P:auth:{P:auth}:users          hash name -> {role, salt, hash, created}      bound: the users created
-    P:auth:{P:auth}:tokens         hash id -> {role, channel, name, hash}        bound: the tokens created
-    P:auth:{P:auth}:s:<sha256>     a login session -> {user, role}               TTL session_ttl_s
-    P:auth:{P:auth}:tries:<who>    failed logins in the current minute           TTL 60 s
+Keys: :class:`engine.store.keys.AuthKeys`.
 
 >>> allowed("channel", "decide"), allowed("channel", "read")
 (True, False)
@@ -31,6 +26,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from engine.errors import BeaconError
+from engine.store.keys import AuthKeys
 from engine.store.redisio import guarded
 
 PERMISSIONS = {
@@ -77,7 +73,7 @@ def _scrypt(password: str, salt: bytes) -> str:
 class AuthStore:
     def __init__(self, client: aioredis.Redis, key_prefix: str, session_ttl_s: int = 8 * 3600) -> None:
         self._r = client
-        self._p = f"{key_prefix}:auth:{{{key_prefix}:auth}}"
+        self.keys = AuthKeys.of(key_prefix)
         self.session_ttl_s = session_ttl_s
 
     async def add_user(self, name: str, role: str, password: str) -> None:
@@ -93,7 +89,7 @@ class AuthStore:
             raise AuthError("passwords have at least 12 characters")
         salt = secrets.token_bytes(16)
         record = {"role": role, "salt": salt.hex(), "hash": _scrypt(password, salt), "created": time.time()}
-        await self._call(self._r.hset(f"{self._p}:users", name, orjson.dumps(record)))
+        await self._call(self._r.hset(self.keys.users, name, orjson.dumps(record)))
 
     async def add_token(self, role: str, name: str, channel: str | None = None) -> str:
         """A new API token; the plaintext is returned once and never stored."""
@@ -109,18 +105,18 @@ class AuthStore:
             "hash": _sha(secret),
             "created": time.time(),
         }
-        await self._call(self._r.hset(f"{self._p}:tokens", token_id, orjson.dumps(record)))
+        await self._call(self._r.hset(self.keys.tokens, token_id, orjson.dumps(record)))
         return f"bk_{token_id}_{secret}"
 
     async def users(self) -> dict[str, dict[str, Any]]:
-        raw = await self._call(self._r.hgetall(f"{self._p}:users"))
+        raw = await self._call(self._r.hgetall(self.keys.users))
         return {k.decode(): {"role": orjson.loads(v)["role"]} for k, v in raw.items()}
 
     async def token_principal(self, token: str) -> Principal | None:
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != "bk":
             return None
-        raw = await self._call(self._r.hget(f"{self._p}:tokens", parts[1]))
+        raw = await self._call(self._r.hget(self.keys.tokens, parts[1]))
         if not raw:
             _sha(parts[2])  # the same work whether or not the id exists
             return None
@@ -133,27 +129,27 @@ class AuthStore:
         """A session token for a person, or AuthError; at most 5 failures a minute per
         user and per address."""
         for who in (f"u:{name}", f"ip:{remote}"):
-            tries = await self._call(self._r.get(f"{self._p}:tries:{who}"))
+            tries = await self._call(self._r.get(self.keys.tries(who)))
             if tries and int(tries) >= _LOGIN_TRIES_PER_MINUTE:
                 raise TooManyLogins("too many failed logins; wait a minute")
-        raw = await self._call(self._r.hget(f"{self._p}:users", name))
+        raw = await self._call(self._r.hget(self.keys.users, name))
         record = orjson.loads(raw) if raw else {"salt": "00" * 16, "hash": "", "role": ""}
         ok = hmac.compare_digest(_scrypt(password, bytes.fromhex(record["salt"])), record["hash"]) and bool(
             raw
         )
         if not ok:
             for who in (f"u:{name}", f"ip:{remote}"):
-                key = f"{self._p}:tries:{who}"
+                key = self.keys.tries(who)
                 await self._call(self._r.incr(key))
                 await self._call(self._r.expire(key, 60))
             raise AuthError("wrong user name or password")
         session = secrets.token_urlsafe(32)
         body = orjson.dumps({"user": name, "role": record["role"]})
-        await self._call(self._r.set(f"{self._p}:s:{_sha(session)}", body, ex=self.session_ttl_s))
+        await self._call(self._r.set(self.keys.session(_sha(session)), body, ex=self.session_ttl_s))
         return session
 
     async def session_principal(self, session: str) -> Principal | None:
-        raw = await self._call(self._r.get(f"{self._p}:s:{_sha(session)}"))
+        raw = await self._call(self._r.get(self.keys.session(_sha(session))))
         if not raw:
             return None
         record = orjson.loads(raw)

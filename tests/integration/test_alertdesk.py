@@ -10,6 +10,7 @@ import pytest
 
 from engine.settings import Settings
 from engine.store.alerts import AlertDesk, AlertFilter, AlertMoveError, labels_of
+from engine.store.keys import suppression
 from engine.store.redisio import connect
 from tests.helpers import isolated
 
@@ -99,5 +100,5 @@ async def test_listing_filters_and_pages(desk: AlertDesk) -> None:
 
 async def test_snooze_holds_back_the_rule_for_the_customer(desk: AlertDesk, infra: Settings) -> None:
     await desk.snooze("C9", "pin_bruteforce", 3600)
-    ttl = await desk._r.ttl(f"{desk._cust_prefix}:{{C9}}:sup:pin_bruteforce")
+    ttl = await desk._r.ttl(suppression(desk.key_prefix, "C9", "pin_bruteforce"))
     assert 3500 < ttl <= 3600

@@ -22,8 +22,9 @@ from engine.errors import StoreError
 from engine.ops.launcher import isolated
 from engine.service.modelwatch import ModelWatcher
 from engine.settings import Settings
+from engine.store.keys import ModelKeys
 from engine.store.redisio import connect
-from engine.store.snapshots import ANY, ModelKeys, SnapshotStore
+from engine.store.snapshots import ANY, SnapshotStore
 from models.errors import ModelError, SigningKeyError, SnapshotConflict, SnapshotRefused
 from models.metrics import ModelMetrics
 from models.signing import SnapshotVersion, key_id

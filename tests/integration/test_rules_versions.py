@@ -23,8 +23,9 @@ from engine.service.decisions import DecisionService
 from engine.service.metrics import Metrics
 from engine.service.rulewatch import RuleWatcher
 from engine.settings import Settings
+from engine.store.keys import RuleKeys
 from engine.store.redisio import connect
-from engine.store.rules import RuleKeys, RuleStore, UnknownVersion
+from engine.store.rules import RuleStore, UnknownVersion
 from engine.store.state import StateStore
 from tests.helpers import running_worker
 from tests.rulebundles import broken, bundle, version_of, write

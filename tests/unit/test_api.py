@@ -4,56 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from engine.domain.events import Event
 from engine.domain.scoring import BuiltinScorer
-from engine.domain.state import Snapshot
-from engine.errors import StoreError
 from engine.http.api import Api
 from engine.service.decisions import DecisionService
 from engine.service.metrics import Metrics
 from engine.settings import Settings
+from tests.fakes import FakeState
 from tests.unit.rulefixture import fixture_rules
 
 
-class FakeStore:
-    def __init__(self, fail: bool = False, stall: asyncio.Event | None = None) -> None:
-        self.fail = fail
-        self.stall = stall  # a hung Redis: ingest waits until it is set
-        self.ingested: list[str] = []
-        self.entered = asyncio.Event()  # set once a batch has reached the store
-
-    async def ingest(self, events: Sequence[Event]) -> list[Snapshot]:
-        self.entered.set()
-        if self.fail:
-            raise StoreError("redis down")
-        if self.stall is not None:
-            await self.stall.wait()
-        self.ingested += [e.event_id for e in events]
-        return [Snapshot(windows={}) for _ in events]
-
-    async def commit(self, customer_ids: Sequence[str], payloads: Sequence[bytes]) -> list[dict[str, Any]]:
-        # No caps, no suppression: the first candidates, as the commit script would pick.
-        replies = []
-        for raw in payloads:
-            p = orjson.loads(raw)
-            picked = list(range(min(p["max"], len(p["cands"]))))
-            frags = [p["cands"][i]["frag"] for i in picked] or [p["fallback"]["frag"]]
-            alerts = ",".join(a["frag"] for a in p["alerts"])
-            body = f"{p['head']}[{','.join(frags)}]{p['mid']}[{alerts}]{p['mid2']}[{p['dropped']}]{p['tail']}"
-            replies.append(
-                {"body": body, "picked": picked, "capped": [], "alerts": list(range(len(p["alerts"])))}
-            )
-        return replies
-
-
-def api_with(store: FakeStore, **settings: object) -> Api:
+def api_with(store: FakeState, **settings: Any) -> Api:
     s = Settings.build(env={}, **settings)
-    service = DecisionService(s, store, fixture_rules(), BuiltinScorer())  # type: ignore[arg-type]
+    service = DecisionService(s, store, fixture_rules(), BuiltinScorer())
     return Api(service, Metrics(), lambda: {"redis": True, "broker": False, "rules": True})
 
 
@@ -64,7 +30,7 @@ def body(event_id: str = "a1") -> bytes:
 
 
 async def test_decision_ok() -> None:
-    api = api_with(FakeStore())
+    api = api_with(FakeState())
     api.service.batcher.start()
     reply = await api.post_decision(body())
     assert reply.status == 200 and orjson.loads(reply.body)["event_id"] == "a1"
@@ -72,7 +38,7 @@ async def test_decision_ok() -> None:
 
 
 async def test_store_down_is_a_degraded_answer_and_the_event_is_handed_on() -> None:
-    api = api_with(FakeStore(fail=True))
+    api = api_with(FakeState(fail=True))
     handed_on: list[tuple[str, bytes]] = []
     api.on_degraded = lambda decision, raw: handed_on.append((decision.decision_id, raw))
     api.service.batcher.start()
@@ -95,7 +61,7 @@ async def test_a_hung_store_is_answered_within_the_budget_and_nothing_is_dropped
     (its audit must still go out); the one still queued never reaches Redis (the Kafka
     path decides it from the republished event)."""
     stall = asyncio.Event()
-    store = FakeStore(stall=stall)
+    store = FakeState(stall=stall)
     api = api_with(store, decision_timeout_s=0.05)
     orphans: list[str] = []
     api.service.batcher.on_orphan = lambda event, outcome: orphans.append(event.event_id)
@@ -113,7 +79,7 @@ async def test_a_hung_store_is_answered_within_the_budget_and_nothing_is_dropped
 
 
 async def test_full_queue_is_429_with_retry_after() -> None:
-    api = api_with(FakeStore(), batch_max=1)  # a queue of 8, and the decision loop is not running
+    api = api_with(FakeState(), batch_max=1)  # a queue of 8, and the decision loop is not running
     waiting = [asyncio.create_task(api.post_decision(body(f"e{i}"))) for i in range(8)]
     await asyncio.sleep(0)  # let the eight take their places in the queue
     last = await api.post_decision(body("e8"))
@@ -124,7 +90,7 @@ async def test_full_queue_is_429_with_retry_after() -> None:
 
 
 def test_readiness_reports_each_check() -> None:
-    reply = api_with(FakeStore()).readyz()
+    reply = api_with(FakeState()).readyz()
     assert reply.status == 503 and orjson.loads(reply.body) == {
         "ready": False,
         "checks": {"redis": True, "broker": False, "rules": True},

@@ -14,6 +14,7 @@ import pytest
 
 from engine.decide.pipeline import DecisionPolicy, decide
 from engine.domain.events import Event
+from engine.domain.labels import label_of
 from engine.domain.scoring import BuiltinScorer
 from engine.domain.state import Snapshot
 from engine.errors import ConfigError
@@ -71,8 +72,9 @@ def test_a_decision_is_counted_by_verdict_action_rule_and_offer() -> None:
     m.rules_version(rules.version, frozenset(rules.offer_ids))
     event = Event("e1", "c1", "atm", "pin_failure", TS)
     d = decide(event, Snapshot(windows={}, pin_failures_1h=3), rules, BuiltinScorer(), DecisionPolicy())
-    m.observe_decision("kafka", d)
-    kind = (d.actions or (d.fallback,))[0].kind  # type: ignore[index]
+    m.observe_decision("kafka", d, label_of(event))
+    shown = d.actions or ((d.fallback,) if d.fallback else ())
+    kind = shown[0].kind
     labels = {"path": "kafka", "channel": "atm", "verdict": "block", "action": kind}
     assert m.registry.get_sample_value("beacon_decisions_total", labels) == 1.0
     fire = {"rule": "pin_bruteforce", "severity": "high"}
@@ -91,9 +93,8 @@ def test_offer_responses_take_label_values_from_the_rule_pack_only() -> None:
     ):
         attrs = {"decision_id": f"d{i}", "action_id": action, "response": response}
         event = Event(f"r{i}", "c1", "mobile", "offer_response", TS, attributes=attrs)
-        m.observe_decision(
-            "http", decide(event, Snapshot(windows={}), rules, BuiltinScorer(), DecisionPolicy())
-        )
+        decision = decide(event, Snapshot(windows={}), rules, BuiltinScorer(), DecisionPolicy())
+        m.observe_decision("http", decision, label_of(event))
     got = {
         (s.labels["offer"], s.labels["response"]): s.value
         for f in m.registry.collect()

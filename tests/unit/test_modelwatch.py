@@ -12,36 +12,7 @@ from engine.service.modelwatch import ModelWatcher
 from engine.settings import Settings
 from models.errors import SigningKeyError, SnapshotRefused, UnknownSnapshot
 from models.metrics import ModelMetrics
-
-
-class FakeSnapshotStore:
-    """The calls ModelWatcher makes, over a dict of (model or refusal) per version."""
-
-    def __init__(self) -> None:
-        self.pointer: dict[str, str] = {}
-        self.snapshots: dict[str, object] = {}  # version -> model, or an exception to raise
-        self.fetches = 0
-        self.fail: Exception | None = None
-
-    def put(self, name: str, number: int, model: object) -> str:
-        version = f"{name}-v{number}-{number:012x}"
-        self.snapshots[version], self.pointer[name] = model, version
-        return version
-
-    async def current_version(self, name: str) -> str | None:
-        if self.fail:
-            raise self.fail
-        return self.pointer.get(name)
-
-    async def latest(self, name: str) -> tuple[str, object, dict[str, object]] | None:
-        self.fetches += 1
-        version = self.pointer.get(name)
-        if version is None:
-            return None
-        model = self.snapshots[version]
-        if isinstance(model, Exception):
-            raise model
-        return version, model, {}
+from tests.fakes import FakeSnapshotStore
 
 
 def make(
@@ -55,7 +26,7 @@ def make(
         installed[name] = (version, model)
 
     settings = Settings.build(env={}, model_poll_s=0.01)
-    watcher = ModelWatcher(store, install, names, settings, ModelMetrics())  # type: ignore[arg-type]
+    watcher = ModelWatcher(store, install, names, settings, ModelMetrics())
     return watcher, store, installed
 
 

@@ -14,32 +14,9 @@ from engine.service.decisions import DecisionService
 from engine.service.metrics import Metrics
 from engine.service.rulewatch import RuleWatcher, compile_version
 from engine.settings import Settings
-from engine.store.rules import RuleKeys
+from engine.store.keys import RuleKeys
+from tests.fakes import FakeRuleStore, FakeState
 from tests.rulebundles import broken, bundle, version_of, write
-
-
-class FakeRuleStore:
-    """The calls RuleWatcher makes, over a dict of versions."""
-
-    def __init__(self) -> None:
-        self.versions: dict[str, dict[str, str]] = {}
-        self.pointer: str | None = None
-        self.reads = 0
-
-    def put(self, files: dict[str, str]) -> str:
-        version = version_of(len(self.versions) + 1, files)
-        self.versions[version], self.pointer = files, version
-        return version
-
-    async def current_version(self) -> str | None:
-        return self.pointer
-
-    async def current(self) -> tuple[str, dict[str, str]] | None:
-        self.reads += 1
-        return None if self.pointer is None else (self.pointer, self.versions[self.pointer])
-
-    async def seed_if_empty(self, files: dict[str, str], author: str, note: str = "") -> str | None:
-        return None if self.pointer else self.put(files)
 
 
 def watcher(
@@ -47,9 +24,9 @@ def watcher(
 ) -> tuple[RuleWatcher, FakeRuleStore, Metrics]:
     s = Settings.build(env={}, rules_dir=str(write(tmp_path, local or bundle("local"))), rules_poll_s=0.01)
     store, metrics = FakeRuleStore(), Metrics()
-    service = DecisionService(s, None, None, BuiltinScorer(), metrics)  # type: ignore[arg-type]
+    service = DecisionService(s, FakeState(), None, BuiltinScorer(), metrics)
     readiness = {"redis": True, "broker": True, "rules": False}
-    return RuleWatcher(store, service, s, metrics, readiness), store, metrics  # type: ignore[arg-type]
+    return RuleWatcher(store, service, s, metrics, readiness), store, metrics
 
 
 def failures(metrics: Metrics) -> float | None:
@@ -110,7 +87,7 @@ async def test_invalid_local_packs_are_not_seeded(tmp_path: Path) -> None:
 
 async def test_http_answers_503_until_rules_are_loaded() -> None:
     s = Settings.build(env={})
-    service = DecisionService(s, None, None, BuiltinScorer())  # type: ignore[arg-type]
+    service = DecisionService(s, FakeState(), None, BuiltinScorer())
     api = Api(service, Metrics(), lambda: {"redis": True, "broker": True, "rules": False})
     reply = await api.post_decision(b"{}")
     assert reply.status == 503 and b'"not_ready"' in reply.body and reply.headers == {"Retry-After": "1"}

@@ -1,4 +1,4 @@
-"""Parsing the ingest script's reply, and features built from it."""
+"""Parsing the ingest script's reply (engine/store/codec.py), and features built from it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import orjson
 
 from engine.domain.events import Event, Geo
 from engine.domain.features import build_features
-from engine.domain.state import Snapshot, Tally, lua_payload, snapshot_from_reply, to_cents
+from engine.domain.state import Snapshot, Tally, to_cents
+from engine.store.codec import ingest_payload, snapshot_from_reply
 
 TS = 1_795_428_000.0
 
@@ -51,7 +52,7 @@ def test_cents_are_exact() -> None:
 
 def test_payload_is_compact_and_carries_amount_in_cents() -> None:
     ev = Event("e", "c", "atm", "withdrawal", TS, amount=12.34, terminal_id="T", geo=Geo(1.0, 2.0))
-    payload = orjson.loads(lua_payload(ev))
+    payload = orjson.loads(ingest_payload(ev))
     assert payload["amt"] == 1234 and payload["term"] == "T" and payload["lat"] == 1.0
 
 
