@@ -93,7 +93,7 @@ typecheck: install
 	$(BIN)/mypy engine agents models
 
 unit: install prometheus
-	$(BIN)/python -m pytest tests/unit tests/config engine models loadtest
+	$(BIN)/python -m pytest tests/unit tests/config engine models agents loadtest
 
 integration: install chromium prometheus
 	$(BIN)/python -m pytest tests/integration

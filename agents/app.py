@@ -30,9 +30,10 @@ _LAG_TICK_S = 5.0
 
 
 class BeaconApp(faust.App):
-    """A Faust app that carries the consumer fetch wait for agents.transport."""
+    """A Faust app that carries the consumer fetch waits for agents.transport: (busy ms,
+    idle ms, the topic whose records keep it busy)."""
 
-    beacon_fetch_max_wait_ms: int = 5
+    beacon_fetch_wait: tuple[int, int, str] = (5, 0, "")
 
 
 def create_app(rt: Runtime) -> BeaconApp:
@@ -57,7 +58,7 @@ def create_app(rt: Runtime) -> BeaconApp:
         topic_allow_declare=False,
         stream_buffer_maxsize=s.batch_max * 4,
     )
-    app.beacon_fetch_max_wait_ms = s.fetch_max_wait_ms
+    app.beacon_fetch_wait = (s.fetch_max_wait_ms, s.fetch_idle_wait_ms, s.topic("interactions"))
     interactions = app.topic(s.topic("interactions"), key_type=bytes, value_type=bytes)
     bulk = BulkProducer(s, rt.metrics)
     kafka_path = KafkaPath(app, rt, bulk)

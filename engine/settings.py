@@ -101,6 +101,9 @@ class Settings:
     retention_ms: int = 3_600_000
     batch_max: int = 256
     fetch_max_wait_ms: int = 5
+    # The worker's fetch wait after a second without records (agents/transport.py); 0 keeps
+    # fetch_max_wait_ms always.
+    fetch_idle_wait_ms: int = 50
     producer_linger_ms: float = 1.0  # decisions: a channel is waiting
     bulk_linger_ms: float = 50.0  # audit, alerts, DLQ: fewer, larger batches
     rebalance_timeout_s: float = 4.0
