@@ -89,7 +89,7 @@ class FakeState(CustomerState):
             picked = list(range(min(p["max"], len(p["cands"]))))
             actions = ",".join(p["cands"][i]["frag"] for i in picked) or p["fallback"]["frag"]
             alerts = ",".join(a["frag"] for a in p["alerts"])
-            body = f"{p['head']}[{actions}]{p['mid']}[{alerts}]{p['mid2']}[{p['dropped']}]{p['tail']}"
+            body = f"{p['head']}[{actions}]{p['mid']}[{alerts}]{p['tail']}"
             reply = {"body": body, "picked": picked, "capped": [], "alerts": list(range(len(p["alerts"])))}
             final, stored = codec.apply_commit(decision, reply)
             self.answers[(decision.event.channel, decision.event.event_id)] = stored

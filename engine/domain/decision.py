@@ -103,7 +103,10 @@ class Decision:
     explanation: dict[str, Any] = field(default_factory=dict)  # rules that fired, with values
 
     def channel_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
-        """What the channel system receives (HTTP body, ``decisions.<channel>``).
+        """What the channel system receives (HTTP body, ``decisions.<channel>``): actions,
+        risk, alerts, versions. Lean on purpose: which offers did not make it and why is
+        the bank's eligibility logic, for ``?explain=true`` and ``decisions.audit``, not for
+        every ATM (and not worth building, storing and sending for each decision).
 
         ``timings_ms`` are the stage times of the batch the decision was made in."""
         ev = self.event
@@ -117,7 +120,6 @@ class Decision:
             "alerts": [a.to_dict() for a in self.alerts],
             "versions": self.versions,
             "degraded": self.degraded,
-            "dropped": [d.short() for d in self.dropped],
             "timing_ms": timings_ms or {},
         }
 

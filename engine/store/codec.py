@@ -36,7 +36,7 @@ from engine.rules.ruleset import Dropped, Offer
 from engine.settings import Settings
 from engine.store.redisio import text
 
-_MARKS = (b'"\\u0000A\\u0000"', b'"\\u0000B\\u0000"', b'"\\u0000C\\u0000"')
+_MARKS = (b'"\\u0000A\\u0000"', b'"\\u0000B\\u0000"')
 PIN_BOUND = 50  # PIN failures kept per customer (24 h)
 DEVICE_CUSTOMERS_BOUND = 100  # customers kept per device (24 h)
 
@@ -208,8 +208,8 @@ def commit_payload(decision: Decision, offers: Mapping[str, Offer], timings_ms: 
     """One decision's argument to the commit script."""
     ev = decision.event
     view = decision.channel_view(timings_ms)
-    view["actions"], view["alerts"], view["dropped"] = "\x00A\x00", "\x00B\x00", "\x00C\x00"
-    head, mid, mid2, tail = _split(orjson.dumps(view), list(_MARKS))
+    view["actions"], view["alerts"] = "\x00A\x00", "\x00B\x00"
+    head, mid, tail = _split(orjson.dumps(view), list(_MARKS))
     summary = orjson.dumps(decision.summary_head())
     fallback = decision.fallback or Action(f"{ev.channel}_default", "fallback", 0.0, {"channel": ev.channel})
     return orjson.dumps(
@@ -222,9 +222,7 @@ def commit_payload(decision: Decision, offers: Mapping[str, Offer], timings_ms: 
             "max": decision.max_actions,
             "head": head.decode(),
             "mid": mid.decode(),
-            "mid2": mid2.decode(),
             "tail": tail.decode(),
-            "dropped": ",".join(orjson.dumps(d.short()).decode() for d in decision.dropped),
             "sumhead": summary[:-1].decode() + ',"actions":[',
             "fallback": {"id": fallback.id, "frag": orjson.dumps(fallback.to_dict()).decode()},
             "cands": [_candidate(a, offers.get(a.id)) for a in decision.actions],

@@ -49,7 +49,9 @@ def login(i: int, customer: str = "c1", ts: float | None = None, **kw: object) -
 async def _shown(service: DecisionService, event: Event) -> tuple[list[str], dict[str, str]]:
     [outcome] = await service.decide_batch([event])
     body = orjson.loads(outcome.body)
-    return [a["id"] for a in body["actions"]], {d["id"]: d["why"] for d in body["dropped"]}
+    assert "dropped" not in body and outcome.decision is not None  # caps are explained in the audit
+    audit = orjson.loads(outcome.decision.audit_bytes(outcome.timings_ms))
+    return [a["id"] for a in body["actions"]], {d["id"]: d["why"] for d in audit["explain"]["dropped"]}
 
 
 async def test_per_offer_cap_then_fallback_and_the_reason_is_explained(service: DecisionService) -> None:

@@ -8,7 +8,7 @@
 --      same answer) and append it to the customer's bounded history.
 -- Counters live in Redis beside the rolling state, so two workers never overshoot.
 -- KEYS[i] is the customer's key prefix; ARGV[1] the config (JSON); ARGV[i+1] decision i:
---   {dd, did, ts, ch, day, max, head, mid, mid2, tail, dropped, sumhead, fallback={id,frag},
+--   {dd, did, ts, ch, day, max, head, mid, tail, sumhead, fallback={id,frag},
 --    cands=[{id, frag, caps=[[kind,max,window,label]...], cool, daily}],
 --    alerts=[{id, rule, frag, inbox, sup}]}
 -- Returns, per decision, {body, picked=[index...], capped=[[index, why]...], alerts=[index...]}.
@@ -133,13 +133,9 @@ for i, p in ipairs(KEYS) do
   local r = cjson.decode(ARGV[i + 1])
   local picked, capped_out, action_frags, action_ids = pick(p, r)
   local raised, alert_frags, alert_rules = raise_alerts(p, r)
-  local dropped = r.dropped
-  for _, c in ipairs(capped_out) do
-    local d = '{"id":"' .. r.cands[c[1] + 1].id .. '","stage":"contact_policy","why":"' .. c[2] .. '"}'
-    dropped = dropped .. (dropped == '' and '' or ',') .. d
-  end
+  -- The channel's answer: what was shown and raised (caps are explained in the audit).
   local body = r.head .. '[' .. table.concat(action_frags, ',') .. ']' .. r.mid .. '['
-    .. table.concat(alert_frags, ',') .. ']' .. r.mid2 .. '[' .. dropped .. ']' .. r.tail
+    .. table.concat(alert_frags, ',') .. ']' .. r.tail
   -- XX: never resurrect a dedupe key that expired; KEEPTTL: keep the ingest TTL.
   redis.call('SET', p .. ':dd:' .. r.dd, body, 'XX', 'KEEPTTL')
   local dc = p .. ':decisions'
