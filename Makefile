@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 RATE ?= 500
 DURATION ?= 30
 
-.PHONY: chromium prometheus rules-check bench-rules install demo up test check lint typecheck unit integration bench loadtest clean
+.PHONY: chromium prometheus wrk rules-check bench-rules install demo up test check lint typecheck unit integration bench loadtest clean
 
 # The console's browser test drives Debian's Chromium (Playwright never downloads one).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+# `make bench` drives the HTTP path with Debian's wrk (loadtest.wrkbench, loadtest/wrk.lua).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q wrk; }
 
 # The alerting rules are tested with Debian's promtool, the Alertmanager config with its
 # amtool, and tests/integration/test_prometheus.py runs a real /usr/bin/prometheus.
@@ -98,9 +102,10 @@ unit: install prometheus
 integration: install chromium prometheus
 	$(BIN)/python -m pytest tests/integration
 
-bench: install
+bench: install wrk
 	$(BIN)/python -m loadtest.bench --out BENCHMARKS.md
 	$(BIN)/python -m loadtest.rulebench --out BENCHMARKS.md
+	$(BIN)/python -m loadtest.wrkbench --out BENCHMARKS.md
 
 bench-rules: install
 	$(BIN)/python -m loadtest.rulebench --out BENCHMARKS.md
