@@ -27,6 +27,7 @@ from loadtest.tables import (
     rss,
     scaling,
     settings_rows,
+    splice_section,
     stages,
     sustainable,
     targets,
@@ -221,9 +222,4 @@ def restore_inf(results: dict[str, Any]) -> dict[str, Any]:
 
 def splice(existing: str, generated: str) -> str:
     """Replace the generated section of ``existing`` (or append one)."""
-    block = f"{BEGIN}\n{generated}\n{END}"
-    if BEGIN in existing and END in existing:
-        head, rest = existing.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        return head + block + tail
-    return existing.rstrip("\n") + "\n\n" + block + "\n"
+    return splice_section(existing, BEGIN, END, generated)

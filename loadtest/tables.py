@@ -447,3 +447,21 @@ def _sustained_text(kafka: dict[str, float], http: dict[str, float]) -> str:
 def rss(rss_mb: dict[str, dict[str, float]]) -> str:
     rows = [[name, v.get("start", "-"), v.get("max", "-"), v.get("end", "-")] for name, v in rss_mb.items()]
     return table(["process (sum over a group)", "RSS at start MB", "max MB", "at end MB"], rows)
+
+
+def splice_section(doc: str, begin: str, end: str, body: str, heading: str = "") -> str:
+    """``doc`` with the section between ``begin`` and ``end`` replaced by ``body``, or, when
+    it has none yet, with the section appended (under ``heading``, if given). Each
+    generator (bench, rulebench, wrkbench) rewrites only its own markers.
+
+    >>> splice_section("a\\n<b>\\nold\\n<e>\\nz\\n", "<b>", "<e>", "new")
+    'a\\n<b>\\nnew\\n<e>\\nz\\n'
+    >>> splice_section("a\\n", "<b>", "<e>", "new\\n", heading="## H")
+    'a\\n\\n## H\\n\\n<b>\\nnew\\n<e>\\n'
+    """
+    block = f"{begin}\n{body.rstrip(chr(10))}\n{end}"
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
+    lead = doc.rstrip() + "\n\n" if doc.strip() else ""
+    return lead + (heading + "\n\n" if heading else "") + block + "\n"
