@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -33,14 +34,34 @@ log = logging.getLogger("beacon.kafka")
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A record handed to the engine: the agent's event, what it parsed to, the decision's future."""
+
+    event: Any
+    ev: Event
+    raw: bytes
+    fut: asyncio.Future[Outcome]
+    dead: bool = False  # sent to the DLQ instead: not acknowledged here
+
+
 class KafkaPath:
+    """Records go to the engine one by one, in order, as the stream hands them over; the
+    rest is done per batch: the records that arrived together (one fetch's worth, up to
+    ``batch_max``) are awaited, published and acknowledged by one task, so a busy stream
+    costs one task, one wait for delivery and one acknowledgement pass per batch rather
+    than per record."""
+
     def __init__(self, app: Any, rt: Runtime, bulk: BulkProducer) -> None:
         self.app = app
         self.rt = rt
         self.bulk = bulk
         s = rt.settings
+        self._batch_max = s.batch_max
         self._in_flight = asyncio.Semaphore(s.batch_max * 4)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[_Pending] = []
+        self._flush_scheduled = False
         self._dlq = s.topic("interactions.dlq")
         self._decisions = {c: s.topic(f"decisions.{c}") for c in s.channels}
 
@@ -61,15 +82,32 @@ class KafkaPath:
         if decision_id is not None:
             ev = answered(ev, decision_id)
         await self._in_flight.acquire()
+        # Queued here, in the stream's order: a customer's events reach Redis as they came.
         fut = await self.rt.service.batcher.submit(ev)
-        task = asyncio.get_running_loop().create_task(self._finish(event, ev, raw, fut))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._pending.append(_Pending(event, ev, raw, fut))
+        if len(self._pending) >= self._batch_max:
+            self._flush()
+        elif not self._flush_scheduled:
+            # Runs once the agent has taken every record already fetched.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def drain(self) -> None:
         """Wait for in-flight records (graceful shutdown)."""
+        self._flush()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        if batch:
+            self._track(self._finish(batch))
+
+    def _track(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _dead_letter(self, event: Any, raw: bytes, err: EventError) -> None:
         self.rt.metrics.rejected("kafka", err.code)
@@ -81,55 +119,109 @@ class KafkaPath:
             ("beacon-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
         ]
         delivery = await self.bulk.send(self._dlq, msg.key, raw, headers)
-        task = asyncio.get_running_loop().create_task(self._ack_after([delivery], event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(self._ack_after([delivery], event))
 
-    async def _finish(self, event: Any, ev: Event, raw: bytes, fut: asyncio.Future[Outcome]) -> None:
+    async def _finish(self, batch: list[_Pending]) -> None:
         try:
-            outcome = await self._outcome(ev, fut)
-            await self._deliver(event, outcome)
-            event.ack()
-            m = self.rt.metrics
+            decided: list[tuple[_Pending, Outcome]] = []
+            for item in batch:
+                outcome = await self._decided(item)
+                if outcome is not None:
+                    decided.append((item, outcome))
+            await self._deliver(decided)
+            self._acknowledge(decided)
+        finally:
+            for _ in batch:
+                self._in_flight.release()
+
+    async def _decided(self, item: _Pending) -> Outcome | None:
+        """The record's outcome, or None once a record the engine could not decide is in the DLQ."""
+        try:
+            return await self._outcome(item.ev, item.fut)
+        except Exception as exc:  # noqa: BLE001 - a bug deciding one record must cost that record only
+            await self._bury(item, exc)
+            return None
+
+    async def _bury(self, item: _Pending, exc: Exception) -> None:
+        """A record the engine failed on goes to the DLQ with the reason (acknowledged once there)."""
+        ev = item.ev
+        log.exception("decision for event %s failed; sending it to the DLQ", ev.event_id, extra=ids(ev))
+        item.dead = True
+        err = EventError("internal_error", f"{type(exc).__name__}: {exc}")
+        await self._dead_letter(item.event, item.raw, err)
+
+    def _acknowledge(self, decided: list[tuple[_Pending, Outcome]]) -> None:
+        m = self.rt.metrics
+        for item, outcome in decided:
+            if item.dead:
+                continue
+            item.event.ack()
+            ev = outcome.event
             m.events.labels("kafka", ev.channel, ev.type, "replayed" if outcome.replayed else "decided").inc()
             if outcome.decision is not None:
                 if not isinstance(ev, Answered):  # an answered one was counted where it was answered
                     m.observe_decision("kafka", outcome.decision, outcome.label)
                 log_decision("kafka", outcome.decision)
-        except Exception as exc:
-            log.exception("decision for event %s failed; sending it to the DLQ", ev.event_id, extra=ids(ev))
-            await self._dead_letter(event, raw, EventError("internal_error", f"{type(exc).__name__}: {exc}"))
-        finally:
-            self._in_flight.release()
 
-    async def _deliver(self, event: Any, outcome: Outcome) -> None:
-        """Publish what the decision produced, retrying while the broker is unavailable:
-        the event is not at fault, so it gets no DLQ copy, and its offset waits."""
-        m = self.rt.metrics
-        attempt = 0
-        while True:
-            published = time.perf_counter()
+    async def _deliver(self, decided: list[tuple[_Pending, Outcome]]) -> None:
+        """Publish what the batch produced, retrying while the broker is unavailable: the
+        events are not at fault, so they get no DLQ copy, and their offsets wait. Only the
+        outcomes with a record not delivered are published again."""
+        attempt, todo = 0, decided
+        while todo:
             try:
-                answer, records = await self._publish(outcome)
-                # Latency is what the channel sees: until its decision record is delivered.
-                # The audit and alert records ride the bulk producer's linger; the offset is
-                # committed only once they are delivered too.
-                if answer is not None:
-                    await answer
-                    m.stage_latency.labels("publish").observe(time.perf_counter() - published)
-                    stamp = event.message.timestamp
-                    if stamp:
-                        m.decision_latency.labels("kafka").observe(max(time.time() - stamp, 0.0))
-                await asyncio.gather(*records)
-                m.broker.ok()
-                return
-            except KafkaError as exc:
-                m.broker.failed("produce")
-                if attempt == 0:
-                    log.warning("broker unavailable (%s); retrying event %s", exc, outcome.event.event_id,
-                                extra=ids(outcome.event))  # fmt: skip
-                await asyncio.sleep(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)])
-                attempt += 1
+                todo = await self._publish_batch(todo)
+                reason = "a delivery failed"
+            except KafkaError as exc:  # the producer refused to queue at all
+                reason = str(exc)
+            if not todo:
+                break
+            self.rt.metrics.broker.failed("produce")
+            if attempt == 0:
+                first = todo[0][1].event
+                log.warning("broker unavailable (%s); retrying %d event(s) from %s",
+                            reason, len(todo), first.event_id, extra=ids(first))  # fmt: skip
+            await asyncio.sleep(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)])
+            attempt += 1
+        self.rt.metrics.broker.ok()
+
+    async def _publish_batch(self, todo: list[tuple[_Pending, Outcome]]) -> list[tuple[_Pending, Outcome]]:
+        """Queue every record of the batch, wait for their delivery; returns the outcomes
+        with a record that failed."""
+        m = self.rt.metrics
+        published = time.perf_counter()
+        answers: list[tuple[_Pending, Any]] = []
+        records: list[list[Any]] = []
+        for item, outcome in todo:
+            try:
+                answer, others = await self._publish(outcome)
+            except KafkaError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - likewise a bug building one record's output
+                await self._bury(item, exc)
+                records.append([])
+                continue
+            if answer is not None:
+                answers.append((item, answer))
+            records.append(others)
+        # Latency is what the channel sees: until its decision record is delivered. The
+        # audit and alert records ride the bulk producer's linger; the offsets are
+        # committed only once they are delivered too.
+        await asyncio.gather(*(a for _, a in answers), return_exceptions=True)
+        now, elapsed = time.time(), time.perf_counter() - published
+        for item, answer in answers:
+            if not _failed(answer):
+                m.stage_latency.labels("publish").observe(elapsed)
+                stamp = item.event.message.timestamp
+                if stamp:
+                    m.decision_latency.labels("kafka").observe(max(now - stamp, 0.0))
+        await asyncio.gather(*(f for fs in records for f in fs), return_exceptions=True)
+        failed = {id(item) for item, answer in answers if _failed(answer)}
+        return [
+            (item, outcome)
+            for (item, outcome), fs in zip(todo, records, strict=True)
+            if not item.dead and (id(item) in failed or any(_failed(f) for f in fs))
+        ]
 
     async def _outcome(self, ev: Event, fut: asyncio.Future[Outcome]) -> Outcome:
         """Await the decision, retrying while Redis is unavailable (nothing is dropped)."""
@@ -188,6 +280,10 @@ def records_of(s: Settings, outcome: Outcome) -> list[tuple[str, bytes, bytes]]:
     if label is not None:  # the trainer learns from it
         records.append((s.topic("feedback"), key, orjson.dumps(label)))
     return records
+
+
+def _failed(delivery: asyncio.Future[Any]) -> bool:
+    return delivery.cancelled() or delivery.exception() is not None
 
 
 def _headers(message: Any) -> list[tuple[str, bytes]]:
