@@ -21,6 +21,7 @@ from engine.rules.ruleset import Offer
 from engine.settings import Settings
 from engine.store import codec, keys
 from engine.store.redisio import redis_errors
+from engine.store.scriptline import ScriptLine
 
 
 def _lua(name: str) -> str:
@@ -32,6 +33,7 @@ class StateStore:
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self._redis = client
+        self._line = ScriptLine(client)
         self._prefix = settings.key_prefix
         self._ingest = client.register_script(_lua("ingest.lua"))
         self._commit = client.register_script(_lua("commit.lua"))
@@ -45,7 +47,7 @@ class StateStore:
         customer_keys = [self.key(e.customer_id) for e in events]
         args = [self._config, *(codec.ingest_payload(e) for e in events)]
         with redis_errors("state ingest"):
-            raw = await self._ingest(keys=customer_keys, args=args)
+            raw = await self._line.run(self._ingest, customer_keys, args)
         return [
             codec.snapshot_from_reply(r, e.channel, e.type)
             for r, e in zip(orjson.loads(raw), events, strict=True)
@@ -63,7 +65,7 @@ class StateStore:
         customer_keys = [self.key(d.event.customer_id) for d in decisions]
         payloads = [codec.commit_payload(d, offers, timings_ms) for d in decisions]
         with redis_errors("decision commit"):
-            raw = await self._commit(keys=customer_keys, args=[self._config, *payloads])
+            raw = await self._line.run(self._commit, customer_keys, [self._config, *payloads])
         replies: list[dict[str, Any]] = orjson.loads(raw)
         return [codec.apply_commit(d, r) for d, r in zip(decisions, replies, strict=True)]
 
