@@ -17,12 +17,20 @@ _DECISION_NS = uuid.UUID("6f1c2f52-5b7e-4f0e-9d5c-2b8f5e0c9a11")
 
 
 def decision_id_for(event: Event) -> str:
-    """Stable per (channel, event_id): a redelivered event keeps its decision id."""
-    return decision_id_of(event.channel, event.event_id)
+    """Stable per (customer, channel, event id): a redelivered event keeps its decision id,
+    and two customers' events that share an id (one channel system's mistake) do not."""
+    return decision_id_of(event.customer_id, event.channel, event.event_id)
 
 
-def decision_id_of(channel: str, event_id: str) -> str:
-    """The decision id of an event known only by its channel and id (a fraud report's)."""
+def decision_id_of(customer_id: str, channel: str, event_id: str) -> str:
+    """The decision id of an event known by its customer, channel and id (a fraud report's)."""
+    return str(uuid.uuid5(_DECISION_NS, f"{customer_id}:{channel}:{event_id}"))
+
+
+def legacy_decision_id_of(channel: str, event_id: str) -> str:
+    """The id decisions made before 2026-12-03 got (channel and event id only): a fraud
+    report within the feedback window of an upgrade may refer to one of those. Remove
+    once every deployment has run the new ids for longer than ``feedback_ttl_s``."""
     return str(uuid.uuid5(_DECISION_NS, f"{channel}:{event_id}"))
 
 

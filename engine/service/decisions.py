@@ -26,6 +26,7 @@ from engine.settings import Settings
 from engine.store.base import CustomerState
 
 T = TypeVar("T")
+EventKey = tuple[str, str, str]  # customer, channel, event id: one event, however often delivered
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +88,8 @@ class DecisionService:
         fresh = [(k, r) for k, r in results.items() if isinstance(r, Decision)]
         done = await self._stored(self.store.commit([d for _, d in fresh], rules.offer_index, stage))
         t4 = time.perf_counter()
-        committed: dict[tuple[str, str], Decision | bytes] = dict(results)
-        bodies: dict[tuple[str, str], bytes] = {k: r for k, r in results.items() if isinstance(r, bytes)}
+        committed: dict[EventKey, Decision | bytes] = dict(results)
+        bodies: dict[EventKey, bytes] = {k: r for k, r in results.items() if isinstance(r, bytes)}
         for (key, _), (decision, body) in zip(fresh, done, strict=True):
             committed[key], bodies[key] = decision, body
         if self.metrics is not None:
@@ -119,13 +120,14 @@ class DecisionService:
     @staticmethod
     def _stored_or_new(
         events: Sequence[Event], snapshots: Sequence[Snapshot]
-    ) -> tuple[dict[tuple[str, str], Decision | bytes], list[tuple[tuple[str, str], Event, Snapshot]]]:
-        """Per distinct (channel, event_id): the body stored for a repeat, or a decision to make."""
-        results: dict[tuple[str, str], Decision | bytes] = {}
-        todo: list[tuple[tuple[str, str], Event, Snapshot]] = []
-        seen: set[tuple[str, str]] = set()
+    ) -> tuple[dict[EventKey, Decision | bytes], list[tuple[EventKey, Event, Snapshot]]]:
+        """Per distinct event (customer, channel, event id: a channel may reuse an id for two
+        customers): the body stored for a repeat, or a decision to make."""
+        results: dict[EventKey, Decision | bytes] = {}
+        todo: list[tuple[EventKey, Event, Snapshot]] = []
+        seen: set[EventKey] = set()
         for event, snap in zip(events, snapshots, strict=True):
-            key = (event.channel, event.event_id)
+            key = _event_key(event)
             if key in seen:  # the same event twice in one batch is decided once
                 continue
             seen.add(key)
@@ -136,17 +138,21 @@ class DecisionService:
         return results, todo
 
 
+def _event_key(event: Event) -> EventKey:
+    return (event.customer_id, event.channel, event.event_id)
+
+
 def _outcomes(
     events: Sequence[Event],
-    results: dict[tuple[str, str], Decision | bytes],
-    bodies: dict[tuple[str, str], bytes],
+    results: dict[EventKey, Decision | bytes],
+    bodies: dict[EventKey, bytes],
     timings: dict[str, float],
 ) -> list[Outcome]:
     """One outcome per input event; only the first copy of a fresh decision carries it."""
     outcomes: list[Outcome] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[EventKey] = set()
     for event in events:
-        key = (event.channel, event.event_id)
+        key = _event_key(event)
         result = results[key]
         if key in seen or isinstance(result, bytes):
             outcomes.append(Outcome(event, bodies[key], None, replayed=True, timings_ms=timings))

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from engine.domain.decision import decision_id_of
+from engine.domain.decision import decision_id_of, legacy_decision_id_of
 from engine.settings import Settings
 from engine.store.base import FeedbackLedger
 from engine.store.feedback import FeedbackStore
@@ -78,6 +78,15 @@ class Trainer:
             return float(inputs["ts"])
         return last_label
 
+    async def _reported_decision(self, label: Mapping[str, Any]) -> str | None:
+        """The id of the decision a fraud report refers to, if its inputs are remembered
+        (under the id decisions had before 2026-12-03 if need be, for the feedback window)."""
+        ref = (str(label["channel"]), str(label["event_id"]))
+        for did in (decision_id_of(str(label["customer_id"]), *ref), legacy_decision_id_of(*ref)):
+            if await self.fb.recall(did) is not None:
+                return did
+        return None
+
     async def on_label(self, label: Mapping[str, Any], retry: bool = False) -> None:
         self.clock = max(self.clock, float(label.get("ts") or 0.0))
         if not retry and not await self.fb.first_time(label):
@@ -86,8 +95,8 @@ class Trainer:
         if kind == "offer":
             await self._offer_label(label, retry)
         elif kind == "fraud":
-            did = decision_id_of(str(label["channel"]), str(label["event_id"]))
-            if await self.fb.recall(did) is None:
+            did = await self._reported_decision(label)
+            if did is None:
                 await self._park(label, retry)
                 return
             await self.fb.resolve_fraud(did)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from engine.domain.events import Event
@@ -76,6 +77,26 @@ async def test_same_event_twice_in_one_batch_is_decided_once(service: DecisionSe
     out = await service.decide_batch([ev(1, T0), ev(1, T0)])
     assert not out[0].replayed and out[1].replayed and out[0].body == out[1].body
     assert (await service.store.customer_view("c1"))["windows"]["24h"]["all"]["count"] == 1
+
+
+async def test_two_customers_with_the_same_event_id_each_get_their_own_decision(
+    service: DecisionService,
+) -> None:
+    """Issue 14, finding 5: one channel system reusing an event id for two customers in one
+    batch gave customer B customer A's answer and no alert of its own."""
+    out = await service.decide_batch(
+        [ev(7, T0, customer="cA"), ev(7, T0 + 1, customer="cB", type="pin_failure", terminal_id="T9")]
+    )
+    assert [o.replayed for o in out] == [False, False]
+    bodies = [orjson.loads(o.body) for o in out]
+    assert [b["customer_id"] for b in bodies] == ["cA", "cB"]
+    assert bodies[0]["decision_id"] != bodies[1]["decision_id"]
+    for customer in ("cA", "cB"):
+        view = await service.store.customer_view(customer)
+        assert len(view["recent_decisions"]) == 1
+    # A redelivery of either is still a replay of its own answer.
+    again = await service.decide_batch([ev(7, T0 + 1, customer="cB", type="pin_failure", terminal_id="T9")])
+    assert again[0].replayed and again[0].body == out[1].body
 
 
 async def test_state_is_bounded_and_every_key_expires(service: DecisionService) -> None:

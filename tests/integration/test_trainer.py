@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine.domain.decision import decision_id_of
+from engine.domain.decision import decision_id_of, legacy_decision_id_of
 from engine.service.trainer import Trainer
 from engine.settings import Settings
 from engine.store.feedback import FeedbackStore
@@ -37,7 +37,7 @@ def audit(
     event_id: str, ts: float, customer: str = "c1", etype: str = "transfer", shown: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     return {
-        "decision_id": decision_id_of("mobile", event_id),
+        "decision_id": decision_id_of(customer, "mobile", event_id),
         "customer_id": customer,
         "actions": [{"id": a, "kind": "offer"} for a in shown],
         "features": {"log_amount": 5.0, "segment": "mass", "channel": "mobile", "type": etype, "n_30d": 4},
@@ -46,7 +46,7 @@ def audit(
 
 
 def offer_label(event_id: str, action: str, response: str, ts: float) -> dict[str, Any]:
-    return {"kind": "offer", "decision_id": decision_id_of("mobile", event_id), "action_id": action,
+    return {"kind": "offer", "decision_id": decision_id_of("c1", "mobile", event_id), "action_id": action,
             "label": response == "accepted", "response": response, "customer_id": "c1", "ts": ts}  # fmt: skip
 
 
@@ -90,6 +90,13 @@ async def test_fraud_at_any_delay_and_legitimate_after_maturity(trainer: Trainer
     await trainer.sweep()
     assert labels(trainer, "fraud") == (2, 1)  # t2: no report in 30 days, legitimate
     assert labels(trainer, "fraud_challenger") == labels(trainer, "fraud")
+
+
+async def test_a_fraud_report_finds_a_decision_made_under_the_old_ids(trainer: Trainer) -> None:
+    """Decisions made before ids included the customer are still joined to their reports."""
+    await trainer.on_audit({**audit("old", T0), "decision_id": legacy_decision_id_of("mobile", "old")})
+    await trainer.on_label(fraud_label("old", T0 + DAY))
+    assert labels(trainer, "fraud") == (1, 1)
 
 
 async def test_a_label_before_its_decision_waits_for_it(trainer: Trainer) -> None:
