@@ -4,15 +4,19 @@ and disposition labels out to ``feedback``. Logic lives in engine/store/alerts.p
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 
 from agents.bulk import BulkProducer
-from engine.errors import ConfigError, StoreError
+from agents.deadletter import send_dead_letter
+from engine.domain.alertrecords import parse_alert_record
+from engine.errors import ConfigError, EventError, StoreError
 from engine.http.alerts import AlertApi
 from engine.http.webhooks import WebhookSender, parse_targets
 from engine.service.runtime import Runtime
@@ -20,6 +24,8 @@ from engine.store.alerts import AlertMoveError
 
 log = logging.getLogger("beacon.desk")
 _SLA_TICK_S = 5.0
+_SCRIPT_ATTEMPTS = 3
+_TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
 def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
@@ -30,13 +36,32 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
         raise ConfigError("alert_webhooks need alert_webhook_secret (receivers verify the signature with it)")
     hooks = WebhookSender(targets, s.alert_webhook_secret, rt.metrics.webhook_failures)
 
+    dlq = s.topic("risk.alerts.dlq")
+
+    async def dead_letter(message: Any, raw: bytes, err: EventError) -> None:
+        """Awaited before the next record, retried while the broker is unavailable: the
+        input is acknowledged only once its copy is kept."""
+        rt.metrics.dlq.labels("desk", err.code).inc()
+        log.error("alert record refused (%s: %s); sent to %s", err.code, err.message, dlq)
+        for attempt in itertools.count():
+            try:
+                await (await send_dead_letter(bulk, dlq, message, raw, err))
+                return
+            except KafkaError as exc:
+                log.warning("dead-letter copy not delivered (%s); retrying", exc)
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+
     @app.agent(alerts, name="alert-desk")
     async def desk_agent(stream: Any) -> None:
         async for raw in stream:
-            body = orjson.loads(raw)
-            if body.get("event") == "escalation":  # our own announcement, not an alert
+            try:
+                body = parse_alert_record(raw)
+                if body is None:  # our own announcement (an SLA escalation), not an alert
+                    continue
+                alert_id, change = await _raise_until_recorded(rt, body)
+            except EventError as err:
+                await dead_letter(stream.current_event.message, raw, err)
                 continue
-            alert_id, change = await _raise_until_recorded(rt, body)
             if change in ("raised", "grouped"):  # not a redelivery
                 typologies = body.get("typologies") or ["none"]
                 rt.metrics.desk_alerts.labels(str(body.get("severity")), str(typologies[0]), change).inc()
@@ -71,14 +96,27 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
     return AlertApi(rt.desk, rt.service.store, publish_labels, rt.metrics)
 
 
+def unavailable(exc: StoreError) -> bool:
+    """Whether Redis may take the record later: it is gone, slow, out of memory, loading
+    or failing over. Anything else it answered (a script error) would fail every time."""
+    if exc.kind in ("connection", "timeout"):
+        return True
+    detail = str(exc).split(" failed: ", 1)[-1]
+    return detail.startswith(_TRANSIENT_REPLIES)
+
+
 async def _raise_until_recorded(rt: Runtime, body: dict[str, Any]) -> tuple[str, str]:
     """Record an alert, waiting for Redis while it is unavailable: raising here would
-    crash the agent and with it the worker. The stream waits meanwhile (not acknowledged)."""
+    crash the agent and with it the worker. The stream waits meanwhile (not acknowledged).
+    An error Redis repeats ``_SCRIPT_ATTEMPTS`` times is the record's: EventError, so it
+    goes to the dead-letter topic instead of holding back every alert behind it."""
     attempt = 0
     while True:
         try:
             return await rt.desk.raise_alert(body, int(time.time() * 1000))
         except StoreError as exc:
+            if not unavailable(exc) and attempt + 1 >= _SCRIPT_ATTEMPTS:
+                raise EventError("alert_not_recorded", str(exc)[:300]) from exc
             if attempt == 0:
                 extra = {"alert_id": body.get("alert_id"), "customer_id": body.get("customer_id")}
                 log.warning("alert %s not recorded (%s); retrying", body.get("alert_id"), exc, extra=extra)

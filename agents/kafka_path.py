@@ -22,6 +22,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from agents.bulk import BulkProducer
+from agents.deadletter import send_dead_letter
 from engine.decide.degraded import Answered, answered, answered_by
 from engine.domain.events import Event, parse_event
 from engine.errors import EventError, StoreError
@@ -111,14 +112,7 @@ class KafkaPath:
 
     async def _dead_letter(self, event: Any, raw: bytes, err: EventError) -> None:
         self.rt.metrics.rejected("kafka", err.code)
-        msg = event.message
-        headers = [
-            ("beacon-error-code", err.code.encode()),
-            ("beacon-error-field", (err.field or "").encode()),
-            ("beacon-error-message", err.message.encode()[:500]),
-            ("beacon-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
-        ]
-        delivery = await self.bulk.send(self._dlq, msg.key, raw, headers)
+        delivery = await send_dead_letter(self.bulk, self._dlq, event.message, raw, err)
         self._track(self._ack_after([delivery], event))
 
     async def _finish(self, batch: list[_Pending]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from engine.errors import InfraError
 from engine.settings import Settings
 
-TOPICS = ("interactions", "risk.alerts", "feedback", "decisions.audit", "interactions.dlq")
+TOPICS = ("interactions", "risk.alerts", "feedback", "decisions.audit", "interactions.dlq", "risk.alerts.dlq")
 _PR_SET_PDEATHSIG = 1
 
 

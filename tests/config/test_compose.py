@@ -54,6 +54,7 @@ REQUIRED_TOPICS = {
     "feedback",
     "decisions.audit",
     "interactions.dlq",
+    "risk.alerts.dlq",
 }
 
 

@@ -133,3 +133,40 @@ def test_alert_changes_stream_live_as_server_sent_events(worker: WorkerProcess) 
     listener.join(30)
     changes = [(c["alert_id"], c["change"]) for c in seen if c["customer_id"] == "D3"]
     assert changes == [(summary["alert_id"], "raised"), (summary["alert_id"], "ack")]
+
+
+def test_bad_alert_records_go_to_the_dead_letter_topic_and_the_desk_keeps_going(
+    worker: WorkerProcess,
+) -> None:
+    """Issue 14, finding 6: a record without ``reason`` failed the raise script every time
+    and the desk retried it forever, holding back every alert behind it."""
+    from aiokafka import AIOKafkaProducer
+
+    s = worker.settings
+    good = {"alert_id": "D4-a1", "customer_id": "D4", "rule_id": "pin_bruteforce", "severity": "high",
+            "reason": "3 PIN failures", "action": "block", "typologies": ["card_compromise"],
+            "event_id": "D4-p1", "decision_id": "d-D4", "channel": "atm", "ts": time.time()}  # fmt: skip
+    no_reason = {k: v for k, v in good.items() if k != "reason"} | {"alert_id": "D4-bad"}
+    bad_severity = good | {"alert_id": "D4-bad2", "severity": "apocalyptic"}
+    records = [b"not json", orjson.dumps(no_reason), orjson.dumps([good]), orjson.dumps(bad_severity),
+               orjson.dumps(good)]  # fmt: skip
+
+    async def publish() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+        await producer.start()
+        try:
+            for value in records:
+                await producer.send_and_wait(s.topic("risk.alerts"), value, key=b"D4")
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+    with httpx.Client(base_url=worker.url, timeout=5) as http:
+        [summary] = _inbox(http, "D4", timeout=20)
+        assert summary["rule_ids"] == ["pin_bruteforce"]
+    dead = asyncio.run(consume_until(s.kafka_bootstrap, [s.topic("risk.alerts.dlq")], 4, timeout=20))
+    assert sorted(v for _, _, v, _ in dead) == sorted(records[:4])
+    codes = {dict(h)["beacon-error-code"] for _, _, _, h in dead}
+    assert codes == {b"invalid_alert"}
+    fields = sorted(dict(h)["beacon-error-field"] for _, _, _, h in dead)
+    assert fields == sorted([b"", b"reason", b"", b"severity"])
