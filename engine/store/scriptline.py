@@ -26,6 +26,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class ScriptLine:
@@ -33,6 +34,9 @@ class ScriptLine:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._pool = client.connection_pool
+        # One deadline for the whole call instead of the connection's per-write and
+        # per-read ones: on Python 3.11 each write timeout is a task of its own.
+        self._timeout: float | None = self._pool.connection_kwargs.get("socket_timeout")
         self._conn: AbstractConnection | None = None
         self._lock = asyncio.Lock()
 
@@ -51,17 +55,22 @@ class ScriptLine:
 
     async def _call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if self._conn is None:
-            self._conn = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            pool = self._pool
+            self._conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
         conn = self._conn
         try:
-            if not conn.is_connected:
-                await conn.connect()
-            try:
-                return await _evalsha(conn, script.sha, keys, args)
-            except NoScriptError:
-                await conn.send_command("SCRIPT", "LOAD", script.script, check_health=False)
-                script.sha = (await conn.read_response()).decode()
-                return await _evalsha(conn, script.sha, keys, args)
+            async with asyncio.timeout(self._timeout):
+                if not conn.is_connected:
+                    await conn.connect()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                try:
+                    return await _evalsha(conn, script.sha, keys, args)
+                except NoScriptError:
+                    await conn.send_command("SCRIPT", "LOAD", script.script, check_health=False)
+                    script.sha = (await conn.read_response()).decode()
+                    return await _evalsha(conn, script.sha, keys, args)
+        except TimeoutError as exc:  # asyncio's: what the client would have raised
+            await self.close()
+            raise RedisTimeoutError(f"no reply within {self._timeout} s") from exc
         except ResponseError:
             raise  # Redis answered: the connection is in step
         except BaseException:

@@ -82,3 +82,20 @@ async def test_a_script_error_is_raised_and_the_connection_stays_in_step(client:
     assert await line.run(echo, ["k"], [b"after"]) == b"after"
     assert await line_client_id(client) == first  # the same connection: nothing was dropped
     await line.close()
+
+
+async def test_no_reply_within_the_store_timeout_is_a_timeout_and_the_line_recovers(infra: Settings) -> None:
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    client = connect(infra.replace(store_timeout_s=0.1))
+    try:
+        line = ScriptLine(client)
+        slow, echo = client.register_script(SLOW), client.register_script(ECHO)
+        await client.script_load(SLOW)
+        with pytest.raises(RedisTimeoutError):
+            await line.run(slow, ["k"], [b"late"])
+        await asyncio.sleep(0.3)  # Redis is single-threaded: let the slow script finish
+        assert await line.run(echo, ["k"], [b"mine"]) == b"mine"
+        await line.close()
+    finally:
+        await client.aclose()
