@@ -16,11 +16,13 @@ from engine.http.alerts import AlertApi
 from engine.http.api import Api, Reply, error
 from engine.http.guard import ANONYMOUS, SESSION_COOKIE, Guard
 from engine.http.ratelimit import RateLimiter
+from engine.http.streamslots import StreamSlots
 from engine.service.metrics import Metrics
 from engine.store.base import AlertInbox
 from engine.store.users import AuthError, AuthStore, Principal, TooManyLogins
 
 _SSE_HEARTBEAT_S = 15.0
+_STREAMS_FULL = "too many live alert streams open (per user or token, or on this worker): close one"
 _CONSOLE = resources.files("engine.http").joinpath("console", "console.html").read_bytes()
 
 
@@ -31,6 +33,7 @@ def _respond(view: View, reply: Reply) -> Response:
 def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, auth: AuthStore) -> None:
     settings = api.service.settings
     limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    slots = StreamSlots(settings.alert_streams_per_principal, settings.alert_streams_max)
     body_limit = settings.http_max_body_bytes
 
     async def allow(request: Request, permission: str) -> Principal | Reply:
@@ -89,7 +92,13 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             who = await allow(request, "read")
             if isinstance(who, Reply):
                 return _respond(self, who)
-            return cast(Response, await stream_changes(cast(Any, request), alerts.desk))
+            if not slots.take(who.name):
+                busy = error(429, "too_many_streams", _STREAMS_FULL, **{"Retry-After": "30"})
+                return _respond(self, busy)
+            try:
+                return cast(Response, await stream_changes(cast(Any, request), alerts.desk))
+            finally:
+                slots.give_back(who.name)
 
     @app.page("/v1/alerts/{alert_id}")
     class AlertDetail(View):
@@ -232,6 +241,8 @@ async def stream_changes(request: Any, desk: AlertInbox) -> Any:
         async with desk.changes() as changes:
             async for change in changes:
                 if change is None:
+                    if _gone(request):  # aiohttp does not cancel a handler whose client left
+                        break
                     if time.monotonic() - quiet_since >= _SSE_HEARTBEAT_S:
                         await response.write(b": keep-alive\n\n")
                         quiet_since = time.monotonic()
@@ -241,3 +252,8 @@ async def stream_changes(request: Any, desk: AlertInbox) -> Any:
     except (ConnectionResetError, StoreError):
         pass  # the client left, or Redis did: the browser reconnects by itself
     return response
+
+
+def _gone(request: Any) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()

@@ -138,6 +138,9 @@ class Settings:
     alert_sla_high_s: float = 0.0  # 0: no escalation timer
     alert_webhooks: tuple[str, ...] = ()  # "severity=url" (severity or *): see engine/http/webhooks.py
     alert_webhook_secret: str = field(default="", repr=False)  # HMAC key of the signature header
+    # Live inbox streams (GET /v1/alerts/stream) one user or token may hold, and one worker.
+    alert_streams_per_principal: int = 5
+    alert_streams_max: int = 200
     risk_step_up: float = 0.5
     risk_block: float = 0.85
     # Operations.

@@ -22,11 +22,10 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from engine.errors import BeaconError, StoreError
+from engine.errors import BeaconError
 from engine.store import keys
-from engine.store.cancel import raise_if_cancelling
+from engine.store.changefeed import ChangeFeed
 from engine.store.redisio import guarded, text
 
 DISPOSITIONS = ("fraud", "legitimate", "needs_information")
@@ -73,6 +72,7 @@ class AlertDesk:
         self.group_window_s = group_window_s
         self.sla_s = dict(sla_s)
         self.channel = self.keys.channel  # pub/sub: every raise, group and move
+        self._feed = ChangeFeed(client, self.channel)
         lua = resources.files("engine.store").joinpath("lua")
         self._raise = client.register_script(lua.joinpath("alert_raise.lua").read_text())
         self._move = client.register_script(lua.joinpath("alert_move.lua").read_text())
@@ -171,33 +171,10 @@ class AlertDesk:
         key = keys.suppression(self.key_prefix, customer_id, rule_id)
         await self._call(self._r.set(key, "snoozed", ex=seconds))
 
-    @contextlib.asynccontextmanager
-    async def changes(self) -> AsyncIterator[AsyncIterator[dict[str, Any] | None]]:
-        """Alert changes as they happen (for the live inbox): raised, grouped, each move."""
-        pubsub = self._r.pubsub()
-        try:
-            await pubsub.subscribe(self.channel)
-        except RedisError as exc:
-            raise StoreError(f"alert desk: {exc}") from exc
-
-        async def messages() -> AsyncIterator[dict[str, Any] | None]:
-            """Changes, and None after each second without one (for keep-alives)."""
-            while True:
-                try:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                except RedisError as exc:
-                    raise StoreError(f"alert desk: {exc}") from exc
-                raise_if_cancelling()
-                if msg is not None and msg.get("type") == "message":
-                    yield orjson.loads(msg["data"])
-                elif msg is None:
-                    yield None
-
-        try:
-            yield messages()
-        finally:
-            with contextlib.suppress(RedisError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def changes(self) -> contextlib.AbstractAsyncContextManager[AsyncIterator[dict[str, Any] | None]]:
+        """Alert changes as they happen (for the live inbox): raised, grouped, each move.
+        One Redis subscription per worker however many listen (engine/store/changefeed.py)."""
+        return self._feed.listen()
 
     async def _call(self, awaitable: Any) -> Any:
         return await guarded("alert desk", awaitable)
