@@ -92,3 +92,33 @@ def test_many_streams_are_capped_share_one_subscription_and_take_nothing_else_do
     worker: WorkerProcess,
 ) -> None:
     asyncio.run(_scenario(worker))
+
+
+async def _fall_behind(s: Settings) -> None:
+    from engine.errors import StoreError
+    from engine.store.changefeed import ChangeFeed
+
+    client = connect(s)
+    try:
+        feed = ChangeFeed(client, "test-feed", queue_size=2)
+        async with feed.listen() as slow, feed.listen() as quick:
+            await asyncio.sleep(0.3)  # subscribed
+            got = []
+            for i in range(4):  # quick reads each change as it comes; slow reads none
+                await client.publish("test-feed", orjson.dumps({"n": i}))
+                change = await anext(quick)
+                while change is None:
+                    change = await anext(quick)
+                got.append(change["n"])
+            assert got == [0, 1, 2, 3]
+            with pytest.raises(StoreError):
+                while True:
+                    await anext(slow)
+            assert feed.listeners == 1
+        assert feed.listeners == 0
+    finally:
+        await client.aclose()
+
+
+def test_a_stream_that_falls_behind_is_ended_and_the_others_go_on(infra: Settings) -> None:
+    asyncio.run(_fall_behind(infra))
