@@ -45,12 +45,13 @@ class AlertApi:
         flt = AlertFilter(status, query.get("severity"), query.get("typology"), query.get("assignee"),
                           query.get("customer"), since, until)  # fmt: skip
         try:
-            alerts = await self.desk.find(flt, limit, before)
+            found = await self.desk.find(flt, limit, before)
         except StoreError as exc:
             return error(503, "state_unavailable", str(exc))
         page = {
-            "alerts": [_summary(a) for a in alerts],
-            "next": alerts[-1]["created"] if len(alerts) == limit else None,
+            "alerts": [_summary(a) for a in found.alerts],
+            "next": found.next_before_ms,  # pass as ?before= for the next page
+            "partial": found.partial,  # the scan stopped before the page filled: go on with next
         }
         return Reply(200, orjson.dumps(page))
 

@@ -31,6 +31,7 @@ from engine.store.redisio import guarded, text
 DISPOSITIONS = ("fraud", "legitimate", "needs_information")
 STATUSES = ("open", "acknowledged", "assigned", "escalated", "resolved")
 _EVENTS_KEPT = 50
+_SCAN_MAX = 2000  # alerts read per listing request at most
 
 
 class AlertMoveError(BeaconError):
@@ -60,6 +61,16 @@ class AlertFilter:
             and (self.assignee is None or doc.get("assignee") == self.assignee)
             and (self.customer is None or doc.get("customer_id") == self.customer)
         )
+
+
+@dataclass(frozen=True)
+class AlertPage:
+    """One page of a listing: ``next_before_ms`` is the cursor of the next page (None at
+    the end); ``partial`` when the scan bound stopped the page before it was full."""
+
+    alerts: list[dict[str, Any]]
+    next_before_ms: int | None
+    partial: bool = False
 
 
 class AlertDesk:
@@ -128,9 +139,11 @@ class AlertDesk:
         return [orjson.loads(r) for r in raw]
 
     async def find(
-        self, flt: AlertFilter, limit: int = 50, before_ms: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Newest first; ``before_ms`` is the paging cursor (the last alert's ``created``)."""
+        self, flt: AlertFilter, limit: int = 50, before_ms: int | None = None, scan_max: int = _SCAN_MAX
+    ) -> AlertPage:
+        """Newest first; ``before_ms`` is the paging cursor. At most ``scan_max`` alerts are
+        read per call, so a filter that matches little costs a bounded slice of the index,
+        not all of it: the page is then ``partial`` and its cursor says where to go on."""
         hi: Any = (
             f"({before_ms}"
             if before_ms is not None
@@ -138,22 +151,25 @@ class AlertDesk:
         )
         lo: Any = flt.since_ms if flt.since_ms is not None else "-inf"
         out: list[dict[str, Any]] = []
-        while len(out) < limit:
+        scanned = 0
+        while scanned < scan_max:
             ids = await self._call(
-                self._r.zrevrangebyscore(self.keys.by_time, hi, lo, start=0, num=200, withscores=True)
+                self._r.zrevrangebyscore(
+                    self.keys.by_time, hi, lo, start=0, num=min(200, scan_max - scanned), withscores=True
+                )
             )
             if not ids:
-                break
+                return AlertPage(out, None)
+            scanned += len(ids)
             docs = await self._call(self._r.mget([self.keys.alert(text(i)) for i, _ in ids]))
             for raw in docs:
-                if raw:
-                    doc = _doc(orjson.loads(raw))
-                    if flt.admits(doc):
-                        out.append(doc)
-                        if len(out) == limit:
-                            break
+                doc = _doc(orjson.loads(raw)) if raw else None
+                if doc is not None and flt.admits(doc):
+                    out.append(doc)
+                    if len(out) == limit:
+                        return AlertPage(out, int(doc["created"]))
             hi = f"({int(ids[-1][1])}"
-        return out
+        return AlertPage(out, int(ids[-1][1]), partial=True)
 
     async def note(self, alert_id: str, who: str, now_ms: int, action: str, note: str) -> None:
         """An entry in the audit trail that changes no state (a snooze, for one)."""

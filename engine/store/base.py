@@ -26,7 +26,7 @@ from engine.domain.state import Snapshot
 from engine.rules.ruleset import Offer
 
 if TYPE_CHECKING:  # values defined beside their adapters; not imported at run time
-    from engine.store.alerts import AlertFilter
+    from engine.store.alerts import AlertFilter, AlertPage
     from engine.store.users import Principal
 
 T_co = TypeVar("T_co", covariant=True)
@@ -69,8 +69,8 @@ class AlertInbox(Protocol):
     async def audit(self, alert_id: str) -> list[dict[str, Any]]: ...
 
     async def find(
-        self, flt: AlertFilter, limit: int = 50, before_ms: int | None = None
-    ) -> list[dict[str, Any]]: ...
+        self, flt: AlertFilter, limit: int = 50, before_ms: int | None = None, scan_max: int = ...
+    ) -> AlertPage: ...
 
     async def note(self, alert_id: str, who: str, now_ms: int, action: str, note: str) -> None: ...
 

@@ -92,10 +92,26 @@ async def test_listing_filters_and_pages(desk: AlertDesk) -> None:
     for n in range(7):
         await desk.raise_alert(alert(n, customer=f"C{n}", severity="high" if n % 2 else "low"), NOW + n)
     page = await desk.find(AlertFilter(severity="high"), limit=2)
-    assert [d["alert_id"] for d in page] == ["a5", "a3"]
-    nxt = await desk.find(AlertFilter(severity="high"), limit=2, before_ms=page[-1]["created"])
-    assert [d["alert_id"] for d in nxt] == ["a1"]
-    assert [d["alert_id"] for d in await desk.find(AlertFilter(customer="C4"))] == ["a4"]
+    assert [d["alert_id"] for d in page.alerts] == ["a5", "a3"] and page.next_before_ms == NOW + 3
+    nxt = await desk.find(AlertFilter(severity="high"), limit=2, before_ms=page.next_before_ms)
+    assert [d["alert_id"] for d in nxt.alerts] == ["a1"] and nxt.next_before_ms is None
+    assert [d["alert_id"] for d in (await desk.find(AlertFilter(customer="C4"))).alerts] == ["a4"]
+
+
+async def test_a_filter_that_matches_little_scans_a_bounded_slice_per_request(desk: AlertDesk) -> None:
+    """Issue 14, finding 8: a filter matching nothing read the whole 90-day index per request."""
+    for n in range(30):
+        await desk.raise_alert(alert(n, customer="Rare" if n == 2 else f"C{n}"), NOW + n)
+    page = await desk.find(AlertFilter(customer="Rare"), limit=5, scan_max=10)
+    assert page.alerts == [] and page.partial and page.next_before_ms == NOW + 20
+    found, pages = [], 1
+    while page.next_before_ms is not None:
+        page = await desk.find(
+            AlertFilter(customer="Rare"), limit=5, before_ms=page.next_before_ms, scan_max=10
+        )
+        found += page.alerts
+        pages += 1
+    assert [d["alert_id"] for d in found] == ["a2"] and pages == 4  # the 4th finds the end
 
 
 async def test_snooze_holds_back_the_rule_for_the_customer(desk: AlertDesk, infra: Settings) -> None:
