@@ -62,23 +62,46 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 
 class WebhookSender:
-    """Posts in the background (a slow receiver never holds up the alert desk)."""
+    """Posts in the background (a slow receiver never holds up the alert desk), at most
+    ``max_concurrent`` at once; a delivery beyond ``max_pending`` waiting ones is not
+    attempted but counted and logged like one given up, so a receiver that hangs costs
+    bounded memory and connections, and the loss is visible."""
 
     def __init__(
-        self, targets: Targets, secret: str, failures: Any = None, backoff: tuple[float, ...] = BACKOFF_S
+        self,
+        targets: Targets,
+        secret: str,
+        failures: Any = None,
+        backoff: tuple[float, ...] = BACKOFF_S,
+        max_concurrent: int = 16,
+        max_pending: int = 1000,
     ) -> None:
         self.targets = targets
         self.secret = secret
         self.failures = failures  # a Prometheus counter with a "severity" label, or None
         self.backoff = backoff
+        self.max_pending = max_pending
+        self._slots = asyncio.Semaphore(max_concurrent)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def notify(self, severity: str, payload: Mapping[str, Any]) -> None:
         body = orjson.dumps(payload)
         for url in self.targets.urls_for(severity):
-            task = asyncio.get_running_loop().create_task(self._deliver(url, severity, body))
+            if len(self._tasks) >= self.max_pending:
+                log.error("webhook %s: %d deliveries pending; this one is not sent", url, len(self._tasks))
+                self._count_failure(severity)
+                continue
+            task = asyncio.get_running_loop().create_task(self._deliver_when_free(url, severity, body))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_when_free(self, url: str, severity: str, body: bytes) -> None:
+        async with self._slots:
+            await self._deliver(url, severity, body)
+
+    def _count_failure(self, severity: str) -> None:
+        if self.failures is not None:
+            self.failures.labels(severity).inc()
 
     async def drain(self) -> None:
         if self._tasks:
@@ -107,5 +130,4 @@ class WebhookSender:
                 )
                 await asyncio.sleep(pause)
         log.error("webhook %s: gave up after %d attempts", url, len(self.backoff) + 1)
-        if self.failures is not None:
-            self.failures.labels(severity).inc()
+        self._count_failure(severity)

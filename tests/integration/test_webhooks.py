@@ -73,3 +73,40 @@ async def test_given_up_after_the_last_retry_and_counted(receiver: tuple[str, li
 def test_bad_targets_are_refused() -> None:
     with pytest.raises(ConfigError, match="severity=url"):
         parse_targets(("urgent=http://x",))
+
+
+async def test_a_slow_receiver_gets_a_bounded_number_of_requests_and_the_excess_is_counted() -> None:
+    """Issue 14, finding 8: every alert started its own delivery task, however many were
+    already waiting on a slow receiver."""
+    import asyncio
+
+    active, most = 0, 0
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        await release.wait()
+        active -= 1
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/{name}", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    failures = Counter("hook_failures", "x", ["severity"], registry=CollectorRegistry())
+    sender = WebhookSender(parse_targets((f"*=http://127.0.0.1:{port}/siem",)), SECRET, failures,
+                           backoff=(), max_concurrent=4, max_pending=10)  # fmt: skip
+    try:
+        for n in range(15):
+            sender.notify("high", {"alert_id": f"a{n}"})
+        await asyncio.sleep(0.5)
+        assert most == 4  # in flight at once
+        assert failures.labels("high")._value.get() == 5  # over the pending bound: counted, logged
+        release.set()
+        await sender.drain()
+    finally:
+        await runner.cleanup()
