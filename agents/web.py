@@ -33,6 +33,7 @@ def _respond(view: View, reply: Reply) -> Response:
 def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, auth: AuthStore) -> None:
     settings = api.service.settings
     limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    worker_limit = RateLimiter(settings.rate_limit_global_per_s, settings.rate_limit_global_burst)
     slots = StreamSlots(settings.alert_streams_per_principal, settings.alert_streams_max)
     body_limit = settings.http_max_body_bytes
 
@@ -40,7 +41,7 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
         who = await guard.check(request.headers, request.cookies, permission)
         if isinstance(who, Reply):
             return who
-        return throttle(limiter, api.metrics, who, request) or who
+        return throttle(limiter, api.metrics, who, request) or shed(worker_limit, api.metrics) or who
 
     async def allow_with_body(request: Request, permission: str) -> tuple[Principal, bytes] | Reply:
         """The caller and the request body: or the 401/403/429, or 413 for a body too large."""
@@ -203,6 +204,18 @@ def throttle(limiter: RateLimiter, metrics: Metrics, who: Principal, request: Re
     retry = max(1, math.ceil(wait_s))  # Retry-After takes whole seconds
     message = f"too many requests for this credential; retry in {retry} s"
     return error(429, "rate_limited", message, **{"Retry-After": str(retry)})
+
+
+def shed(worker_limit: RateLimiter, metrics: Metrics) -> Reply | None:
+    """429 ``overloaded`` when the worker as a whole is over its rate (every caller within
+    its own): shed early rather than let the queue and everyone's latency grow."""
+    wait_s = worker_limit.take("worker")
+    if wait_s == 0.0:
+        return None
+    metrics.rate_limited.inc()
+    retry = max(1, math.ceil(wait_s))
+    message = "this worker is at its request rate; retry shortly"
+    return error(429, "overloaded", message, **{"Retry-After": str(retry)})
 
 
 def _remote(request: Request) -> str:

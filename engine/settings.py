@@ -90,12 +90,16 @@ class Settings:
     # is read into memory. (An event over max_event_bytes is refused too, with 400.)
     http_max_body_bytes: int = 64 * 1024
     # Requests per second per credential (per client address without one), in bursts of
-    # up to rate_limit_burst; 429 beyond. 0: no limit. The default only stops a runaway
-    # client: it is above what one worker serves over HTTP (~1,500/s, BENCHMARKS.md), so
-    # neither the load tests nor the demo meet it. Set it per deployment, to a channel's
-    # peak with room to spare.
-    rate_limit_per_s: float = 2000.0
-    rate_limit_burst: int = 4000
+    # up to rate_limit_burst, and for the whole worker (rate_limit_global_*); 429 beyond.
+    # 0: no limit. The defaults follow what one worker was measured to serve over HTTP on
+    # a 2-core machine (BENCHMARKS.md, 2026-12-03: p99 under 25 ms up to 500/s, ~800-900/s
+    # at most): one credential gets at most 400/s, so one channel cannot take a worker
+    # from the others, and the worker sheds beyond 800/s before the queue and the latency
+    # budget overflow. Set both per deployment from your own `make bench`.
+    rate_limit_per_s: float = 400.0
+    rate_limit_burst: int = 800
+    rate_limit_global_per_s: float = 800.0
+    rate_limit_global_burst: int = 1600
     # Streaming and latency tuning (see BENCHMARKS.md for how these were chosen).
     partitions: int = 4
     retention_ms: int = 3_600_000

@@ -47,7 +47,8 @@ PACKAGES = (
 def isolated(settings: Settings, tag: str | None = None, **extra: Any) -> Settings:
     """Settings with topic, key and consumer-group names nothing else uses, and no rate
     limit: one client sends everything, and the limit is not what a benchmark measures."""
-    return launcher.isolated(settings, tag, prefix="lt", **{"rate_limit_per_s": 0.0, **extra})
+    no_limits = {"rate_limit_per_s": 0.0, "rate_limit_global_per_s": 0.0}
+    return launcher.isolated(settings, tag, prefix="lt", **{**no_limits, **extra})
 
 
 @dataclass

@@ -137,3 +137,18 @@ def test_the_web_layer_keys_by_principal_or_by_address_without_authentication() 
     assert throttle(limit, metrics, atm, one) is None  # type: ignore[arg-type]
     assert throttle(limit, metrics, atm, two) is not None  # type: ignore[arg-type]
     assert metrics.registry.get_sample_value("beacon_rate_limited_total") == 2.0
+
+
+def test_the_worker_sheds_beyond_its_own_rate_whoever_asks() -> None:
+    """Issue 14, finding 8: each credential within its rate could still together push a
+    worker past what it serves in budget; the worker-wide bucket sheds the excess."""
+    from agents.web import shed
+
+    worker, clock = limiter(10.0, 2)
+    metrics = Metrics(process=False)
+    assert shed(worker, metrics) is None and shed(worker, metrics) is None
+    refused = shed(worker, metrics)
+    assert refused is not None and refused.status == 429
+    assert orjson.loads(refused.body)["error"]["code"] == "overloaded" and refused.headers["Retry-After"] == "1"
+    clock.now += 0.1
+    assert shed(worker, metrics) is None
