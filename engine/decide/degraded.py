@@ -11,11 +11,13 @@ device) cannot fire, so the verdict is at least the risk pack's floor for the ev
 type (``when_state_unavailable``, engine.rules.ruleset.StateUnavailable): a transfer or
 a PIN failure steps up or blocks, an informational event may keep the stateless verdict.
 
-The event is not lost: the HTTP adapter republishes it to ``interactions`` with the
-header :data:`ANSWERED_HEADER`, and the Kafka path ingests it once Redis is back as an
-:class:`Answered` event: state counted once, decision audited, alerts raised, but no
-second answer to the channel, and no sales offer counted as shown (the customer saw
-none; the trainer would otherwise learn that they ignored it).
+The answer is audited as given: its own record on ``decisions.audit`` (``degraded:
+true``, its verdict and decision id). The event is not lost: the HTTP adapter
+republishes it to ``interactions`` with the header :data:`ANSWERED_HEADER`, and the
+Kafka path ingests it once Redis is back as an :class:`Answered` event: state counted
+once, decision audited, alerts raised, but no second answer to the channel, and no sales
+offer counted as shown (the customer saw none; the trainer would otherwise learn that
+they ignored it). Its audit record names the answer it follows (:func:`following`).
 
 >>> from engine.decide.rulebook import load
 >>> from engine.rules.pack import read_bundle
@@ -118,8 +120,13 @@ def as_answered(event: Event, decision: Decision) -> Decision:
     answered without state, when the customer saw no sales offer and none may count."""
     if not isinstance(event, Answered):
         return decision
-    withheld = withhold_sales(decision, WHY_ANSWERED)
-    return replace(withheld, explanation={**withheld.explanation, "answered_degraded": event.answered_by})
+    return following(withhold_sales(decision, WHY_ANSWERED), event.answered_by)
+
+
+def following(decision: Decision, answered_by: str) -> Decision:
+    """The stateful decision of an event whose channel got the degraded answer
+    ``answered_by``: its audit record says so (``explain.answered_degraded``)."""
+    return replace(decision, explanation={**decision.explanation, "answered_degraded": answered_by})
 
 
 def withhold_sales(decision: Decision, why: str) -> Decision:

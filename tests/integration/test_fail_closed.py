@@ -21,7 +21,7 @@ import pytest
 from engine.ops.infra import ensure_topics
 from engine.settings import Settings
 from engine.store.redisio import connect
-from tests.helpers import isolated, start_worker
+from tests.helpers import consume_until, isolated, start_worker
 from tests.integration.test_failures import Server, assert_not_crashed, private_redis
 
 pytestmark = pytest.mark.integration
@@ -124,6 +124,8 @@ async def test_pin_failures_and_new_device_transfers_fail_closed_without_state(
                 took = time.perf_counter() - started
             finally:
                 redis.resume()
+        answers = [*oom.values(), *hung.values()]
+        audits = await _audits_of(settings, answers)
         assert_not_crashed(worker)
     finally:
         worker.stop()
@@ -131,3 +133,39 @@ async def test_pin_failures_and_new_device_transfers_fail_closed_without_state(
     _assert_fail_closed(oom, "redis out of memory")
     _assert_fail_closed(hung, "redis paused")
     assert took < 3 * (2 * settings.decision_timeout_s + 1.0), f"three requests took {took:.2f} s"
+
+    # The audit trail holds what the channel received, and the stateful decision made
+    # once Redis was back says which answer it follows.
+    for answer in answers:
+        did = answer["decision_id"]
+        got = [
+            (r["degraded"], r["risk"]["verdict"], r["explain"].get("answered_degraded")) for r in audits[did]
+        ]
+        sent = [r for r in audits[did] if r["degraded"]]
+        assert len(sent) == 1, (answer["event_id"], got)
+        assert sent[0]["risk"] == answer["risk"] and sent[0]["actions"] == answer["actions"], got
+        later = [r for r in audits[did] if not r["degraded"]]
+        assert later and all(r["explain"].get("answered_degraded") == did for r in later), (
+            answer["event_id"],
+            got,
+        )
+
+
+async def _audits_of(settings: Settings, answers: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The decisions.audit records of these answers' decisions, once each has its degraded
+    record and a stateful one (or after the timeout)."""
+    wanted = {a["decision_id"] for a in answers}
+
+    def by_decision(records: list[Any]) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {did: [] for did in wanted}
+        for _, _, value, _ in records:
+            record = orjson.loads(value)
+            if record["decision_id"] in wanted:
+                out[record["decision_id"]].append(record)
+        return out
+
+    def complete(records: list[Any]) -> bool:
+        return all({r["degraded"] for r in rs} == {True, False} for rs in by_decision(records).values())
+
+    topic = [settings.topic("decisions.audit")]
+    return by_decision(await consume_until(settings.kafka_bootstrap, topic, 10**6, timeout=60, done=complete))
