@@ -76,7 +76,7 @@ def create_app(rt: Runtime) -> BeaconApp:
         on_decision=publish,
         on_degraded=_answered_republisher(bulk, rt, answered),
     )
-    guard = Guard(rt.auth, s.auth_required, s.metrics_token)
+    guard = Guard(rt.auth, s.auth_required, s.metrics_token, s.auth_cache_s, s.auth_stale_s)
     register_views(app, api, register_desk(app, rt, bulk), guard, rt.auth)
 
     @app.agent(interactions, name="decide")

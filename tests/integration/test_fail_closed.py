@@ -21,6 +21,7 @@ import pytest
 from engine.ops.infra import ensure_topics
 from engine.settings import Settings
 from engine.store.redisio import connect
+from engine.store.users import AuthStore
 from tests.helpers import consume_until, isolated, start_worker
 from tests.integration.test_failures import Server, assert_not_crashed, private_redis
 
@@ -44,8 +45,9 @@ def _inquiry(eid: str, cid: str) -> dict[str, Any]:
     return _event(eid, cid, "balance_inquiry", channel="mobile", device_id="phone-1")
 
 
-async def _decide(http: httpx.AsyncClient, event: dict[str, Any]) -> dict[str, Any]:
-    reply = await http.post("/v1/decisions", content=orjson.dumps(event))
+async def _decide(http: httpx.AsyncClient, event: dict[str, Any], token: str = "") -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    reply = await http.post("/v1/decisions", content=orjson.dumps(event), headers=headers)
     assert reply.status_code == 200, reply.text
     body: dict[str, Any] = reply.json()
     return body
@@ -169,3 +171,44 @@ async def _audits_of(settings: Settings, answers: list[dict[str, Any]]) -> dict[
 
     topic = [settings.topic("decisions.audit")]
     return by_decision(await consume_until(settings.kafka_bootstrap, topic, 10**6, timeout=60, done=complete))
+
+
+async def test_with_auth_on_a_verified_token_still_gets_a_fail_closed_decision_while_redis_is_paused(
+    infra: Settings, redis: Server, tmp_path: Path
+) -> None:
+    """The token check itself needs Redis: a token verified before the pause is taken
+    from the worker's cache (past its 1 s fresh window: Redis is asked, fails, and the
+    token stands), and the decision fails closed; an unknown token is never let through."""
+    settings = isolated(infra, redis_url=redis.address, auth_required=True, auth_cache_s=1.0)
+    await ensure_topics(settings)
+    client = connect(settings)
+    try:
+        store = AuthStore(client, settings.key_prefix)
+        atm, internet = [await store.add_token("channel", f"{c}-switch", c) for c in ("atm", "internet")]
+    finally:
+        await client.aclose()
+    worker = await asyncio.to_thread(start_worker, settings, tmp_path / "logs")
+    try:
+        async with httpx.AsyncClient(base_url=worker.url, timeout=30) as http:
+            assert not (await _decide(http, _pin("au-pin1", "au-P"), atm))["degraded"]
+            assert not (await _decide(http, _transfer("au-t0", "au-T", 20.0, "laptop-1"), internet))[
+                "degraded"
+            ]
+            redis.pause()
+            try:
+                await asyncio.sleep(1.5)  # past the fresh window
+                pin = await _decide(http, _pin("au-pin2", "au-P"), atm)
+                transfer = await _decide(http, _transfer("au-t1", "au-T", 5000.0, "laptop-new"), internet)
+                stranger = await http.post(
+                    "/v1/decisions",
+                    content=orjson.dumps(_pin("au-pin3", "au-P")),
+                    headers={"Authorization": "Bearer bk_000000000000_not-a-real-secret"},
+                )
+            finally:
+                redis.resume()
+        assert_not_crashed(worker)
+    finally:
+        worker.stop()
+    for answer in (pin, transfer):
+        assert answer["degraded"] and answer["risk"]["verdict"] in CLOSED, answer["risk"]
+    assert stranger.status_code in (401, 503), stranger.text
