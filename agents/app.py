@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from agents.desk import register_desk
 from agents.kafka_path import KafkaPath, records_of
 from agents.transport import register
 from agents.web import register_views
-from engine.decide.degraded import ANSWERED_HEADER
+from engine.decide.degraded import ANSWERED_HEADER, following
 from engine.domain.decision import Decision
 from engine.http.api import Api
 from engine.http.guard import Guard
@@ -63,17 +65,18 @@ def create_app(rt: Runtime) -> BeaconApp:
     bulk = BulkProducer(s, rt.metrics)
     kafka_path = KafkaPath(app, rt, bulk)
     publish = _http_publisher(bulk, rt)
+    answered = AnsweredIds()
     # A decision made after its HTTP caller stopped waiting (it got a degraded answer) is
-    # in state already: its audit record and alerts must still go out.
-    rt.service.batcher.on_orphan = lambda event, outcome: publish(outcome)
+    # in state already: its audit record and alerts must still go out, naming the answer.
+    rt.service.batcher.on_orphan = lambda event, outcome: publish(answered.followed(outcome))
     api = Api(
         rt.service,
         rt.metrics,
         lambda: dict(rt.readiness),
         on_decision=publish,
-        on_degraded=_answered_republisher(bulk, rt),
+        on_degraded=_answered_republisher(bulk, rt, answered),
     )
-    guard = Guard(rt.auth, s.auth_required, s.metrics_token)
+    guard = Guard(rt.auth, s.auth_required, s.metrics_token, s.auth_cache_s, s.auth_stale_s)
     register_views(app, api, register_desk(app, rt, bulk), guard, rt.auth)
 
     @app.agent(interactions, name="decide")
@@ -174,13 +177,45 @@ def _http_publisher(bulk: BulkProducer, rt: Runtime) -> Callable[[Outcome], None
     return publish
 
 
-def _answered_republisher(bulk: BulkProducer, rt: Runtime) -> Callable[[Decision, bytes], None]:
-    """The event of a degraded HTTP answer goes to ``interactions``, marked as answered,
-    so the Kafka path counts it in state once Redis is back (engine/decide/degraded.py)."""
-    topic = rt.settings.topic("interactions")
+def _answered_republisher(
+    bulk: BulkProducer, rt: Runtime, answered: AnsweredIds | None = None
+) -> Callable[[Decision, bytes], None]:
+    """A degraded HTTP answer is audited as the channel received it (``degraded: true``),
+    and its event goes to ``interactions``, marked as answered, so the Kafka path counts
+    it in state once Redis is back (engine/decide/degraded.py). Both through the spool:
+    retried while the broker is away, in this order."""
+    audit, interactions = rt.settings.topic("decisions.audit"), rt.settings.topic("interactions")
 
     def republish(decision: Decision, raw: bytes) -> None:
-        headers = [(ANSWERED_HEADER, decision.decision_id.encode())]
-        bulk.publish(topic, decision.event.customer_id.encode(), raw, headers)
+        key = decision.event.customer_id.encode()
+        bulk.publish(audit, key, decision.audit_bytes())
+        bulk.publish(interactions, key, raw, [(ANSWERED_HEADER, decision.decision_id.encode())])
+        if answered is not None:
+            answered.add(decision.decision_id)
 
     return republish
+
+
+class AnsweredIds:
+    """Decision ids this worker answered degraded over HTTP, so that the stateful decision
+    of one the batcher finished anyway (an orphan: Redis answered after the budget) is
+    audited as following that answer. Bounded: the oldest are forgotten first (an answer
+    whose event was still queued never comes back as an orphan)."""
+
+    def __init__(self, bound: int = 10_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._bound = bound
+
+    def add(self, decision_id: str) -> None:
+        self._ids[decision_id] = None
+        while len(self._ids) > self._bound:
+            self._ids.popitem(last=False)
+
+    def followed(self, outcome: Outcome) -> Outcome:
+        """The orphan's outcome, its decision naming the degraded answer if there was one
+        (a caller that disconnected got no answer: nothing to name)."""
+        d = outcome.decision
+        if d is None or d.decision_id not in self._ids:
+            return outcome
+        del self._ids[d.decision_id]
+        return dataclasses.replace(outcome, decision=following(d, d.decision_id))

@@ -132,6 +132,11 @@ class Settings:
     trainer_metrics_port: int = 0  # the trainer's /metrics (model quality); 0: not served
     auth_required: bool = True  # every endpoint but health needs a token or a login
     session_ttl_s: int = 8 * 3600
+    # Verified credentials are cached in the worker (engine/http/guard.py): Redis is not
+    # asked again for this long, and while Redis fails one stays accepted this long after
+    # Redis last vouched for it. Also how late a removed token may still be accepted.
+    auth_cache_s: float = 30.0
+    auth_stale_s: float = 300.0
     # A bearer token Prometheus scrapes /metrics with (nothing else); empty: only users'
     # tokens with the viewer role or above. Never logged.
     metrics_token: str = field(default="", repr=False)

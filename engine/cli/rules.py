@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from engine.decide.pipeline import DecisionPolicy
 from engine.decide.rulebook import CaseResult, load, run_cases
+from engine.domain.decision import VERDICT_ORDER
 from engine.errors import BeaconError
 from engine.rules.pack import Compiled, RulePackError, read_bundle
 from engine.settings import Settings
@@ -119,7 +120,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     compiled = loaded[1]
     n = len(settings.channels) * len(settings.event_types)
     print(f"VALID: {folder}: {_counts(compiled)}; every condition ran on {n} sample events.")
+    print(f"Without customer state: {_floors(compiled)}.")
     return 0
+
+
+def _floors(compiled: Compiled) -> str:
+    """The pack's ``when_state_unavailable``, as a risk officer would check it."""
+    policy = compiled.rules.when_state_unavailable
+    by_verdict: dict[str, list[str]] = {}
+    for etype, verdict in sorted(policy.types.items()):
+        by_verdict.setdefault(verdict, []).append(etype)
+    listed = [f"{v} for {', '.join(by_verdict[v])}" for v in VERDICT_ORDER if v in by_verdict]
+    return "; ".join([*listed, f"{policy.default} for any other type"])
 
 
 def _report_cases(results: list[CaseResult]) -> bool:

@@ -6,11 +6,18 @@ answer: the event decided on what it carries alone. Rules that read only the eve
 features; but no sales offer is shown, because the contact-policy caps live in Redis
 and cannot be checked. The answer is flagged ``degraded``.
 
-The event is not lost: the HTTP adapter republishes it to ``interactions`` with the
-header :data:`ANSWERED_HEADER`, and the Kafka path ingests it once Redis is back as an
-:class:`Answered` event: state counted once, decision audited, alerts raised, but no
-second answer to the channel, and no sales offer counted as shown (the customer saw
-none; the trainer would otherwise learn that they ignored it).
+It fails closed where money moves: rules that need state (a PIN failure count, a new
+device) cannot fire, so the verdict is at least the risk pack's floor for the event
+type (``when_state_unavailable``, engine.rules.ruleset.StateUnavailable): a transfer or
+a PIN failure steps up or blocks, an informational event may keep the stateless verdict.
+
+The answer is audited as given: its own record on ``decisions.audit`` (``degraded:
+true``, its verdict and decision id). The event is not lost: the HTTP adapter
+republishes it to ``interactions`` with the header :data:`ANSWERED_HEADER`, and the
+Kafka path ingests it once Redis is back as an :class:`Answered` event: state counted
+once, decision audited, alerts raised, but no second answer to the channel, and no sales
+offer counted as shown (the customer saw none; the trainer would otherwise learn that
+they ignored it). Its audit record names the answer it follows (:func:`following`).
 
 >>> from engine.decide.rulebook import load
 >>> from engine.rules.pack import read_bundle
@@ -18,10 +25,12 @@ none; the trainer would otherwise learn that they ignored it).
 >>> from engine.settings import Settings
 >>> s = Settings()
 >>> rules = load(read_bundle(s.rules_path()), frozenset(s.channels), "local").rules
->>> event = Event("e1", "C1", "atm", "login", ts=1795428000.0)
+>>> event = Event("e1", "C1", "atm", "pin_failure", ts=1795428000.0)
 >>> d = decide_without_state(event, rules, BuiltinScorer(), DecisionPolicy())
->>> d.degraded, [a.id for a in d.actions], d.alerts
-(True, ['atm_default'], ())
+>>> d.degraded, d.risk.verdict, [a.id for a in d.actions], d.alerts
+(True, 'step_up', ['atm_default'], ())
+>>> d.risk.reasons[-1]
+'state unavailable: a pin_failure without customer state is at least step_up (when_state_unavailable)'
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from dataclasses import dataclass, fields, replace
 
 from engine.decide.arbitration import without_caps
 from engine.decide.pipeline import DecisionPolicy, decide
-from engine.domain.decision import Decision
+from engine.domain.decision import VERDICT_ORDER, Decision, Risk, Verdict
 from engine.domain.events import Event
 from engine.domain.scoring import Scorer
 from engine.domain.state import Snapshot
@@ -72,20 +81,38 @@ def answered_by(headers: Iterable[tuple[str, bytes]] | None) -> str | None:
 
 
 def decide_without_state(event: Event, rules: RuleSet, scorer: Scorer, policy: DecisionPolicy) -> Decision:
-    """The decision on the event alone: an empty snapshot, no sales offer, no alert raised.
+    """The decision on the event alone: an empty snapshot, no sales offer, no alert raised,
+    and a verdict no lower than the pack's floor for the event type.
 
     Alerts are left to the decision the Kafka path makes once state is back: only then
     can their suppression window be checked and the alert be recorded."""
     decision = withhold_sales(decide(event, NO_STATE, rules, scorer, policy), WHY_DEGRADED)
+    floor = rules.when_state_unavailable.floor(event.type)
     fallback = decision.fallback
     shown = without_caps(decision.actions, fallback, decision.max_actions) if fallback else ()
     return replace(
         decision,
         actions=shown,
+        risk=at_least(decision.risk, floor, event.type),
         alerts=(),
         degraded=True,
-        explanation={**decision.explanation, "degraded": WHY_DEGRADED},
+        explanation={**decision.explanation, "degraded": WHY_DEGRADED, "state_unavailable": floor},
     )
+
+
+def at_least(risk: Risk, floor: Verdict, event_type: str) -> Risk:
+    """The stateless verdict, raised to ``floor`` (with a reason saying why) if lower.
+
+    >>> at_least(Risk(0.1, "allow"), "block", "pin_failure").verdict
+    'block'
+    >>> at_least(Risk(0.9, "block"), "step_up", "transfer").reasons
+    ()
+    """
+    if VERDICT_ORDER[floor] <= VERDICT_ORDER[risk.verdict]:
+        return risk
+    why = f"state unavailable: a {event_type} without customer state is at least {floor}"
+    why += " (when_state_unavailable)"
+    return replace(risk, verdict=floor, reasons=(*risk.reasons, why))
 
 
 def as_answered(event: Event, decision: Decision) -> Decision:
@@ -93,8 +120,13 @@ def as_answered(event: Event, decision: Decision) -> Decision:
     answered without state, when the customer saw no sales offer and none may count."""
     if not isinstance(event, Answered):
         return decision
-    withheld = withhold_sales(decision, WHY_ANSWERED)
-    return replace(withheld, explanation={**withheld.explanation, "answered_degraded": event.answered_by})
+    return following(withhold_sales(decision, WHY_ANSWERED), event.answered_by)
+
+
+def following(decision: Decision, answered_by: str) -> Decision:
+    """The stateful decision of an event whose channel got the degraded answer
+    ``answered_by``: its audit record says so (``explain.answered_degraded``)."""
+    return replace(decision, explanation={**decision.explanation, "answered_degraded": answered_by})
 
 
 def withhold_sales(decision: Decision, why: str) -> Decision:

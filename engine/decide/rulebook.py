@@ -31,6 +31,7 @@ from engine.domain.features import FEATURE_NAMES, build_features
 from engine.domain.policy import ArbitrationPolicy
 from engine.domain.scoring import Scores
 from engine.domain.state import Snapshot
+from engine.rules.checks import unknown_types
 from engine.rules.pack import Case, Compiled, RulePackError, compile_bundle
 from engine.rules.ruleset import RuleError, RuleSet
 from engine.settings import DEFAULT_EVENT_TYPES
@@ -56,8 +57,10 @@ def load(
     event_types: Iterable[str] = DEFAULT_EVENT_TYPES,
 ) -> Compiled:
     """Compile a bundle and dry-run every condition on a sample event of each channel and
-    type, so a type error (``1.0 + 1``, a string compared with a number) is refused now."""
+    type, so a type error (``1.0 + 1``, a string compared with a number) is refused now,
+    and check that ``when_state_unavailable`` names only known event types."""
     compiled = compile_bundle(files, channels, version)
+    unknown_types(compiled.rules.when_state_unavailable, frozenset(event_types))
     dry_run(compiled.rules, channels, tuple(event_types))
     return compiled
 

@@ -3,12 +3,23 @@
 401 when the credential is missing or wrong, 403 when it is right but the role may not
 do this. With ``auth_required`` off (local development and the test suite's own
 servers) every caller is an anonymous administrator.
+
+The check survives a Redis blip: a credential Redis vouched for is taken from an
+in-process cache for ``cache_s`` (``BEACON_AUTH_CACHE_S``) without asking again, and
+while Redis fails it is still accepted up to ``stale_s`` (``BEACON_AUTH_STALE_S``) after
+Redis last vouched for it; only one request per ``cache_s`` then waits on Redis. An
+unknown credential is never accepted without Redis (503). Revocation: a token removed,
+or a session expired, in Redis is refused by a worker at most ``cache_s`` later, or
+``stale_s`` later if Redis is unavailable all that time. A refusal is not cached.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 
 from engine.errors import StoreError
 from engine.http.api import Reply, error
@@ -21,10 +32,19 @@ SESSION_COOKIE = "beacon_session"
 
 
 class Guard:
-    def __init__(self, store: Credentials, required: bool, metrics_token: str = "") -> None:
+    def __init__(
+        self,
+        store: Credentials,
+        required: bool,
+        metrics_token: str = "",
+        cache_s: float = 30.0,
+        stale_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.required = required
         self._metrics_token = metrics_token.encode()
+        self.verified = Verified(cache_s, stale_s, clock)
 
     async def check(
         self, headers: Mapping[str, str], cookies: Mapping[str, str], permission: str
@@ -39,13 +59,9 @@ class Guard:
         if not credential:
             return error(401, "unauthenticated", "send Authorization: Bearer <token>, or log in",
                          **{"WWW-Authenticate": "Bearer"})  # fmt: skip
-        try:
-            if credential.startswith("bk_"):
-                who = await self.store.token_principal(credential)
-            else:
-                who = await self.store.session_principal(credential)
-        except StoreError as exc:
-            return error(503, "state_unavailable", str(exc))
+        who = await self._principal(credential)
+        if isinstance(who, Reply):
+            return who
         if who is None:
             return error(
                 401, "unauthenticated", "the token or session is not valid", **{"WWW-Authenticate": "Bearer"}
@@ -53,6 +69,59 @@ class Guard:
         if not who.may(permission):
             return error(403, "forbidden", f"role {who.role} may not {permission}")
         return who
+
+    async def _principal(self, credential: str) -> Principal | Reply | None:
+        key = hashlib.sha256(credential.encode()).digest()  # the cache holds no secret
+        who = self.verified.fresh(key)
+        if who is not None:
+            return who
+        try:
+            if credential.startswith("bk_"):
+                who = await self.store.token_principal(credential)
+            else:
+                who = await self.store.session_principal(credential)
+        except StoreError as exc:
+            stale = self.verified.stale(key)
+            return stale if stale is not None else error(503, "state_unavailable", str(exc))
+        self.verified.put(key, who)
+        return who
+
+
+class Verified:
+    """Principals of credentials Redis vouched for, by SHA-256 of the credential; bounded
+    (the least recently verified go first)."""
+
+    def __init__(
+        self, cache_s: float, stale_s: float, clock: Callable[[], float], bound: int = 10_000
+    ) -> None:
+        self.cache_s, self.stale_s, self._clock, self._bound = cache_s, max(stale_s, cache_s), clock, bound
+        self._entries: OrderedDict[bytes, tuple[Principal, float, float]] = (
+            OrderedDict()
+        )  # who, vouched, fresh until
+
+    def fresh(self, key: bytes) -> Principal | None:
+        entry = self._entries.get(key)
+        return entry[0] if entry is not None and self._clock() < entry[2] else None
+
+    def stale(self, key: bytes) -> Principal | None:
+        """Redis failed: a credential it vouched for within ``stale_s`` stands, and is
+        fresh again for ``cache_s`` (so the next requests do not wait on Redis too)."""
+        entry, now = self._entries.get(key), self._clock()
+        if entry is None or now >= entry[1] + self.stale_s:
+            self._entries.pop(key, None)
+            return None
+        self._entries[key] = (entry[0], entry[1], min(now + self.cache_s, entry[1] + self.stale_s))
+        return entry[0]
+
+    def put(self, key: bytes, who: Principal | None) -> None:
+        if who is None:  # refused: forget it, and never cache a refusal as valid
+            self._entries.pop(key, None)
+            return
+        now = self._clock()
+        self._entries[key] = (who, now, now + self.cache_s)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._bound:
+            self._entries.popitem(last=False)
 
 
 def _bearer(headers: Mapping[str, str]) -> str:

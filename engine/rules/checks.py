@@ -33,6 +33,7 @@ from engine.domain.state import CONTACT_WINDOW_S
 from engine.errors import BeaconError
 from engine.rules.celenv import EVENT_FIELDS, HELPERS, ROOTS, SCORE_FIELDS, flatten_source, references
 from engine.rules.ruleset import (
+    MONEY_MOVEMENT,
     SEVERITIES,
     Cap,
     Clause,
@@ -40,6 +41,7 @@ from engine.rules.ruleset import (
     ContactPolicy,
     Offer,
     RiskRule,
+    StateUnavailable,
     Typology,
 )
 
@@ -314,6 +316,42 @@ class Checker:
                 raise RulePackError(f"{self.file}: fallback for {ch}: needs a known channel and {{id, text}}")
             out[str(ch)] = {"id": str(fb["id"]), "text": str(fb.get("text", ""))}
         return out
+
+
+def state_unavailable(file: str, raw: Any) -> StateUnavailable:
+    """A risk pack's ``when_state_unavailable``: ``default`` (required) and ``types``, a
+    verdict per event type. Money movement may not fall below step_up: fail closed."""
+    where = f"{file}: when_state_unavailable"
+    if not isinstance(raw, dict):
+        raise RulePackError(f"{where}: a mapping with `default` and `types`")
+    known_keys(raw, {"default", "types"}, where)
+    types = raw.get("types") or {}
+    if not isinstance(types, dict):
+        raise RulePackError(f"{where}: `types` maps an event type to a verdict")
+    for name, verdict in [("default", raw.get("default")), *((f"type {t}", v) for t, v in types.items())]:
+        if verdict not in VERDICT_ORDER:
+            allowed = ", ".join(VERDICT_ORDER)
+            raise RulePackError(f"{where}: {name} must be one of {allowed} (got {verdict!r})")
+    policy = StateUnavailable(raw["default"], {str(t): v for t, v in types.items()}, file)
+    open_ = sorted(t for t in MONEY_MOVEMENT if VERDICT_ORDER[policy.floor(t)] < VERDICT_ORDER["step_up"])
+    if open_:
+        raise RulePackError(
+            f"{where}: money movement must step up or block without customer state; "
+            f"{', '.join(f'{t} is {policy.floor(t)}' for t in open_)}"
+        )
+    return policy
+
+
+def unknown_types(policy: StateUnavailable, event_types: frozenset[str]) -> None:
+    """Refuse event types the settings do not know (a typo would silently use the default)."""
+    unknown = sorted(set(policy.types) - event_types)
+    if unknown:
+        hints = [
+            f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, event_types, 1)) else u
+            for u in unknown
+        ]
+        where = f"{policy.file}: when_state_unavailable"
+        raise RulePackError(f"{where}: unknown event type(s) {', '.join(hints)}")
 
 
 def _ref_path(ref: tuple[str, str, str | None]) -> str:

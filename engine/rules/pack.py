@@ -39,13 +39,13 @@ import yaml
 
 from engine.domain.policy import ArbitrationPolicy, PolicyError, parse_arbitration
 from engine.rules.celenv import Needs
-from engine.rules.checks import RULE_ID, Checker, RulePackError, known_keys
-from engine.rules.ruleset import ContactPolicy, Offer, RiskRule, RuleSet, Typology
+from engine.rules.checks import RULE_ID, Checker, RulePackError, known_keys, state_unavailable
+from engine.rules.ruleset import ContactPolicy, Offer, RiskRule, RuleSet, StateUnavailable, Typology
 
 __all__ = ["Case", "Compiled", "RulePackError", "bundle_digest", "compile_bundle", "read_bundle"]
 
 _PACK_KEYS = {
-    "risk": {"kind", "rules", "typologies", "lists", "tests"},
+    "risk": {"kind", "rules", "typologies", "lists", "tests", "when_state_unavailable"},
     "offers": {"kind", "offers", "contact_policy", "fallbacks", "arbitration", "lists", "tests"},
 }
 
@@ -115,6 +115,7 @@ def compile_bundle(files: Mapping[str, str], channels: frozenset[str], version: 
         lists=_merged_lists(parts),
         origins=seen,
         arbitration=_arbitration(parts, channels),
+        when_state_unavailable=_state_unavailable(parts),
         needs=Needs.of(sources),  # reasons are filled from Python values, not CEL
     )
     return Compiled(rules, tuple(c for p in parts for c in p.cases), bundle_digest(files))
@@ -130,6 +131,7 @@ class _Part:
     lists: dict[str, frozenset[str]]
     cases: list[Case]
     arbitration: Any = None
+    unavailable: StateUnavailable | None = None
 
 
 def _parse_file(name: str, text: str, channels: frozenset[str]) -> _Part:
@@ -146,6 +148,8 @@ def _parse_file(name: str, text: str, channels: frozenset[str]) -> _Part:
     if data["kind"] == "risk":
         part.risk = [check.risk_rule(r) for r in _items(data, "rules", name)]
         part.typologies = [check.typology(t) for t in _items(data, "typologies", name)]
+        if "when_state_unavailable" in data:
+            part.unavailable = state_unavailable(name, data["when_state_unavailable"])
     else:
         default = check.policy("contact_policy", data.get("contact_policy") or {}, ContactPolicy())
         part.offers = [check.offer(o, default) for o in _items(data, "offers", name)]
@@ -197,6 +201,16 @@ def _arbitration(parts: list[_Part], channels: frozenset[str]) -> dict[str, Arbi
         return parse_arbitration(sections[0][1], channels)
     except PolicyError as exc:
         raise RulePackError(f"{sections[0][0]}: {exc}") from None
+
+
+def _state_unavailable(parts: list[_Part]) -> StateUnavailable:
+    """The bundle's one ``when_state_unavailable``; without one, every type steps up."""
+    declared = [p.unavailable for p in parts if p.unavailable is not None]
+    if len(declared) > 1:
+        raise RulePackError(
+            f"{declared[1].file}: `when_state_unavailable` is declared twice (also in {declared[0].file})"
+        )
+    return declared[0] if declared else StateUnavailable()
 
 
 def _merged_lists(parts: list[_Part]) -> dict[str, frozenset[str]]:

@@ -111,6 +111,30 @@ class Typology:
         return "block" if score >= self.block else "review" if score >= self.review else "allow"
 
 
+# Event types that move money: without customer state they step up or block, never allow.
+MONEY_MOVEMENT = frozenset({"withdrawal", "transfer", "bill_payment", "card_payment"})
+
+
+@dataclass(frozen=True, slots=True)
+class StateUnavailable:
+    """A risk pack's ``when_state_unavailable``: the least verdict per event type when
+    there is no customer state (Redis failed or did not answer within the budget).
+
+    Without the section every type steps up: fail closed unless the pack says otherwise.
+
+    >>> policy = StateUnavailable("step_up", {"balance_inquiry": "allow"})
+    >>> policy.floor("balance_inquiry"), policy.floor("transfer")
+    ('allow', 'step_up')
+    """
+
+    default: Verdict = "step_up"
+    types: Mapping[str, Verdict] = field(default_factory=dict)
+    file: str = ""  # the pack that declared it, for messages
+
+    def floor(self, event_type: str) -> Verdict:
+        return self.types.get(event_type, self.default)
+
+
 @dataclass(frozen=True, slots=True)
 class Offer:
     id: str
@@ -203,6 +227,7 @@ class RuleSet:
     needs: Needs = field(default_factory=Needs)
     origins: Mapping[str, str] = field(default_factory=dict)  # rule or offer id -> its pack file
     arbitration: Mapping[str, ArbitrationPolicy] = field(default_factory=dict)  # per channel
+    when_state_unavailable: StateUnavailable = StateUnavailable()
 
     @cached_property
     def offer_index(self) -> dict[str, Offer]:

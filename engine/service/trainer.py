@@ -56,6 +56,10 @@ class Trainer:
         self.metrics: TrainerMetrics | None = None  # when the trainer serves /metrics
 
     async def on_audit(self, record: Mapping[str, Any]) -> None:
+        if record.get("degraded"):
+            # What the channel got without customer state (audited as such): the models
+            # learn from the stateful decision of the same event, made once Redis is back.
+            return
         inputs = inputs_of(record, self.learner.specs)
         self.clock = max(self.clock, inputs["ts"])
         did = str(record["decision_id"])

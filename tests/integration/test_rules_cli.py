@@ -45,6 +45,15 @@ def test_validate_accepts_a_good_folder(tmp_path: Path, capsys: pytest.CaptureFi
     code, out = run(capsys, "validate", str(write(tmp_path, bundle("ok"))))
     assert code == 0
     assert out.startswith("VALID: ") and "1 risk rules, 0 typologies, 0 offers, 0 test cases" in out
+    assert "Without customer state: step_up for any other type." in out  # no section: fail closed
+
+
+def test_validate_shows_the_shipped_floors_without_state(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "validate", str(Settings().rules_path()))
+    assert code == 0
+    floors = out.split("Without customer state: ", 1)[1]
+    assert "allow for balance_inquiry" in floors and "step_up for any other type." in floors
+    assert "transfer" in floors.split("step_up for ", 1)[1]
 
 
 def test_validate_refuses_a_broken_pack_naming_file_and_rule(

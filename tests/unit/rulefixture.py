@@ -33,6 +33,10 @@ typologies:
     rules: {new_device_transfer: 0.6, watch_terminal: 0.4}
     review: 0.3
     block: 0.9
+when_state_unavailable:
+  default: step_up
+  types: {pin_failure: block, transfer: step_up, withdrawal: step_up, login: step_up,
+          balance_inquiry: allow, complaint: allow}
 """
 OFFERS = """
 kind: offers

@@ -42,7 +42,8 @@ def test_no_sales_offer_only_the_fallback_and_the_flag() -> None:
 
 
 def test_rules_on_the_event_alone_still_decide_the_risk() -> None:
-    d = degraded(Event("e2", "c1", "atm", "withdrawal", TS, amount=60.0, terminal_id="T-BAD"))
+    # a balance inquiry: its floor (allow) leaves the verdict to the stateless rules
+    d = degraded(Event("e2", "c1", "atm", "balance_inquiry", TS, terminal_id="T-BAD"))
     assert d.risk.verdict == "review" and d.risk.reasons[0].startswith("watch_terminal")
     assert [f["id"] for f in d.explanation["rules"]] == ["watch_terminal"]
     assert d.alerts == ()  # raised by the Kafka path once state is back, where suppression is checked
@@ -79,3 +80,42 @@ def test_an_answered_event_commits_no_sales_offer() -> None:
 def test_the_answered_header() -> None:
     assert answered_by([("other", b"x"), (ANSWERED_HEADER, b"d-1")]) == "d-1"
     assert answered_by([("other", b"x")]) is None and answered_by(None) is None
+
+
+# -- fail closed: the pack's floor per event type (issue 14) ------------------------------
+
+
+def test_a_pin_failure_without_state_is_blocked_not_allowed() -> None:
+    """The third PIN failure blocks with state; without it the count is unknown, so the
+    pack's floor for pin_failure decides, never a stateless allow."""
+    d = degraded(Event("p1", "c1", "atm", "pin_failure", TS, terminal_id="T-1"))
+    assert d.degraded and d.risk.verdict == "block"
+    assert any("state unavailable" in r for r in d.risk.reasons)
+    assert [a.kind for a in d.actions] == ["fallback"]
+
+
+def test_a_large_transfer_from_a_new_device_without_state_steps_up() -> None:
+    d = degraded(Event("t1", "c1", "internet", "transfer", TS, amount=5000.0, device_id="new"))
+    assert d.risk.verdict == "step_up" and d.explanation["state_unavailable"] == "step_up"
+    assert not [a for a in d.actions if a.kind in ("offer", "retention")]
+    assert orjson.loads(d.channel_bytes())["risk"]["verdict"] == "step_up"
+
+
+def test_an_informational_event_degrades_to_what_the_stateless_rules_say() -> None:
+    d = degraded(Event("b1", "c1", "mobile", "balance_inquiry", TS))
+    assert d.risk.verdict == "allow" and not any("state unavailable" in r for r in d.risk.reasons)
+    watched = degraded(Event("b2", "c1", "atm", "balance_inquiry", TS, terminal_id="T-BAD"))
+    assert watched.risk.verdict == "review"  # a stateless rule still raises it above the floor
+
+
+def test_an_event_type_the_pack_does_not_list_gets_its_default() -> None:
+    assert degraded(Event("c1", "c1", "internet", "card_payment", TS, amount=5.0)).risk.verdict == "step_up"
+
+
+def test_a_bundle_without_the_section_fails_closed_for_every_type() -> None:
+    from engine.decide.rulebook import load
+    from tests.unit.rulefixture import CHANNELS, OFFERS
+
+    bare = load({"offers.yaml": OFFERS}, CHANNELS, "bare").rules
+    d = decide_without_state(Event("x1", "c1", "mobile", "page_view", TS), bare, BuiltinScorer(), POLICY)
+    assert d.risk.verdict == "step_up"

@@ -144,3 +144,51 @@ def test_failing_case_is_reported_with_what_was_expected() -> None:
     [result] = run_cases(load(files, CHANNELS, "v"))
     assert not result.passed
     assert result.problems == ("expected a to be fired", "expected verdict review, got allow")
+
+
+# -- when_state_unavailable: the fail-closed floor per event type (issue 14) --------------
+
+_UNAVAILABLE = "kind: risk\nwhen_state_unavailable: {}\n"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("{default: maybe}", "bad.yaml: when_state_unavailable: default must be one of allow, review, "
+                             "step_up, block (got 'maybe')"),
+        ("{types: {login: allow}}", "bad.yaml: when_state_unavailable: default must be one of"),
+        ("{default: step_up, types: {login: deny}}",
+         "bad.yaml: when_state_unavailable: type login must be one of allow, review, step_up, block (got 'deny')"),
+        ("{default: step_up, types: {transfr: block}}",
+         "bad.yaml: when_state_unavailable: unknown event type(s) transfr (did you mean transfer?)"),
+        ("{default: step_up, types: {transfer: allow, withdrawal: review}}",
+         "bad.yaml: when_state_unavailable: money movement must step up or block without customer state; "
+         "transfer is allow, withdrawal is review"),
+        ("{default: allow, types: {transfer: step_up}}",
+         "money movement must step up or block without customer state; bill_payment is allow, "
+         "card_payment is allow, withdrawal is allow"),
+        ("{default: block, fallback: allow}", "bad.yaml: when_state_unavailable: unknown key(s) fallback"),
+        ("[step_up]", "bad.yaml: when_state_unavailable: a mapping with `default` and `types`"),
+    ],
+)  # fmt: skip
+def test_a_bad_state_unavailable_section_is_refused(section: str, message: str) -> None:
+    assert message in _refused({"bad.yaml": _UNAVAILABLE.format(section)})
+
+
+def test_the_state_unavailable_section_is_declared_once_per_bundle() -> None:
+    section = _UNAVAILABLE.format("{default: step_up}")
+    assert "b.yaml: `when_state_unavailable` is declared twice (also in a.yaml)" in _refused(
+        {"a.yaml": section, "b.yaml": section}
+    )
+
+
+def test_the_shipped_pack_fails_closed_where_money_moves() -> None:
+    s = Settings()
+    rules = load(read_bundle(RULES_DIR), frozenset(s.channels), "shipped", s.event_types).rules
+    floors = rules.when_state_unavailable
+    for etype in ("withdrawal", "transfer", "bill_payment", "card_payment", "pin_failure", "login"):
+        assert floors.floor(etype) in ("step_up", "block"), etype
+    for etype in ("balance_inquiry", "page_view", "product_view", "offer_response", "complaint"):
+        assert floors.floor(etype) == "allow", etype
+    assert floors.floor("a_type_added_later") == "step_up"
+    assert set(floors.types) <= set(s.event_types)
