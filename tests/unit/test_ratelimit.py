@@ -149,6 +149,8 @@ def test_the_worker_sheds_beyond_its_own_rate_whoever_asks() -> None:
     assert shed(worker, metrics) is None and shed(worker, metrics) is None
     refused = shed(worker, metrics)
     assert refused is not None and refused.status == 429
-    assert orjson.loads(refused.body)["error"]["code"] == "overloaded" and refused.headers["Retry-After"] == "1"
+    assert (
+        orjson.loads(refused.body)["error"]["code"] == "overloaded" and refused.headers["Retry-After"] == "1"
+    )
     clock.now += 0.1
     assert shed(worker, metrics) is None
