@@ -38,6 +38,28 @@ PERMISSIONS = {
 ROLES = tuple(PERMISSIONS)
 _LOGIN_TRIES_PER_MINUTE = 5
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+# Count the attempt, then check: every key is incremented (its window set on the first)
+# before any is compared with its limit, in one step, so concurrent attempts cannot all
+# read a count below the limit. Returns 0 to go ahead, else the seconds to wait.
+_COUNT = """
+local wait = 0
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+  if n > tonumber(ARGV[i + 1]) then
+    local ttl = redis.call('TTL', key)
+    if ttl > wait then wait = ttl end
+    if ttl < 1 and wait < 1 then wait = 1 end
+  end
+end
+return wait
+"""
+# A success takes its count back, never below zero nor into a key already expired.
+_REFUND = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+end
+"""
 
 
 class AuthError(BeaconError):
@@ -75,6 +97,8 @@ class AuthStore:
         self._r = client
         self.keys = AuthKeys.of(key_prefix)
         self.session_ttl_s = session_ttl_s
+        self._count = client.register_script(_COUNT)
+        self._refund = client.register_script(_REFUND)
 
     async def add_user(self, name: str, role: str, password: str) -> None:
         if role not in ROLES or role == "channel":
@@ -127,22 +151,21 @@ class AuthStore:
 
     async def login(self, name: str, password: str, remote: str) -> str:
         """A session token for a person, or AuthError; at most 5 failures a minute per
-        user and per address."""
-        for who in (f"u:{name}", f"ip:{remote}"):
-            tries = await self._call(self._r.get(self.keys.tries(who)))
-            if tries and int(tries) >= _LOGIN_TRIES_PER_MINUTE:
-                raise TooManyLogins("too many failed logins; wait a minute")
+        user and per address. The attempt is counted before the password is checked, so
+        concurrent attempts get no more checks than that; a success takes its count back."""
+        keys = [self.keys.tries(f"u:{name}"), self.keys.tries(f"ip:{remote}")]
+        limits = [_LOGIN_TRIES_PER_MINUTE] * len(keys)
+        wait = await self._call(self._count(keys=keys, args=[60, *limits]))
+        if int(wait) > 0:
+            raise TooManyLogins("too many failed logins; wait a minute")
         raw = await self._call(self._r.hget(self.keys.users, name))
         record = orjson.loads(raw) if raw else {"salt": "00" * 16, "hash": "", "role": ""}
         ok = hmac.compare_digest(_scrypt(password, bytes.fromhex(record["salt"])), record["hash"]) and bool(
             raw
         )
         if not ok:
-            for who in (f"u:{name}", f"ip:{remote}"):
-                key = self.keys.tries(who)
-                await self._call(self._r.incr(key))
-                await self._call(self._r.expire(key, 60))
             raise AuthError("wrong user name or password")
+        await self._call(self._refund(keys=keys))
         session = secrets.token_urlsafe(32)
         body = orjson.dumps({"user": name, "role": record["role"]})
         await self._call(self._r.set(self.keys.session(_sha(session)), body, ex=self.session_ttl_s))
