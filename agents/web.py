@@ -36,6 +36,7 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     worker_limit = RateLimiter(settings.rate_limit_global_per_s, settings.rate_limit_global_burst)
     slots = StreamSlots(settings.alert_streams_per_principal, settings.alert_streams_max)
     body_limit = settings.http_max_body_bytes
+    logins = LoginGate(settings.login_concurrency)
 
     async def allow(request: Request, permission: str) -> Principal | Reply:
         who = await guard.check(request.headers, request.cookies, permission)
@@ -122,11 +123,13 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     @app.page("/v1/login")
     class Login(View):
         async def post(self, request: Request) -> Response:
-            body = await read_body(request, body_limit)
-            if isinstance(body, Reply):
-                return _respond(self, body)
-            remote = _remote(request)
-            reply = await login(auth, body, remote)
+            if not logins.enter():
+                return _respond(self, logins.busy())
+            try:
+                body = await read_body(request, body_limit)
+                reply = body if isinstance(body, Reply) else await login(auth, body, _remote(request))
+            finally:
+                logins.leave()
             response = _respond(self, reply)
             if reply.status == 200:
                 token = orjson.loads(reply.body)["session"]
@@ -222,6 +225,27 @@ def _remote(request: Request) -> str:
     # aiohttp's peer address. Behind a proxy every caller is the proxy: run with
     # authentication on there, so callers are told apart by credential.
     return getattr(request, "remote", None) or "unknown"
+
+
+class LoginGate:
+    """At most ``limit`` logins in progress on this worker (each checks a password with
+    scrypt); beyond, 429 ``too_many_logins`` at once rather than a queue without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_progress = max(1, limit), 0
+
+    def enter(self) -> bool:
+        if self.in_progress >= self.limit:
+            return False
+        self.in_progress += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_progress -= 1
+
+    def busy(self) -> Reply:
+        message = "this worker is checking as many logins as it may at once; retry in 1 s"
+        return error(429, "too_many_logins", message, **{"Retry-After": "1"})
 
 
 async def login(auth: AuthStore, body: bytes, remote: str) -> Reply:

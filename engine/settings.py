@@ -132,6 +132,12 @@ class Settings:
     trainer_metrics_port: int = 0  # the trainer's /metrics (model quality); 0: not served
     auth_required: bool = True  # every endpoint but health needs a token or a login
     session_ttl_s: int = 8 * 3600
+    # Console logins (engine/store/users.py, agents/web.py): failed attempts a minute per
+    # user and per client address; passwords checked at once per worker (beyond: 429 at
+    # once) and the threads scrypt runs on, off the event loop.
+    login_failures_per_minute: int = 5
+    login_concurrency: int = 8
+    login_hash_threads: int = 2
     # Verified credentials are cached in the worker (engine/http/guard.py): Redis is not
     # asked again for this long, and while Redis fails one stays accepted this long after
     # Redis last vouched for it. Also how late a removed token may still be accepted.

@@ -15,10 +15,12 @@ Keys: :class:`engine.store.keys.AuthKeys`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,10 +95,20 @@ def _scrypt(password: str, salt: bytes) -> str:
 
 
 class AuthStore:
-    def __init__(self, client: aioredis.Redis, key_prefix: str, session_ttl_s: int = 8 * 3600) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key_prefix: str,
+        session_ttl_s: int = 8 * 3600,
+        failures_per_minute: int = _LOGIN_TRIES_PER_MINUTE,
+        hash_threads: int = 2,
+    ) -> None:
         self._r = client
         self.keys = AuthKeys.of(key_prefix)
         self.session_ttl_s = session_ttl_s
+        self.failures_per_minute = failures_per_minute
+        # scrypt (tens of ms of CPU, and it releases the GIL) runs here, never on the event loop
+        self._hashing = ThreadPoolExecutor(max(1, hash_threads), thread_name_prefix="scrypt")
         self._count = client.register_script(_COUNT)
         self._refund = client.register_script(_REFUND)
 
@@ -112,7 +124,8 @@ class AuthStore:
         if len(password) < 12:
             raise AuthError("passwords have at least 12 characters")
         salt = secrets.token_bytes(16)
-        record = {"role": role, "salt": salt.hex(), "hash": _scrypt(password, salt), "created": time.time()}
+        digest = await self._scrypt(password, salt)
+        record = {"role": role, "salt": salt.hex(), "hash": digest, "created": time.time()}
         await self._call(self._r.hset(self.keys.users, name, orjson.dumps(record)))
 
     async def add_token(self, role: str, name: str, channel: str | None = None) -> str:
@@ -150,19 +163,18 @@ class AuthStore:
         return Principal(str(record.get("name") or parts[1]), record["role"], record.get("channel"))
 
     async def login(self, name: str, password: str, remote: str) -> str:
-        """A session token for a person, or AuthError; at most 5 failures a minute per
-        user and per address. The attempt is counted before the password is checked, so
+        """A session token for a person, or AuthError; at most ``failures_per_minute`` (5)
+        failures a minute per user and per address. The attempt is counted before the password is checked, so
         concurrent attempts get no more checks than that; a success takes its count back."""
         keys = [self.keys.tries(f"u:{name}"), self.keys.tries(f"ip:{remote}")]
-        limits = [_LOGIN_TRIES_PER_MINUTE] * len(keys)
+        limits = [self.failures_per_minute] * len(keys)
         wait = await self._call(self._count(keys=keys, args=[60, *limits]))
         if int(wait) > 0:
             raise TooManyLogins("too many failed logins; wait a minute")
         raw = await self._call(self._r.hget(self.keys.users, name))
         record = orjson.loads(raw) if raw else {"salt": "00" * 16, "hash": "", "role": ""}
-        ok = hmac.compare_digest(_scrypt(password, bytes.fromhex(record["salt"])), record["hash"]) and bool(
-            raw
-        )
+        digest = await self._scrypt(password, bytes.fromhex(record["salt"]))
+        ok = hmac.compare_digest(digest, record["hash"]) and bool(raw)
         if not ok:
             raise AuthError("wrong user name or password")
         await self._call(self._refund(keys=keys))
@@ -177,6 +189,9 @@ class AuthStore:
             return None
         record = orjson.loads(raw)
         return Principal(record["user"], record["role"])
+
+    async def _scrypt(self, password: str, salt: bytes) -> str:
+        return await asyncio.get_running_loop().run_in_executor(self._hashing, _scrypt, password, salt)
 
     async def _call(self, awaitable: Any) -> Any:
         return await guarded("auth store", awaitable)

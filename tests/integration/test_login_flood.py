@@ -8,6 +8,7 @@ user out."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +29,14 @@ LIMIT = 5  # failed logins a minute per user and address
 HANG_GUARD_S = 30.0  # a request that would otherwise hang forever; not a latency bound
 
 
-async def _users(s: Settings, *names: str) -> None:
+async def _users(s: Settings, *names: str) -> str:
     client = connect(s)
     store = AuthStore(client, s.key_prefix)
     for name in names:
         await store.add_user(name, "risk_officer", PASSWORD)
+    token = await store.add_token("channel", "atm-switch", "atm")
     await client.aclose()
+    return token
 
 
 @pytest.fixture()
@@ -44,12 +47,23 @@ def worker(infra: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
         yield w
 
 
+@pytest.fixture()
+def unlimited(infra: Settings, tmp_path: Path) -> Iterator[tuple[WorkerProcess, str]]:
+    """Failures not limited, so every attempt reaches the password check, as a flood from
+    many addresses would."""
+    s = isolated(infra, auth_required=True, login_failures_per_minute=100_000)
+    token = asyncio.run(_users(s, "mia"))
+    with running_worker(s, tmp_path) as w:
+        yield w, token
+
+
 async def _login(http: httpx.AsyncClient, user: str, password: str) -> httpx.Response:
     return await http.post("/v1/login", content=orjson.dumps({"user": user, "password": password}))
 
 
 async def _flood(url: str, user: str, n: int) -> Counter[int]:
-    async with httpx.AsyncClient(base_url=url, timeout=HANG_GUARD_S) as http:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(base_url=url, timeout=HANG_GUARD_S, limits=limits) as http:
         answers = await asyncio.gather(*(_login(http, user, f"wrong password {i}") for i in range(n)))
     return Counter(r.status_code for r in answers)
 
@@ -58,3 +72,29 @@ def test_concurrent_wrong_passwords_get_at_most_the_limit_of_checks(worker: Work
     codes = asyncio.run(_flood(worker.url, "mia", 40))
     assert codes[401] <= LIMIT, codes  # a 401 is a password actually checked
     assert codes[401] + codes[429] + codes[503] == 40, codes
+
+
+def test_a_login_flood_does_not_stall_health_or_decisions(unlimited: tuple[WorkerProcess, str]) -> None:
+    worker, token = unlimited
+    pin = {"event_id": "pin-1", "customer_id": "F1", "channel": "atm", "type": "pin_failure",
+           "ts": time.time(), "terminal_id": "T1"}  # fmt: skip
+
+    async def meanwhile() -> tuple[list[httpx.Response], list[httpx.Response], Counter[int]]:
+        flood = asyncio.create_task(_flood(worker.url, "mia", 300))
+        health, decisions = [], []
+        auth = {"Authorization": f"Bearer {token}"}
+        # 5 s: a hang guard, generous next to the milliseconds these take on an idle worker
+        async with httpx.AsyncClient(base_url=worker.url, timeout=5.0, headers=auth) as http:
+            for i in range(6):
+                await asyncio.sleep(0.5)  # while the flood is under way
+                health.append(await http.get("/healthz"))
+                decisions.append(
+                    await http.post("/v1/decisions", content=orjson.dumps({**pin, "event_id": f"p{i}"}))
+                )
+        return health, decisions, await flood
+
+    health, decisions, codes = asyncio.run(meanwhile())
+    assert [h.status_code for h in health] == [200] * 6
+    answers = [(d.status_code, d.json().get("degraded")) for d in decisions]
+    assert answers == [(200, False)] * 6, answers
+    assert codes[401] + codes[429] == 300 and codes[429] > 0, codes  # the excess is refused at once
