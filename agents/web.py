@@ -257,7 +257,7 @@ async def login(auth: AuthStore, body: bytes, remote: str) -> Reply:
     try:
         session = await auth.login(name, password, remote)
     except TooManyLogins as exc:
-        return error(429, "too_many_logins", str(exc), **{"Retry-After": "60"})
+        return error(429, "too_many_logins", str(exc), **{"Retry-After": str(exc.wait_s)})
     except AuthError:
         return error(401, "unauthenticated", "wrong user name or password")
     except StoreError as exc:

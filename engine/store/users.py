@@ -39,22 +39,33 @@ PERMISSIONS = {
 }
 ROLES = tuple(PERMISSIONS)
 _LOGIN_TRIES_PER_MINUTE = 5
+_PER_ADDRESS, _PER_USER = 4, 10  # times the per user and address limit, across users / addresses
+_LONGEST_DELAY_S = 900
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
-# Count the attempt, then check: every key is incremented (its window set on the first)
-# before any is compared with its limit, in one step, so concurrent attempts cannot all
-# read a count below the limit. Returns 0 to go ahead, else the seconds to wait.
+# Count the attempt, then check, in one step, so concurrent attempts cannot all read a
+# count below the limit. KEYS are counters in order (user and address, address, user);
+# ARGV: the window (s), the longest delay (s), then each counter's limit. A counter is
+# incremented (its window set on the first) and compared before the next is touched:
+# an attempt refused by one does not count against the others. Over its limit, a
+# counter lives on for a delay that doubles with every further attempt (from the
+# window, up to the longest): a delay, not a lockout. Returns 0 to go ahead, else the
+# seconds to wait.
 _COUNT = """
-local wait = 0
+local window, longest = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
-  local n = redis.call('INCR', key)
-  if n == 1 then redis.call('EXPIRE', key, ARGV[1]) end
-  if n > tonumber(ARGV[i + 1]) then
+  local n, limit = redis.call('INCR', key), tonumber(ARGV[2 + i])
+  if n == 1 then redis.call('EXPIRE', key, window) end
+  if n > limit then
+    local delay = math.floor(math.min(window * 2 ^ math.min(n - limit - 1, 30), longest))
     local ttl = redis.call('TTL', key)
-    if ttl > wait then wait = ttl end
-    if ttl < 1 and wait < 1 then wait = 1 end
+    if delay > ttl then
+      redis.call('EXPIRE', key, delay)
+      ttl = delay
+    end
+    return math.max(ttl, 1)
   end
 end
-return wait
+return 0
 """
 # A success takes its count back, never below zero nor into a key already expired.
 _REFUND = """
@@ -69,7 +80,11 @@ class AuthError(BeaconError):
 
 
 class TooManyLogins(BeaconError):
-    """Login is rate-limited for this user or address; retry in a minute."""
+    """Login is delayed for this user or address; retry in ``wait_s`` seconds."""
+
+    def __init__(self, message: str, wait_s: int = 60) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
 
 
 @dataclass(frozen=True)
@@ -163,14 +178,26 @@ class AuthStore:
         return Principal(str(record.get("name") or parts[1]), record["role"], record.get("channel"))
 
     async def login(self, name: str, password: str, remote: str) -> str:
-        """A session token for a person, or AuthError; at most ``failures_per_minute`` (5)
-        failures a minute per user and per address. The attempt is counted before the password is checked, so
-        concurrent attempts get no more checks than that; a success takes its count back."""
-        keys = [self.keys.tries(f"u:{name}"), self.keys.tries(f"ip:{remote}")]
-        limits = [self.failures_per_minute] * len(keys)
-        wait = await self._call(self._count(keys=keys, args=[60, *limits]))
-        if int(wait) > 0:
-            raise TooManyLogins("too many failed logins; wait a minute")
+        """A session token for a person, or AuthError. Failures are limited per user and
+        address (``failures_per_minute``, 5), per address (4 times that, across users) and
+        per user (10 times, across addresses); beyond, a delay that doubles with each
+        further attempt (from a minute to 15), so a flood from one address delays itself,
+        not the user elsewhere. An attempt is counted before its password is checked, so
+        concurrent attempts get no more checks than that; a success takes its count back.
+        """
+        keys = [
+            self.keys.tries(f"ua:{name}|{remote}"),
+            self.keys.tries(f"ip:{remote}"),
+            self.keys.tries(f"u:{name}"),
+        ]
+        per = self.failures_per_minute
+        wait = int(
+            await self._call(
+                self._count(keys=keys, args=[60, _LONGEST_DELAY_S, per, per * _PER_ADDRESS, per * _PER_USER])
+            )
+        )
+        if wait > 0:
+            raise TooManyLogins(f"too many failed logins; retry in {wait} s", wait)
         raw = await self._call(self._r.hget(self.keys.users, name))
         record = orjson.loads(raw) if raw else {"salt": "00" * 16, "hash": "", "role": ""}
         digest = await self._scrypt(password, bytes.fromhex(record["salt"]))

@@ -98,3 +98,26 @@ def test_a_login_flood_does_not_stall_health_or_decisions(unlimited: tuple[Worke
     answers = [(d.status_code, d.json().get("degraded")) for d in decisions]
     assert answers == [(200, False)] * 6, answers
     assert codes[401] + codes[429] == 300 and codes[429] > 0, codes  # the excess is refused at once
+
+
+def _from(worker: WorkerProcess, address: str) -> httpx.Client:
+    """A client whose connections come from ``address`` (any 127.x.y.z is this machine)."""
+    transport = httpx.HTTPTransport(local_address=address)
+    return httpx.Client(base_url=worker.url, timeout=HANG_GUARD_S, transport=transport)
+
+
+def test_an_attacker_is_delayed_ever_longer_and_the_user_still_logs_in_elsewhere(
+    worker: WorkerProcess,
+) -> None:
+    def login(http: httpx.Client, password: str) -> httpx.Response:
+        return http.post("/v1/login", content=orjson.dumps({"user": "noah", "password": password}))
+
+    with _from(worker, "127.0.0.7") as attacker:
+        answers = [login(attacker, f"guess {i}") for i in range(LIMIT + 3)]
+        assert [a.status_code for a in answers] == [401] * LIMIT + [429] * 3
+        waits = [int(a.headers["Retry-After"]) for a in answers[LIMIT:]]
+        assert waits[0] >= 60 and waits[1] >= 2 * waits[0] - 1 and waits[2] >= 2 * waits[1] - 1, waits
+        assert login(attacker, PASSWORD).status_code == 429  # not from this address, for now
+    asyncio.run(_flood(worker.url, "noah", 40))  # and more, from another address
+    with _from(worker, "127.0.0.9") as user:
+        assert login(user, PASSWORD).status_code == 200  # the real user is not locked out
