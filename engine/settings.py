@@ -138,6 +138,9 @@ class Settings:
     login_failures_per_minute: int = 5
     login_concurrency: int = 8
     login_hash_threads: int = 2
+    # Addresses or CIDR networks of the load balancers / reverse proxies in front of the
+    # workers: only from these is X-Forwarded-For believed (engine/http/proxies.py).
+    trusted_proxies: tuple[str, ...] = ()
     # Verified credentials are cached in the worker (engine/http/guard.py): Redis is not
     # asked again for this long, and while Redis fails one stays accepted this long after
     # Redis last vouched for it. Also how late a removed token may still be accepted.
