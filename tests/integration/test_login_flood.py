@@ -121,3 +121,28 @@ def test_an_attacker_is_delayed_ever_longer_and_the_user_still_logs_in_elsewhere
     asyncio.run(_flood(worker.url, "noah", 40))  # and more, from another address
     with _from(worker, "127.0.0.9") as user:
         assert login(user, PASSWORD).status_code == 200  # the real user is not locked out
+
+
+@pytest.fixture()
+def proxied(infra: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """A worker behind a proxy on 127.0.0.1 (trusted); other 127.x addresses are not."""
+    s = isolated(infra, auth_required=True, trusted_proxies=("127.0.0.1",))
+    asyncio.run(_users(s, "noah"))
+    with running_worker(s, tmp_path) as w:
+        yield w
+
+
+def test_behind_a_trusted_proxy_callers_are_told_apart_by_the_forwarded_address(
+    proxied: WorkerProcess,
+) -> None:
+    def login(http: httpx.Client, password: str, forwarded: str) -> int:
+        body = orjson.dumps({"user": "noah", "password": password})
+        return http.post("/v1/login", content=body, headers={"X-Forwarded-For": forwarded}).status_code
+
+    with _from(proxied, "127.0.0.1") as proxy:  # the proxy: it forwards the client's address
+        codes = [login(proxy, f"guess {i}", "6.6.6.6, 203.0.113.5") for i in range(LIMIT + 1)]
+        assert codes == [401] * LIMIT + [429]
+        assert login(proxy, PASSWORD, "203.0.113.5, 198.51.100.7") == 200  # the user, elsewhere
+    with _from(proxied, "127.0.0.7") as direct:  # not a proxy: what it forwards is not believed
+        codes = [login(direct, f"guess {i}", f"198.51.100.{i}") for i in range(LIMIT + 1)]
+        assert codes == [401] * LIMIT + [429]
