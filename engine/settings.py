@@ -14,6 +14,7 @@ named in ``SECRET_FIELDS`` never appear in ``repr`` or in ``redacted()``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import typing
@@ -195,11 +196,17 @@ class Settings:
     def check(self) -> None:
         if not self.channels:
             raise ConfigError("channels: at least one channel is required")
-        for name in ("max_event_bytes", "batch_max", "partitions", "http_port"):
+        positive = ("login_failures_per_minute", "login_concurrency", "login_hash_threads")
+        for name in ("max_event_bytes", "batch_max", "partitions", "http_port", *positive):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.risk_step_up <= self.risk_block <= 1:
             raise ConfigError("need 0 < risk_step_up <= risk_block <= 1")
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"trusted_proxies: {entry!r} is not an address or network") from exc
 
     def rules_path(self) -> Path:
         if self.rules_dir:

@@ -47,3 +47,14 @@ def test_the_rate_limit_of_anonymous_callers_and_logins_use_it() -> None:
     behind = SimpleNamespace(remote="10.1.2.3", headers={"X-Forwarded-For": "198.51.100.7"})
     assert _remote(behind, PROXIES) == "198.51.100.7"  # type: ignore[arg-type]
     assert _remote(behind) == "10.1.2.3"  # type: ignore[arg-type]
+
+
+def test_a_worker_refuses_to_start_with_a_proxy_that_is_not_an_address() -> None:
+    from engine.settings import Settings
+
+    Settings(trusted_proxies=("10.0.0.0/8", "::1")).check()
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        Settings(trusted_proxies=("proxy.internal",)).check()
+    for name in ("login_failures_per_minute", "login_concurrency", "login_hash_threads"):
+        with pytest.raises(ConfigError, match=name):
+            Settings(**{name: 0}).check()  # type: ignore[arg-type]
