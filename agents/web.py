@@ -125,12 +125,13 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     @app.page("/v1/login")
     class Login(View):
         async def post(self, request: Request) -> Response:
+            body = await read_body(request, body_limit)  # before a place: a slow body holds none
+            if isinstance(body, Reply):
+                return _respond(self, body)
             if not logins.enter():
                 return _respond(self, logins.busy())
             try:
-                body = await read_body(request, body_limit)
-                remote = _remote(request, proxies)
-                reply = body if isinstance(body, Reply) else await login(auth, body, remote)
+                reply = await login(auth, body, _remote(request, proxies))
             finally:
                 logins.leave()
             response = _respond(self, reply)

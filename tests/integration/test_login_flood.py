@@ -8,6 +8,7 @@ user out."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -146,3 +147,20 @@ def test_behind_a_trusted_proxy_callers_are_told_apart_by_the_forwarded_address(
     with _from(proxied, "127.0.0.7") as direct:  # not a proxy: what it forwards is not believed
         codes = [login(direct, f"guess {i}", f"198.51.100.{i}") for i in range(LIMIT + 1)]
         assert codes == [401] * LIMIT + [429]
+
+
+def test_slow_login_bodies_do_not_hold_the_places_of_logins(worker: WorkerProcess) -> None:
+    host, port = worker.url.removeprefix("http://").split(":")
+    slow = []
+    for _ in range(20):  # more than the logins a worker checks at once (8): each sends its headers only
+        sock = socket.create_connection((host, int(port)), timeout=HANG_GUARD_S)
+        sock.sendall(b"POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        slow.append(sock)
+    try:
+        time.sleep(1.0)  # the worker has them all waiting for their bodies
+        with httpx.Client(base_url=worker.url, timeout=HANG_GUARD_S) as http:
+            body = orjson.dumps({"user": "mia", "password": PASSWORD})
+            assert http.post("/v1/login", content=body).status_code == 200
+    finally:
+        for sock in slow:
+            sock.close()
