@@ -43,7 +43,7 @@ _PER_ADDRESS, _PER_USER = 4, 10  # times the per user and address limit, across 
 _LONGEST_DELAY_S = 900
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 # Count the attempt, then check, in one step, so concurrent attempts cannot all read a
-# count below the limit. KEYS are counters in order (user and address, address, user);
+# count below the limit. KEYS are counters in order (address, user and address, user);
 # ARGV: the window (s), the longest delay (s), then each counter's limit. A counter is
 # incremented (its window set on the first) and compared before the next is touched:
 # an attempt refused by one does not count against the others. Over its limit, a
@@ -185,15 +185,16 @@ class AuthStore:
         not the user elsewhere. An attempt is counted before its password is checked, so
         concurrent attempts get no more checks than that; a success takes its count back.
         """
+        user = _sha(name)  # a name can be as long as a request body: the keys hold its hash
         keys = [
-            self.keys.tries(f"ua:{name}|{remote}"),
-            self.keys.tries(f"ip:{remote}"),
-            self.keys.tries(f"u:{name}"),
+            self.keys.tries(f"ip:{remote}"),  # first: a flood refused here makes no other key
+            self.keys.tries(f"ua:{user}|{remote}"),
+            self.keys.tries(f"u:{user}"),
         ]
         per = self.failures_per_minute
         wait = int(
             await self._call(
-                self._count(keys=keys, args=[60, _LONGEST_DELAY_S, per, per * _PER_ADDRESS, per * _PER_USER])
+                self._count(keys=keys, args=[60, _LONGEST_DELAY_S, per * _PER_ADDRESS, per, per * _PER_USER])
             )
         )
         if wait > 0:

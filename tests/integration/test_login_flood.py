@@ -21,7 +21,7 @@ import pytest
 from engine.ops.launcher import WorkerProcess
 from engine.settings import Settings
 from engine.store.redisio import connect
-from engine.store.users import AuthStore
+from engine.store.users import AuthError, AuthStore
 from tests.helpers import isolated, running_worker
 
 pytestmark = pytest.mark.integration
@@ -164,3 +164,20 @@ def test_slow_login_bodies_do_not_hold_the_places_of_logins(worker: WorkerProces
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_made_up_user_names_keep_the_failure_counters_small(infra: Settings) -> None:
+    s = isolated(infra)
+
+    async def go() -> list[bytes]:
+        client = connect(s)
+        store = AuthStore(client, s.key_prefix)
+        for i in range(3):
+            with pytest.raises(AuthError):
+                await store.login(f"{i}" + "x" * 50_000, "wrong password", "203.0.113.5")
+        keys = [k async for k in client.scan_iter(match=f"{s.key_prefix}:*")]
+        await client.aclose()
+        return keys
+
+    keys = asyncio.run(go())
+    assert keys and max(len(k) for k in keys) < 200, sorted(len(k) for k in keys)
