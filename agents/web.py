@@ -15,6 +15,7 @@ from engine.errors import StoreError
 from engine.http.alerts import AlertApi
 from engine.http.api import Api, Reply, error
 from engine.http.guard import ANONYMOUS, SESSION_COOKIE, Guard
+from engine.http.proxies import FORWARDED_FOR, Network, client_address, parse_proxies
 from engine.http.ratelimit import RateLimiter
 from engine.http.streamslots import StreamSlots
 from engine.service.metrics import Metrics
@@ -36,12 +37,14 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     worker_limit = RateLimiter(settings.rate_limit_global_per_s, settings.rate_limit_global_burst)
     slots = StreamSlots(settings.alert_streams_per_principal, settings.alert_streams_max)
     body_limit = settings.http_max_body_bytes
+    logins = LoginGate(settings.login_concurrency)
+    proxies = parse_proxies(settings.trusted_proxies)
 
     async def allow(request: Request, permission: str) -> Principal | Reply:
         who = await guard.check(request.headers, request.cookies, permission)
         if isinstance(who, Reply):
             return who
-        return throttle(limiter, api.metrics, who, request) or shed(worker_limit, api.metrics) or who
+        return throttle(limiter, api.metrics, who, request, proxies) or shed(worker_limit, api.metrics) or who
 
     async def allow_with_body(request: Request, permission: str) -> tuple[Principal, bytes] | Reply:
         """The caller and the request body: or the 401/403/429, or 413 for a body too large."""
@@ -122,11 +125,15 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     @app.page("/v1/login")
     class Login(View):
         async def post(self, request: Request) -> Response:
-            body = await read_body(request, body_limit)
+            body = await read_body(request, body_limit)  # before a place: a slow body holds none
             if isinstance(body, Reply):
                 return _respond(self, body)
-            remote = _remote(request)
-            reply = await login(auth, body, remote)
+            if not logins.enter():
+                return _respond(self, logins.busy())
+            try:
+                reply = await login(auth, body, _remote(request, proxies))
+            finally:
+                logins.leave()
             response = _respond(self, reply)
             if reply.status == 200:
                 token = orjson.loads(reply.body)["session"]
@@ -187,16 +194,22 @@ def _too_large(limit: int) -> Reply:
     return error(413, "too_large", f"the request body is larger than {limit} bytes")
 
 
-def throttle(limiter: RateLimiter, metrics: Metrics, who: Principal, request: Request) -> Reply | None:
+def throttle(
+    limiter: RateLimiter,
+    metrics: Metrics,
+    who: Principal,
+    request: Request,
+    proxies: tuple[Network, ...] = (),
+) -> Reply | None:
     """429 ``rate_limited`` when this caller has used up its requests, else None.
 
     The caller is the authenticated principal: the tokens of one name (a channel's are
     named after it) share one budget, as do a person's sessions, and a made-up
     credential (refused with 401 before this) cannot open a fresh one. Without
     authentication (``auth_required`` off) every caller is the same anonymous principal,
-    so the client address stands in for it.
+    so the client address stands in for it (behind a trusted proxy, from X-Forwarded-For).
     """
-    caller = f"addr:{_remote(request)}" if who is ANONYMOUS else f"user:{who.name}"
+    caller = f"addr:{_remote(request, proxies)}" if who is ANONYMOUS else f"user:{who.name}"
     wait_s = limiter.take(caller)
     if wait_s == 0.0:
         return None
@@ -218,10 +231,36 @@ def shed(worker_limit: RateLimiter, metrics: Metrics) -> Reply | None:
     return error(429, "overloaded", message, **{"Retry-After": str(retry)})
 
 
-def _remote(request: Request) -> str:
-    # aiohttp's peer address. Behind a proxy every caller is the proxy: run with
-    # authentication on there, so callers are told apart by credential.
-    return getattr(request, "remote", None) or "unknown"
+def _remote(request: Request, proxies: tuple[Network, ...] = ()) -> str:
+    """The client's address: aiohttp's peer, or behind a trusted proxy (settings'
+    ``trusted_proxies``) the address it forwarded (engine/http/proxies.py)."""
+    headers: Any = getattr(request, "headers", None) or {}
+    if hasattr(headers, "getall"):
+        forwarded = list(headers.getall(FORWARDED_FOR, []))
+    else:
+        forwarded = [headers[FORWARDED_FOR]] if FORWARDED_FOR in headers else []
+    return client_address(getattr(request, "remote", None), forwarded, proxies)
+
+
+class LoginGate:
+    """At most ``limit`` logins in progress on this worker (each checks a password with
+    scrypt); beyond, 429 ``too_many_logins`` at once rather than a queue without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_progress = max(1, limit), 0
+
+    def enter(self) -> bool:
+        if self.in_progress >= self.limit:
+            return False
+        self.in_progress += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_progress -= 1
+
+    def busy(self) -> Reply:
+        message = "this worker is checking as many logins as it may at once; retry in 1 s"
+        return error(429, "too_many_logins", message, **{"Retry-After": "1"})
 
 
 async def login(auth: AuthStore, body: bytes, remote: str) -> Reply:
@@ -233,7 +272,7 @@ async def login(auth: AuthStore, body: bytes, remote: str) -> Reply:
     try:
         session = await auth.login(name, password, remote)
     except TooManyLogins as exc:
-        return error(429, "too_many_logins", str(exc), **{"Retry-After": "60"})
+        return error(429, "too_many_logins", str(exc), **{"Retry-After": str(exc.wait_s)})
     except AuthError:
         return error(401, "unauthenticated", "wrong user name or password")
     except StoreError as exc:

@@ -14,6 +14,7 @@ named in ``SECRET_FIELDS`` never appear in ``repr`` or in ``redacted()``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import typing
@@ -132,6 +133,15 @@ class Settings:
     trainer_metrics_port: int = 0  # the trainer's /metrics (model quality); 0: not served
     auth_required: bool = True  # every endpoint but health needs a token or a login
     session_ttl_s: int = 8 * 3600
+    # Console logins (engine/store/users.py, agents/web.py): failed attempts a minute per
+    # user and per client address; passwords checked at once per worker (beyond: 429 at
+    # once) and the threads scrypt runs on, off the event loop.
+    login_failures_per_minute: int = 5
+    login_concurrency: int = 8
+    login_hash_threads: int = 2
+    # Addresses or CIDR networks of the load balancers / reverse proxies in front of the
+    # workers: only from these is X-Forwarded-For believed (engine/http/proxies.py).
+    trusted_proxies: tuple[str, ...] = ()
     # Verified credentials are cached in the worker (engine/http/guard.py): Redis is not
     # asked again for this long, and while Redis fails one stays accepted this long after
     # Redis last vouched for it. Also how late a removed token may still be accepted.
@@ -186,11 +196,17 @@ class Settings:
     def check(self) -> None:
         if not self.channels:
             raise ConfigError("channels: at least one channel is required")
-        for name in ("max_event_bytes", "batch_max", "partitions", "http_port"):
+        positive = ("login_failures_per_minute", "login_concurrency", "login_hash_threads")
+        for name in ("max_event_bytes", "batch_max", "partitions", "http_port", *positive):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.risk_step_up <= self.risk_block <= 1:
             raise ConfigError("need 0 < risk_step_up <= risk_block <= 1")
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"trusted_proxies: {entry!r} is not an address or network") from exc
 
     def rules_path(self) -> Path:
         if self.rules_dir:

@@ -61,7 +61,13 @@ class Runtime:
             settings.alert_group_window_s,
             {"critical": settings.alert_sla_critical_s, "high": settings.alert_sla_high_s},
         )
-        auth = AuthStore(client, settings.key_prefix, settings.session_ttl_s)
+        auth = AuthStore(
+            client,
+            settings.key_prefix,
+            settings.session_ttl_s,
+            settings.login_failures_per_minute,
+            settings.login_hash_threads,
+        )
         return cls(settings, service, metrics, watch, models, desk, auth, readiness)
 
     async def load_models(self) -> None:

@@ -129,8 +129,10 @@ class AuthKeys:
 
     ``users`` hash name -> {role, salt, hash, created} (bound: the users created);
     ``tokens`` hash id -> {role, channel, name, hash} (bound: the tokens created);
-    ``s:<sha256>`` a login session (TTL session_ttl_s); ``tries:<who>`` failed logins in
-    the current minute (TTL 60 s).
+    ``s:<sha256>`` a login session (TTL session_ttl_s); ``tries:<who>`` login attempts
+    per address (``ip:<address>``), per user and address (``ua:<sha256 of name>|<address>``)
+    and per user (``u:<sha256 of name>``): TTL 60 s, or a delay up to 15 minutes once over
+    the limit (bound: the attempts of the last 15 minutes).
     """
 
     base: str

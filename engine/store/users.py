@@ -15,10 +15,12 @@ Keys: :class:`engine.store.keys.AuthKeys`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +39,40 @@ PERMISSIONS = {
 }
 ROLES = tuple(PERMISSIONS)
 _LOGIN_TRIES_PER_MINUTE = 5
+_PER_ADDRESS, _PER_USER = 4, 10  # times the per user and address limit, across users / addresses
+_LONGEST_DELAY_S = 900
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+# Count the attempt, then check, in one step, so concurrent attempts cannot all read a
+# count below the limit. KEYS are counters in order (address, user and address, user);
+# ARGV: the window (s), the longest delay (s), then each counter's limit. A counter is
+# incremented (its window set on the first) and compared before the next is touched:
+# an attempt refused by one does not count against the others. Over its limit, a
+# counter lives on for a delay that doubles with every further attempt (from the
+# window, up to the longest): a delay, not a lockout. Returns 0 to go ahead, else the
+# seconds to wait.
+_COUNT = """
+local window, longest = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  local n, limit = redis.call('INCR', key), tonumber(ARGV[2 + i])
+  if n == 1 then redis.call('EXPIRE', key, window) end
+  if n > limit then
+    local delay = math.floor(math.min(window * 2 ^ math.min(n - limit - 1, 30), longest))
+    local ttl = redis.call('TTL', key)
+    if delay > ttl then
+      redis.call('EXPIRE', key, delay)
+      ttl = delay
+    end
+    return math.max(ttl, 1)
+  end
+end
+return 0
+"""
+# A success takes its count back, never below zero nor into a key already expired.
+_REFUND = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+end
+"""
 
 
 class AuthError(BeaconError):
@@ -45,7 +80,11 @@ class AuthError(BeaconError):
 
 
 class TooManyLogins(BeaconError):
-    """Login is rate-limited for this user or address; retry in a minute."""
+    """Login is delayed for this user or address; retry in ``wait_s`` seconds."""
+
+    def __init__(self, message: str, wait_s: int = 60) -> None:
+        super().__init__(message)
+        self.wait_s = wait_s
 
 
 @dataclass(frozen=True)
@@ -71,10 +110,22 @@ def _scrypt(password: str, salt: bytes) -> str:
 
 
 class AuthStore:
-    def __init__(self, client: aioredis.Redis, key_prefix: str, session_ttl_s: int = 8 * 3600) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        key_prefix: str,
+        session_ttl_s: int = 8 * 3600,
+        failures_per_minute: int = _LOGIN_TRIES_PER_MINUTE,
+        hash_threads: int = 2,
+    ) -> None:
         self._r = client
         self.keys = AuthKeys.of(key_prefix)
         self.session_ttl_s = session_ttl_s
+        self.failures_per_minute = failures_per_minute
+        # scrypt (tens of ms of CPU, and it releases the GIL) runs here, never on the event loop
+        self._hashing = ThreadPoolExecutor(max(1, hash_threads), thread_name_prefix="scrypt")
+        self._count = client.register_script(_COUNT)
+        self._refund = client.register_script(_REFUND)
 
     async def add_user(self, name: str, role: str, password: str) -> None:
         if role not in ROLES or role == "channel":
@@ -88,7 +139,8 @@ class AuthStore:
         if len(password) < 12:
             raise AuthError("passwords have at least 12 characters")
         salt = secrets.token_bytes(16)
-        record = {"role": role, "salt": salt.hex(), "hash": _scrypt(password, salt), "created": time.time()}
+        digest = await self._scrypt(password, salt)
+        record = {"role": role, "salt": salt.hex(), "hash": digest, "created": time.time()}
         await self._call(self._r.hset(self.keys.users, name, orjson.dumps(record)))
 
     async def add_token(self, role: str, name: str, channel: str | None = None) -> str:
@@ -126,23 +178,34 @@ class AuthStore:
         return Principal(str(record.get("name") or parts[1]), record["role"], record.get("channel"))
 
     async def login(self, name: str, password: str, remote: str) -> str:
-        """A session token for a person, or AuthError; at most 5 failures a minute per
-        user and per address."""
-        for who in (f"u:{name}", f"ip:{remote}"):
-            tries = await self._call(self._r.get(self.keys.tries(who)))
-            if tries and int(tries) >= _LOGIN_TRIES_PER_MINUTE:
-                raise TooManyLogins("too many failed logins; wait a minute")
+        """A session token for a person, or AuthError. Failures are limited per user and
+        address (``failures_per_minute``, 5), per address (4 times that, across users) and
+        per user (10 times, across addresses); beyond, a delay that doubles with each
+        further attempt (from a minute to 15), so a flood from one address delays itself,
+        not the user elsewhere. An attempt is counted before its password is checked, so
+        concurrent attempts get no more checks than that; a success takes its count back.
+        """
+        user = _sha(name)  # a name can be as long as a request body: the keys hold its hash
+        keys = [
+            self.keys.tries(f"ip:{remote}"),  # first: a flood refused here makes no other key
+            self.keys.tries(f"ua:{user}|{remote}"),
+            self.keys.tries(f"u:{user}"),
+        ]
+        per = self.failures_per_minute
+        wait = int(
+            await self._call(
+                self._count(keys=keys, args=[60, _LONGEST_DELAY_S, per * _PER_ADDRESS, per, per * _PER_USER])
+            )
+        )
+        if wait > 0:
+            raise TooManyLogins(f"too many failed logins; retry in {wait} s", wait)
         raw = await self._call(self._r.hget(self.keys.users, name))
         record = orjson.loads(raw) if raw else {"salt": "00" * 16, "hash": "", "role": ""}
-        ok = hmac.compare_digest(_scrypt(password, bytes.fromhex(record["salt"])), record["hash"]) and bool(
-            raw
-        )
+        digest = await self._scrypt(password, bytes.fromhex(record["salt"]))
+        ok = hmac.compare_digest(digest, record["hash"]) and bool(raw)
         if not ok:
-            for who in (f"u:{name}", f"ip:{remote}"):
-                key = self.keys.tries(who)
-                await self._call(self._r.incr(key))
-                await self._call(self._r.expire(key, 60))
             raise AuthError("wrong user name or password")
+        await self._call(self._refund(keys=keys))
         session = secrets.token_urlsafe(32)
         body = orjson.dumps({"user": name, "role": record["role"]})
         await self._call(self._r.set(self.keys.session(_sha(session)), body, ex=self.session_ttl_s))
@@ -154,6 +217,9 @@ class AuthStore:
             return None
         record = orjson.loads(raw)
         return Principal(record["user"], record["role"])
+
+    async def _scrypt(self, password: str, salt: bytes) -> str:
+        return await asyncio.get_running_loop().run_in_executor(self._hashing, _scrypt, password, salt)
 
     async def _call(self, awaitable: Any) -> Any:
         return await guarded("auth store", awaitable)
