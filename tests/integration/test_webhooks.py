@@ -3,6 +3,7 @@ a failure, given up (and counted) after the last retry."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,14 +34,23 @@ async def receiver() -> AsyncIterator[tuple[str, list[Any], list[int]]]:
         got.append((request.path, orjson.loads(body), ok))
         return web.Response(status=replies.pop(0) if replies else 200)
 
+    async with serving(hook) as base:
+        yield base, got, replies
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Any) -> AsyncIterator[str]:
+    """A receiver answering POST /<name> with ``handler`` on a free local port."""
     app = web.Application()
-    app.router.add_post("/{name}", hook)
+    app.router.add_post("/{name}", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}", got, replies
-    await runner.cleanup()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 async def test_signed_per_severity_and_retried(receiver: tuple[str, list[Any], list[int]]) -> None:
@@ -91,16 +101,10 @@ async def test_a_slow_receiver_gets_a_bounded_number_of_requests_and_the_excess_
         active -= 1
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/{name}", slow)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     failures = Counter("hook_failures", "x", ["severity"], registry=CollectorRegistry())
-    sender = WebhookSender(parse_targets((f"*=http://127.0.0.1:{port}/siem",)), SECRET, failures,
-                           backoff=(), max_concurrent=4, max_pending=10)  # fmt: skip
-    try:
+    async with serving(slow) as base:
+        sender = WebhookSender(parse_targets((f"*={base}/siem",)), SECRET, failures,
+                               backoff=(), max_concurrent=4, max_pending=10)  # fmt: skip
         for n in range(15):
             sender.notify("high", {"alert_id": f"a{n}"})
         await asyncio.sleep(0.5)
@@ -108,5 +112,3 @@ async def test_a_slow_receiver_gets_a_bounded_number_of_requests_and_the_excess_
         assert failures.labels("high")._value.get() == 5  # over the pending bound: counted, logged
         release.set()
         await sender.drain()
-    finally:
-        await runner.cleanup()
