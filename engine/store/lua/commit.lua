@@ -12,8 +12,16 @@
 --    cands=[{id, frag, caps=[[kind,max,window,label]...], cool, daily}],
 --    alerts=[{id, rule, frag, inbox, sup}]}
 -- Returns, per decision, {body, picked=[index...], capped=[[index, why]...], alerts=[index...]}.
+-- ARGV[1] holds only the settings this script reads: it is decoded on every call.
 local cfg = cjson.decode(ARGV[1])
 local out = {}
+
+-- Keys whose TTL is set at the end of the call, once each, however many decisions wrote
+-- them (a batch's decisions share the global daily-cap hash, a customer's history...).
+local ttl_of = {}
+local function keep(key, ttl)
+  ttl_of[key] = ttl
+end
 
 local function contact_counts(p, r)
   -- Impressions in the longest cap window: member is decision|action|channel.
@@ -85,7 +93,7 @@ local function pick(p, r)
       if c.daily > 0 then
         local k = cfg.key_prefix .. ':caps:' .. r.day
         redis.call('HINCRBY', k, c.id, 1)
-        redis.call('EXPIRE', k, 3 * 86400)
+        keep(k, 3 * 86400)
       end
     end
   end
@@ -93,7 +101,7 @@ local function pick(p, r)
     local ch = p .. ':contact'
     redis.call('ZREMRANGEBYSCORE', ch, '-inf', r.ts - cfg.contact_window)
     redis.call('ZREMRANGEBYRANK', ch, 0, -(cfg.contact_history + 1))
-    redis.call('EXPIRE', ch, cfg.state_ttl)
+    keep(ch, cfg.state_ttl)
   else
     frags[1] = r.fallback.frag
     ids[1] = '"' .. r.fallback.id .. '"'
@@ -122,27 +130,34 @@ local function raise_alerts(p, r)
     if n > cfg.open_alerts then
       local all = redis.call('HKEYS', inbox)
       table.sort(all)
-      for j = 1, n - cfg.open_alerts do redis.call('HDEL', inbox, all[j]) end
+      redis.call('HDEL', inbox, unpack(all, 1, n - cfg.open_alerts))
     end
-    redis.call('EXPIRE', inbox, cfg.state_ttl)
+    keep(inbox, cfg.state_ttl)
   end
   return raised, frags, rules
 end
 
-for i, p in ipairs(KEYS) do
-  local r = cjson.decode(ARGV[i + 1])
-  local picked, capped_out, action_frags, action_ids = pick(p, r)
-  local raised, alert_frags, alert_rules = raise_alerts(p, r)
-  -- The channel's answer: what was shown and raised (caps are explained in the audit).
-  local body = r.head .. '[' .. table.concat(action_frags, ',') .. ']' .. r.mid .. '['
-    .. table.concat(alert_frags, ',') .. ']' .. r.tail
-  -- XX: never resurrect a dedupe key that expired; KEEPTTL: keep the ingest TTL.
-  redis.call('SET', p .. ':dd:' .. r.dd, body, 'XX', 'KEEPTTL')
-  local dc = p .. ':decisions'
-  redis.call('LPUSH', dc, r.sumhead .. table.concat(action_ids, ',') .. '],"alerts":['
-    .. table.concat(alert_rules, ',') .. ']}')
-  redis.call('LTRIM', dc, 0, cfg.recent_decisions - 1)
-  redis.call('EXPIRE', dc, cfg.state_ttl)
-  out[i] = {body = body, picked = picked, capped = capped_out, alerts = raised}
+local function commit_all()
+  for i, p in ipairs(KEYS) do
+    local r = cjson.decode(ARGV[i + 1])
+    local picked, capped_out, action_frags, action_ids = pick(p, r)
+    local raised, alert_frags, alert_rules = raise_alerts(p, r)
+    -- The channel's answer: what was shown and raised (caps are explained in the audit).
+    local body = r.head .. '[' .. table.concat(action_frags, ',') .. ']' .. r.mid .. '['
+      .. table.concat(alert_frags, ',') .. ']' .. r.tail
+    -- XX: never resurrect a dedupe key that expired; KEEPTTL: keep the ingest TTL.
+    redis.call('SET', p .. ':dd:' .. r.dd, body, 'XX', 'KEEPTTL')
+    local dc = p .. ':decisions'
+    local n = redis.call('LPUSH', dc, r.sumhead .. table.concat(action_ids, ',') .. '],"alerts":['
+      .. table.concat(alert_rules, ',') .. ']}')
+    if n > cfg.recent_decisions then redis.call('LTRIM', dc, 0, cfg.recent_decisions - 1) end
+    keep(dc, cfg.state_ttl)
+    out[i] = {body = body, picked = picked, capped = capped_out, alerts = raised}
+  end
 end
+
+-- The TTLs are set even if a decision fails half way, so nothing written lives forever.
+local ok, err = pcall(commit_all)
+for k, ttl in pairs(ttl_of) do redis.call('EXPIRE', k, ttl) end
+if not ok then error(err, 0) end
 return cjson.encode(out)

@@ -7,20 +7,49 @@
 -- KEYS[i] is the customer's key prefix ("<kp>:{<customer>}"); every key the script
 -- touches for that event carries the same hash tag, so it is Redis Cluster safe.
 -- ARGV[1] is the config (JSON); ARGV[i+1] is event i (JSON).
+--
+-- Cost: each redis.call has a fixed price inside Redis (arguments in, reply parsed back
+-- into Lua), and each field lookup in a small hash (a ziplist or listpack) scans it. So
+-- the window totals are read once and written once per event and the windows' summary
+-- is computed from them (no second read), a bucket's fields go in one call when it is
+-- new, expired buckets go in one call, and each key's TTL is set once per call. What is
+-- stored is what one HINCRBY per field stored (same fields, same values, new fields
+-- created in the same order): state written by earlier versions needs no migration
+-- (tests/integration/test_script_equivalence.py runs both against each other).
+local call, floor, tonumber = redis.call, math.floor, tonumber
 local cfg = cjson.decode(ARGV[1])
 cfg.marked_set = {}
 for _, ty in ipairs(cfg.marked) do cfg.marked_set[ty] = true end
 local results = {}
 
+-- As strings: Redis formats a Lua number argument as a float, on every call.
+local STATE_TTL, PROFILE_TTL = string.format('%d', cfg.state_ttl), string.format('%d', cfg.profile_ttl)
+
+-- Doubles add integers exactly below 2^53. Past that (never in cents of real money) a
+-- field is left to HINCRBY, as every field was before.
+local EXACT = 2 ^ 53
+local function exact_int(x)
+  return x == floor(x) and x < EXACT and x > -EXACT
+end
+
+-- Keys whose TTL is set at the end of the call, once each, however many events wrote them.
+local ttl_of = {}
+local function keep(key, ttl)
+  ttl_of[key] = ttl
+end
+
 local function hgetall_map(key)
-  local flat = redis.call('HGETALL', key)
+  local flat = call('HGETALL', key)
   local m = {}
   for j = 1, #flat, 2 do m[flat[j]] = flat[j + 1] end
   return m
 end
 
-local function bump(key, field, by)
-  if by ~= 0 then redis.call('HINCRBY', key, field, by) end
+-- unpack() is bounded by Lua's C stack (8000 values): long argument lists go in chunks.
+local function call_chunked(cmd, key, args)
+  for i = 1, #args, 4000 do
+    call(cmd, key, unpack(args, i, math.min(i + 3999, #args)))
+  end
 end
 
 -- Windows: per window a hash of buckets ('<bucket>|<dim>|c|a'); one totals hash for
@@ -28,73 +57,174 @@ end
 -- bucket seen and the oldest that may still hold data). Dimensions are the channel and
 -- the type; the total over all events is the sum over channels (derived by the reader).
 
+-- Totals fields that do not depend on the event, built once per call: per window
+-- {_hi, _lo, then the count and cents field of each configured channel in order}.
+local channel_index = {}
+for k, name in ipairs(cfg.channels) do channel_index[name] = k end
+local names = {}
+for i, w in ipairs(cfg.windows) do
+  local nm = {w[1] .. '|_hi', w[1] .. '|_lo'}
+  for _, name in ipairs(cfg.channels) do
+    nm[#nm + 1] = w[1] .. '|ch:' .. name .. '|c'
+    nm[#nm + 1] = w[1] .. '|ch:' .. name .. '|a'
+  end
+  names[i] = nm
+end
+
+-- The event's dimensions; its totals fields, window i's at 4i-3..4i {channel count,
+-- channel cents, type count, type cents}; its amount unless none or zero (as before, a
+-- zero amount creates no field).
+local function prepare(ev)
+  ev.dch, ev.dty = 'ch:' .. ev.ch, 'ty:' .. ev.ty
+  local f, k = {}, channel_index[ev.ch]
+  for i, w in ipairs(cfg.windows) do
+    f[#f + 1] = k and names[i][2 * k + 1] or w[1] .. '|' .. ev.dch .. '|c'
+    f[#f + 1] = k and names[i][2 * k + 2] or w[1] .. '|' .. ev.dch .. '|a'
+    f[#f + 1] = w[1] .. '|' .. ev.dty .. '|c'
+    f[#f + 1] = w[1] .. '|' .. ev.dty .. '|a'
+  end
+  ev.fields = f
+  if ev.amt ~= 0 then ev.add = ev.amt end
+end
+
+-- The totals hash read whole (one pass, where HMGET scans a small hash once per field),
+-- changed here and written back with one HSET. val[f] is the stored string, or once
+-- changed the new value (a number), or false when the field is left to HINCRBY (big[f]
+-- then holds its value). order: the changed fields, in the order they changed.
+local function totals(key)
+  return {key = key, val = hgetall_map(key), order = {}}
+end
+
+-- v: a number, or with neg a stored integer string to subtract (as '-' .. v did).
+local function add(h, field, v, neg)
+  local cur = h.val[field]
+  if cur ~= false then
+    local a, d = cur and cur + 0 or 0, v + 0
+    local s = neg and a - d or a + d
+    if exact_int(d) and not (neg and d < 0) and a < EXACT and a > -EXACT and s < EXACT and s > -EXACT then
+      if type(cur) ~= 'number' then h.order[#h.order + 1] = field end
+      if s == 0 then s = 0 end  -- never -0, which Redis 6 would write as "-0"
+      h.val[field] = s
+      return
+    end
+    if type(cur) == 'number' then call('HSET', h.key, field, cur) end
+    h.val[field] = false
+  end
+  h.big = h.big or {}
+  h.big[field] = call('HINCRBY', h.key, field, neg and '-' .. v or v)
+end
+
+local function num(h, field)
+  local v = h.val[field]
+  if v then return v + 0 end
+  if v == false then return h.big[field] end
+  return 0
+end
+
+-- The changed fields, then the window metadata: where one HINCRBY per field and the
+-- metadata's HSET created them before. Numbers go as they are (Redis writes integers
+-- below 2^53 digit for digit).
+local function write_totals(h, meta)
+  local args = {}
+  for _, f in ipairs(h.order) do
+    local v = h.val[f]
+    if type(v) == 'number' then
+      args[#args + 1] = f
+      args[#args + 1] = v
+    end
+  end
+  for _, x in ipairs(meta) do args[#args + 1] = x end
+  if #args > 0 then call_chunked('HSET', h.key, args) end
+end
+
+-- The event's fields in a window's bucket hash (pre: '<bucket>|'). Every bucket index is
+-- <= _hi, so a bucket past it is new: its fields are set outright (in the order HINCRBY
+-- created them); an existing one's are incremented.
+local function bump_bucket(b, pre, ev, fresh)
+  local amt = ev.add
+  local ch, ty = pre .. ev.dch, pre .. ev.dty
+  if fresh and not amt then
+    call('HSET', b, ch .. '|c', 1, ty .. '|c', 1)
+  elseif fresh and exact_int(amt) then
+    call('HSET', b, ch .. '|c', 1, ch .. '|a', amt, ty .. '|c', 1, ty .. '|a', amt)
+  else
+    call('HINCRBY', b, ch .. '|c', 1)
+    if amt then call('HINCRBY', b, ch .. '|a', amt) end
+    call('HINCRBY', b, ty .. '|c', 1)
+    if amt then call('HINCRBY', b, ty .. '|a', amt) end
+  end
+end
+
 -- Drop buckets that fell out of the window and subtract them from the totals.
-local function expire_window(b, t, name, cutoff)
-  local flat = redis.call('HGETALL', b)
+local function expire_window(b, name, cutoff, tot)
+  local flat = call('HGETALL', b)
+  local gone = {}
   for j = 1, #flat, 2 do
     local f = flat[j]
     local sep = string.find(f, '|', 1, true)
     if tonumber(string.sub(f, 1, sep - 1)) < cutoff then
       -- Subtract the stored string as is: no float formatting of large sums.
-      redis.call('HINCRBY', t, name .. string.sub(f, sep), '-' .. flat[j + 1])
-      redis.call('HDEL', b, f)
+      add(tot, name .. string.sub(f, sep), flat[j + 1], true)
+      gone[#gone + 1] = f
     end
+  end
+  -- Every bucket out (a customer back after a while): one DEL instead of a long HDEL.
+  if #gone > 0 and 2 * #gone == #flat then
+    call('DEL', b)
+  elseif #gone > 0 then
+    call_chunked('HDEL', b, gone)
   end
 end
 
-local function update_windows(p, ev)
-  local t = p .. ':wt'
-  local meta_fields = {}
+local function update_windows(p, ev, tot)
+  local meta, f = {}, ev.fields
   for i, w in ipairs(cfg.windows) do
-    meta_fields[2 * i - 1] = w[1] .. '|_hi'
-    meta_fields[2 * i] = w[1] .. '|_lo'
-  end
-  local meta = redis.call('HMGET', t, unpack(meta_fields))
-  local new_meta = {}
-  local dims = {'ch:' .. ev.ch, 'ty:' .. ev.ty}
-  for i, w in ipairs(cfg.windows) do
-    local name, width, n = w[1], w[2], w[3]
-    local b = p .. ':wb:' .. name
-    local cur = math.floor(ev.ts / width)
-    local hi, lo = tonumber(meta[2 * i - 1]), tonumber(meta[2 * i])
+    local name, width, n, nm = w[1], w[2], w[3], names[i]
+    local cur = floor(ev.ts / width)
+    local old_hi, old_lo = tonumber(tot.val[nm[1]]), tonumber(tot.val[nm[2]])
+    local hi, lo = old_hi, old_lo
     if not hi then hi, lo = cur, cur end
     if cur > hi then hi = cur end
     local cutoff = hi - n + 1
-    -- An event older than the window (late, out of order) counts only in wider windows.
-    if cur >= cutoff then
-      for _, d in ipairs(dims) do
-        bump(b, cur .. '|' .. d .. '|c', 1)
-        bump(t, name .. '|' .. d .. '|c', 1)
-        if ev.amt then
-          bump(b, cur .. '|' .. d .. '|a', ev.amt)
-          bump(t, name .. '|' .. d .. '|a', ev.amt)
-        end
-      end
-      if cur < lo then lo = cur end
-    end
+    local b = p .. ':wb:' .. name
+    -- Expired buckets first (the event's is never one of them: cur >= cutoff or it is
+    -- not counted), so the event's fields do not make the hash look partly expired.
     if lo < cutoff then
-      expire_window(b, t, name, cutoff)
+      expire_window(b, name, cutoff, tot)
       lo = cutoff
     end
-    new_meta[#new_meta + 1] = name .. '|_hi'
-    new_meta[#new_meta + 1] = hi
-    new_meta[#new_meta + 1] = name .. '|_lo'
-    new_meta[#new_meta + 1] = lo
-    redis.call('EXPIRE', b, cfg.state_ttl)
+    -- An event older than the window (late, out of order) counts only in wider windows.
+    if cur >= cutoff then
+      bump_bucket(b, cur .. '|', ev, old_hi ~= nil and cur > old_hi)
+      add(tot, f[4 * i - 3], 1)
+      if ev.add then add(tot, f[4 * i - 2], ev.add) end
+      add(tot, f[4 * i - 1], 1)
+      if ev.add then add(tot, f[4 * i], ev.add) end
+      if cur < lo then lo = cur end
+    end
+    if hi ~= old_hi then
+      meta[#meta + 1] = nm[1]
+      meta[#meta + 1] = hi
+    end
+    if lo ~= old_lo then
+      meta[#meta + 1] = nm[2]
+      meta[#meta + 1] = lo
+    end
+    keep(b, STATE_TTL)
   end
-  redis.call('HSET', t, unpack(new_meta))
-  redis.call('EXPIRE', t, cfg.state_ttl)
+  write_totals(tot, meta)
+  keep(tot.key, STATE_TTL)
 end
 
 -- Facts about the customer *before* this event (what "new device" etc. mean).
 local function prior_facts(p, ev)
   local facts = {last = hgetall_map(p .. ':last')}
   if ev.dev then
-    facts.device_known = redis.call('ZSCORE', p .. ':dev', ev.dev) ~= false
+    facts.device_known = call('ZSCORE', p .. ':dev', ev.dev) ~= false
   end
-  facts.devices = redis.call('ZCARD', p .. ':dev')
+  facts.devices = call('ZCARD', p .. ':dev')
   -- When each marked event type (and a new device) was last seen, before this event.
-  local seen = redis.call('HMGET', p .. ':seen', unpack(cfg.marked))
+  local seen = call('HMGET', p .. ':seen', unpack(cfg.marked))
   facts.seen = {}
   for j, ty in ipairs(cfg.marked) do
     if seen[j] then facts.seen[ty] = tonumber(seen[j]) end
@@ -113,13 +243,13 @@ local function mark_seen(p, ev, facts)
     fields[#fields + 1] = ev.ts
   end
   if #fields > 0 then
-    redis.call('HSET', p .. ':seen', unpack(fields))
-    redis.call('EXPIRE', p .. ':seen', cfg.state_ttl)
+    call('HSET', p .. ':seen', unpack(fields))
+    keep(p .. ':seen', STATE_TTL)
   end
   -- A declined offer starts its cool-down (the commit script reads this hash).
   if ev.ty == 'offer_response' and ev.act and ev.resp == 'declined' then
-    redis.call('HSET', p .. ':declined', ev.act, ev.ts)
-    redis.call('EXPIRE', p .. ':declined', cfg.state_ttl)
+    call('HSET', p .. ':declined', ev.act, ev.ts)
+    keep(p .. ':declined', STATE_TTL)
   end
 end
 
@@ -128,104 +258,121 @@ end
 local function device_customers(ev, update)
   if not ev.dev then return 0 end
   local k = cfg.key_prefix .. ':{dev:' .. ev.dev .. '}:customers'
-  if update then
-    redis.call('ZADD', k, ev.ts, ev.cid)
-    redis.call('ZREMRANGEBYSCORE', k, '-inf', ev.ts - 86400)
-    redis.call('ZREMRANGEBYRANK', k, 0, -(cfg.device_customers + 1))
-    redis.call('EXPIRE', k, 2 * 86400)
-  end
-  return redis.call('ZCOUNT', k, ev.ts - 86400, '+inf')
+  if not update then return call('ZCOUNT', k, ev.ts - 86400, '+inf') end
+  call('ZADD', k, ev.ts, ev.cid)
+  call('ZREMRANGEBYSCORE', k, '-inf', ev.ts - 86400)
+  keep(k, '172800')
+  -- Whatever is left is newer than a day ago: the count is the size.
+  local n = call('ZCARD', k)
+  if n <= cfg.device_customers then return n end
+  call('ZREMRANGEBYRANK', k, 0, -(cfg.device_customers + 1))
+  return cfg.device_customers
 end
 
-local function update_state(p, ev)
-  update_windows(p, ev)
+-- last, written whole: the same fields in the same order overwrite in place; otherwise
+-- the old fields (a device, a terminal) must go first.
+local function update_last(p, ev, before)
   local last = p .. ':last'
-  local last_ts = tonumber(redis.call('HGET', last, 'ts'))
-  if not last_ts or ev.ts >= last_ts then
-    redis.call('DEL', last)
-    redis.call('HSET', last, 'ts', ev.ts, 'ch', ev.ch, 'ty', ev.ty, 'id', ev.id)
-    if ev.dev then redis.call('HSET', last, 'dev', ev.dev) end
-    if ev.term then redis.call('HSET', last, 'term', ev.term) end
-    if ev.lat then redis.call('HSET', last, 'lat', ev.lat, 'lon', ev.lon) end
+  local fields = {'ts', ev.ts, 'ch', ev.ch, 'ty', ev.ty, 'id', ev.id}
+  if ev.dev then fields[#fields + 1] = 'dev'; fields[#fields + 1] = ev.dev end
+  if ev.term then fields[#fields + 1] = 'term'; fields[#fields + 1] = ev.term end
+  if ev.lat then
+    fields[#fields + 1] = 'lat'; fields[#fields + 1] = ev.lat
+    fields[#fields + 1] = 'lon'; fields[#fields + 1] = ev.lon
   end
-  redis.call('EXPIRE', last, cfg.state_ttl)
+  local same = true
+  local n = 0
+  for _ in pairs(before) do n = n + 1 end
+  for j = 1, #fields, 2 do same = same and before[fields[j]] ~= nil end
+  if not same or n ~= #fields / 2 then call('DEL', last) end
+  call('HSET', last, unpack(fields))
+end
+
+-- Returns the totals as written, which the window summary reads.
+local function update_state(p, ev, facts)
+  local tot = totals(p .. ':wt')
+  update_windows(p, ev, tot)
+  local last_ts = tonumber(facts.last.ts)
+  if not last_ts or ev.ts >= last_ts then update_last(p, ev, facts.last) end
+  keep(p .. ':last', STATE_TTL)
   if ev.dev then
     local dev = p .. ':dev'
-    redis.call('ZADD', dev, 'GT', ev.ts, ev.dev)
-    redis.call('ZREMRANGEBYRANK', dev, 0, -(cfg.known_devices + 1))
-    redis.call('EXPIRE', dev, cfg.state_ttl)
+    call('ZADD', dev, 'GT', ev.ts, ev.dev)
+    if facts.devices + (facts.device_known and 0 or 1) > cfg.known_devices then
+      call('ZREMRANGEBYRANK', dev, 0, -(cfg.known_devices + 1))
+    end
+    keep(dev, STATE_TTL)
   end
   if ev.ty == 'pin_failure' then
     local pin = p .. ':pin'
-    redis.call('ZADD', pin, ev.ts, ev.id .. '|' .. (ev.term or ''))
-    redis.call('ZREMRANGEBYSCORE', pin, '-inf', ev.ts - 86400)
-    redis.call('ZREMRANGEBYRANK', pin, 0, -(cfg.recent_pins + 1))
-    redis.call('EXPIRE', pin, cfg.state_ttl)
+    call('ZADD', pin, ev.ts, ev.id .. '|' .. (ev.term or ''))
+    call('ZREMRANGEBYSCORE', pin, '-inf', ev.ts - 86400)
+    call('ZREMRANGEBYRANK', pin, 0, -(cfg.recent_pins + 1))
+    keep(pin, STATE_TTL)
   end
   local recent = p .. ':ev'
-  redis.call('LPUSH', recent, ev.summary)
-  redis.call('LTRIM', recent, 0, cfg.recent_events - 1)
-  redis.call('EXPIRE', recent, cfg.state_ttl)
+  if call('LPUSH', recent, ev.summary) > cfg.recent_events then
+    call('LTRIM', recent, 0, cfg.recent_events - 1)
+  end
+  keep(recent, STATE_TTL)
+  return tot
 end
 
 -- What the features need of the windows, summed here so the reader parses a few numbers:
 -- per window {all count, all cents, channel count, channel cents, type count, type cents},
 -- then the complaints of the 7-day window. "All" is the sum over the configured channels.
-local function window_summary(p, ev)
-  local fields = {}
-  for _, w in ipairs(cfg.windows) do
-    for _, ch in ipairs(cfg.channels) do
-      fields[#fields + 1] = w[1] .. '|ch:' .. ch .. '|c'
-      fields[#fields + 1] = w[1] .. '|ch:' .. ch .. '|a'
-    end
-    fields[#fields + 1] = w[1] .. '|ty:' .. ev.ty .. '|c'
-    fields[#fields + 1] = w[1] .. '|ty:' .. ev.ty .. '|a'
-  end
-  fields[#fields + 1] = '7d|ty:complaint|c'
-  local v = redis.call('HMGET', p .. ':wt', unpack(fields))
-  local out, k = {}, 0
-  for _, _ in ipairs(cfg.windows) do
+local function window_summary(tot, ev)
+  local out, k, f = {}, channel_index[ev.ch], ev.fields
+  for i, nm in ipairs(names) do
     local all_c, all_a, ch_c, ch_a = 0, 0, 0, 0
-    for _, ch in ipairs(cfg.channels) do
-      local c, a = tonumber(v[k + 1]) or 0, tonumber(v[k + 2]) or 0
+    for j = 1, #cfg.channels do
+      local c, a = num(tot, nm[2 * j + 1]), num(tot, nm[2 * j + 2])
       all_c, all_a = all_c + c, all_a + a
-      if ch == ev.ch then ch_c, ch_a = c, a end
-      k = k + 2
+      if j == k then ch_c, ch_a = c, a end
     end
-    out[#out + 1] = {all_c, all_a, ch_c, ch_a, tonumber(v[k + 1]) or 0, tonumber(v[k + 2]) or 0}
-    k = k + 2
+    out[#out + 1] = {all_c, all_a, ch_c, ch_a, num(tot, f[4 * i - 1]), num(tot, f[4 * i])}
   end
-  out[#out + 1] = tonumber(v[k + 1]) or 0
+  out[#out + 1] = num(tot, '7d|ty:complaint|c')
   return out
 end
 
 local function contact_history(p, ts)
-  return redis.call('ZRANGEBYSCORE', p .. ':contact', ts - cfg.contact_window, '+inf',
+  return call('ZRANGEBYSCORE', p .. ':contact', ts - cfg.contact_window, '+inf',
     'WITHSCORES')
 end
 
-for i, p in ipairs(KEYS) do
-  local ev = cjson.decode(ARGV[i + 1])
-  local dd = p .. ':dd:' .. ev.ch .. ':' .. ev.id
-  local stored = redis.call('GET', dd)
-  local res = {}
-  if stored then
-    res.dup = 1
-    res.stored = stored
-  else
-    local facts = prior_facts(p, ev)
-    redis.call('SET', dd, cjson.encode({pending = 1, facts = facts}), 'EX', cfg.dedupe_ttl)
-    update_state(p, ev)
-    mark_seen(p, ev, facts)
-    res.facts = facts
+local function ingest_all()
+  for i, p in ipairs(KEYS) do
+    local ev = cjson.decode(ARGV[i + 1])
+    prepare(ev)
+    local dd = p .. ':dd:' .. ev.ch .. ':' .. ev.id
+    local stored = call('GET', dd)
+    local res = {}
+    local tot
+    if stored then
+      res.dup = 1
+      res.stored = stored
+      tot = totals(p .. ':wt')
+    else
+      local facts = prior_facts(p, ev)
+      call('SET', dd, cjson.encode({pending = 1, facts = facts}), 'EX', cfg.dedupe_ttl)
+      tot = update_state(p, ev, facts)
+      mark_seen(p, ev, facts)
+      res.facts = facts
+    end
+    res.dev_customers = device_customers(ev, not stored)
+    res.windows = window_summary(tot, ev)
+    res.profile = call('GET', p .. ':profile')
+    res.contact = contact_history(p, ev.ts)
+    res.open_alerts = call('HLEN', p .. ':alerts')
+    res.pin_recent = call('ZCOUNT', p .. ':pin', ev.ts - 3600, '+inf')
+    if res.profile then keep(p .. ':profile', PROFILE_TTL) end
+    results[i] = res
   end
-  res.dev_customers = device_customers(ev, not stored)
-  res.windows = window_summary(p, ev)
-  res.profile = redis.call('GET', p .. ':profile')
-  res.contact = contact_history(p, ev.ts)
-  res.open_alerts = redis.call('HLEN', p .. ':alerts')
-  res.pin_recent = redis.call('ZCOUNT', p .. ':pin', ev.ts - 3600, '+inf')
-  if res.profile then redis.call('EXPIRE', p .. ':profile', cfg.profile_ttl) end
-  results[i] = res
 end
+
+-- The TTLs are set even if an event fails half way, so nothing written is left to live forever.
+local ok, err = pcall(ingest_all)
+for k, ttl in pairs(ttl_of) do call('EXPIRE', k, ttl) end
+if not ok then error(err, 0) end
 return cjson.encode(results)
