@@ -93,7 +93,7 @@ class Settings:
     # Requests per second per credential (per client address without one), in bursts of
     # up to rate_limit_burst, and for the whole worker (rate_limit_global_*); 429 beyond.
     # 0: no limit. The defaults follow what one worker was measured to serve over HTTP on
-    # a 2-core machine (BENCHMARKS.md, 2026-12-03: p99 under 25 ms up to 500/s, ~800-900/s
+    # a 2-core machine (BENCHMARKS.md, 2026-12-03: p99 under 25 ms up to 350-500/s, ~1,000/s
     # at most): one credential gets at most 400/s, so one channel cannot take a worker
     # from the others, and the worker sheds beyond 800/s before the queue and the latency
     # budget overflow. Set both per deployment from your own `make bench`.
