@@ -425,8 +425,13 @@ async def test_broker_paused_10s_under_http_traffic(infra: Settings, tmp_path: P
 async def test_rules_publish_and_model_swap_under_load_fail_no_decision(
     infra: Settings, tmp_path: Path
 ) -> None:
-    settings = isolated(
-        infra, rules_dir=str(write(tmp_path / "old", bundle("old"))), rules_poll_s=1.0, model_poll_s=1.0
+    settings = isolated(  # the rate limits off: four lanes send as fast as answers come
+        infra,
+        rules_dir=str(write(tmp_path / "old", bundle("old"))),
+        rules_poll_s=1.0,
+        model_poll_s=1.0,
+        rate_limit_per_s=0.0,
+        rate_limit_global_per_s=0.0,
     )
     await ensure_topics(settings)
     new_rules = version_of(2, bundle("new"))
