@@ -38,6 +38,7 @@ from engine.store.redisio import text
 
 _MARKS = (b'"\\u0000A\\u0000"', b'"\\u0000B\\u0000"')
 PIN_BOUND = 50  # PIN failures kept per customer (24 h)
+DECLINED_BOUND = 64  # declined offers kept per customer for cool-downs (ids come from channels)
 DEVICE_CUSTOMERS_BOUND = 100  # customers kept per device (24 h)
 
 
@@ -57,6 +58,7 @@ def ingest_config(settings: Settings) -> bytes:
             "marked": list(MARKED),
             "key_prefix": settings.key_prefix,
             "device_customers": DEVICE_CUSTOMERS_BOUND,
+            "declined_bound": DECLINED_BOUND,
         }
     )
 

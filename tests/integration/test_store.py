@@ -127,3 +127,22 @@ async def test_first_delivery_facts_survive_a_crash_before_record(service: Decis
     assert redelivered.duplicate and redelivered.stored_decision is None
     assert redelivered.device_known is False and redelivered.devices == 1  # facts as first seen
     assert redelivered.tally("24h").count == 2 and first.devices == 0
+
+
+async def test_declines_of_made_up_action_ids_keep_the_cool_down_hash_bounded(
+    service: DecisionService,
+) -> None:
+    """Issue 14, finding 8: each offer_response with a new action id (channel-supplied) added
+    a field to the customer's cool-down hash, without bound."""
+    from engine.store.codec import DECLINED_BOUND
+
+    n = DECLINED_BOUND + 6
+    for i in range(n):
+        attrs = {"response": "declined", "action_id": f"made-up-{i}", "decision_id": f"d{i}"}
+        await service.decide_batch(
+            [ev(1000 + i, T0 + i, type="offer_response", amount=None, attributes=attrs)]
+        )
+    client = service.store._redis  # type: ignore[attr-defined]
+    held = await client.hgetall(service.store.key("c1") + ":declined")
+    assert len(held) == DECLINED_BOUND
+    assert b"made-up-0" not in held and f"made-up-{n - 1}".encode() in held  # the oldest went first

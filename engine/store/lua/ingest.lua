@@ -38,6 +38,17 @@ local function keep(key, ttl)
   ttl_of[key] = ttl
 end
 
+-- Keep the ``bound`` newest fields of a hash of timestamps (only runs past the bound).
+local function drop_oldest(key, bound)
+  local flat = call('HGETALL', key)
+  local by_ts = {}
+  for j = 1, #flat, 2 do by_ts[#by_ts + 1] = {flat[j], tonumber(flat[j + 1]) or 0} end
+  table.sort(by_ts, function(a, b) return a[2] < b[2] end)
+  local old = {}
+  for j = 1, #by_ts - bound do old[j] = by_ts[j][1] end
+  if #old > 0 then call('HDEL', key, unpack(old)) end
+end
+
 local function hgetall_map(key)
   local flat = call('HGETALL', key)
   local m = {}
@@ -246,10 +257,13 @@ local function mark_seen(p, ev, facts)
     call('HSET', p .. ':seen', unpack(fields))
     keep(p .. ':seen', STATE_TTL)
   end
-  -- A declined offer starts its cool-down (the commit script reads this hash).
+  -- A declined offer starts its cool-down (the commit script reads this hash). The
+  -- action id comes from the channel: past the bound, the oldest declines go first.
   if ev.ty == 'offer_response' and ev.act and ev.resp == 'declined' then
-    call('HSET', p .. ':declined', ev.act, ev.ts)
-    keep(p .. ':declined', STATE_TTL)
+    local k = p .. ':declined'
+    call('HSET', k, ev.act, ev.ts)
+    if call('HLEN', k) > cfg.declined_bound then drop_oldest(k, cfg.declined_bound) end
+    keep(k, STATE_TTL)
   end
 end
 
