@@ -210,25 +210,25 @@ def throttle(
     so the client address stands in for it (behind a trusted proxy, from X-Forwarded-For).
     """
     caller = f"addr:{_remote(request, proxies)}" if who is ANONYMOUS else f"user:{who.name}"
-    wait_s = limiter.take(caller)
-    if wait_s == 0.0:
-        return None
-    metrics.rate_limited.inc()
-    retry = max(1, math.ceil(wait_s))  # Retry-After takes whole seconds
-    message = f"too many requests for this credential; retry in {retry} s"
-    return error(429, "rate_limited", message, **{"Retry-After": str(retry)})
+    return _refuse_if_over(limiter, caller, metrics, "rate_limited", "too many requests for this credential")
 
 
 def shed(worker_limit: RateLimiter, metrics: Metrics) -> Reply | None:
     """429 ``overloaded`` when the worker as a whole is over its rate (every caller within
     its own): shed early rather than let the queue and everyone's latency grow."""
-    wait_s = worker_limit.take("worker")
+    return _refuse_if_over(worker_limit, "worker", metrics, "overloaded", "this worker is at its rate")
+
+
+def _refuse_if_over(
+    limiter: RateLimiter, caller: str, metrics: Metrics, code: str, what: str
+) -> Reply | None:
+    """Take one of ``caller``'s tokens: None if there was one, else 429 ``code``."""
+    wait_s = limiter.take(caller)
     if wait_s == 0.0:
         return None
     metrics.rate_limited.inc()
-    retry = max(1, math.ceil(wait_s))
-    message = "this worker is at its request rate; retry shortly"
-    return error(429, "overloaded", message, **{"Retry-After": str(retry)})
+    retry = max(1, math.ceil(wait_s))  # Retry-After takes whole seconds
+    return error(429, code, f"{what}; retry in {retry} s", **{"Retry-After": str(retry)})
 
 
 def _remote(request: Request, proxies: tuple[Network, ...] = ()) -> str:
