@@ -317,11 +317,14 @@ async def test_redis_paused_10s_under_http_and_kafka_traffic(infra: Settings, tm
         f"an HTTP request hung for {slowest:.2f} s (client lag {lag[0]:.2f} s): {slow}"
     )
     before = [a for a in answers if a.sent < paused_at - 0.5]
-    during = [a for a in answers if paused_at + 0.5 < a.sent < resumed_at - 0.5]
+    # A request sent less than its budget before Redis came back may rightly get a normal
+    # answer: its batch reaches Redis (the kernel queued it) and returns within the budget.
+    during = [a for a in answers if paused_at + 0.5 < a.sent < resumed_at - budget - 0.5]
     after = [a for a in answers if a.sent > resumed_at + 2 * settings.store_timeout_s + 1]
     assert before and during and after
     assert not any(a.degraded for a in before), "degraded before Redis went away"
-    assert all(a.degraded for a in during), "a normal answer while Redis was paused"
+    normal = [(round(a.sent - paused_at, 2), round(a.took, 2)) for a in during if not a.degraded]
+    assert not normal, f"a normal answer while Redis was paused (sent after pause, took): {normal}"
     assert not any(a.degraded for a in after), "still degraded after Redis came back"
     assert all(a.body["decision_id"] and a.body["actions"] for a in answers)
 
