@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 from collections import OrderedDict
@@ -16,14 +15,15 @@ import faust
 
 from agents.bulk import BulkProducer
 from agents.desk import register_desk
-from agents.kafka_path import KafkaPath, records_of
+from agents.kafka_path import KafkaPath
+from agents.relay import Relay
 from agents.transport import register
 from agents.web import register_views
-from engine.decide.degraded import ANSWERED_HEADER, following
+from engine.decide.degraded import ANSWERED_HEADER
 from engine.domain.decision import Decision
+from engine.errors import StoreError
 from engine.http.api import Api
 from engine.http.guard import Guard
-from engine.service.decisions import Outcome
 from engine.service.metrics import Metrics
 from engine.service.runtime import Runtime
 
@@ -64,16 +64,15 @@ def create_app(rt: Runtime) -> BeaconApp:
     interactions = app.topic(s.topic("interactions"), key_type=bytes, value_type=bytes)
     bulk = BulkProducer(s, rt.metrics)
     kafka_path = KafkaPath(app, rt, bulk)
-    publish = _http_publisher(bulk, rt)
+    # Every committed decision's audit record, alerts and label go out through the outbox;
+    # one whose HTTP caller already got a degraded answer says so in its audit record.
+    relay = Relay(rt.outbox, bulk, s, rt.metrics)
     answered = AnsweredIds()
-    # A decision made after its HTTP caller stopped waiting (it got a degraded answer) is
-    # in state already: its audit record and alerts must still go out, naming the answer.
-    rt.service.batcher.on_orphan = lambda event, outcome: publish(answered.followed(outcome))
+    rt.service.answered_degraded = answered.take
     api = Api(
         rt.service,
         rt.metrics,
         lambda: dict(rt.readiness),
-        on_decision=publish,
         on_degraded=_answered_republisher(bulk, rt, answered),
     )
     guard = Guard(rt.auth, s.auth_required, s.metrics_token, s.auth_cache_s, s.auth_stale_s)
@@ -113,6 +112,11 @@ def create_app(rt: Runtime) -> BeaconApp:
         )
 
     @app.task
+    async def relay_outbox() -> None:
+        await bulk.started()
+        await relay.run()
+
+    @app.task
     async def watch_rules() -> None:
         await rt.rule_watch.loaded.wait()
         await rt.rule_watch.watch()
@@ -125,6 +129,8 @@ def create_app(rt: Runtime) -> BeaconApp:
     @app.timer(interval=_LAG_TICK_S)
     async def export_lag() -> None:
         record_lag(app.consumer, rt.metrics)
+        with contextlib.suppress(StoreError):  # counted where decisions meet it
+            rt.metrics.outbox_backlog.set(await rt.outbox.backlog())
 
     async def flush(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # In-flight records finish and are acknowledged; bounded, so a dead Redis cannot
@@ -160,23 +166,6 @@ def record_lag(consumer: Any, metrics: Metrics) -> None:
         metrics.lag_series.add((topic, partition))
 
 
-def _http_publisher(bulk: BulkProducer, rt: Runtime) -> Callable[[Outcome], None]:
-    """Audit records and alerts of HTTP decisions go to the same topics as Kafka's. The
-    request has its answer already: the spool delivers them, retrying while the broker
-    is unavailable, and no request waits for the broker."""
-
-    def publish_now(outcome: Outcome) -> None:
-        if outcome.decision is not None:  # a replay was audited when it was first decided
-            for topic, key, value in records_of(rt.settings, outcome):
-                bulk.publish(topic, key, value)
-
-    def publish(outcome: Outcome) -> None:
-        # Serialising the audit record is not the channel's wait: after the response.
-        asyncio.get_running_loop().call_soon(publish_now, outcome)
-
-    return publish
-
-
 def _answered_republisher(
     bulk: BulkProducer, rt: Runtime, answered: AnsweredIds | None = None
 ) -> Callable[[Decision, bytes], None]:
@@ -198,9 +187,12 @@ def _answered_republisher(
 
 class AnsweredIds:
     """Decision ids this worker answered degraded over HTTP, so that the stateful decision
-    of one the batcher finished anyway (an orphan: Redis answered after the budget) is
-    audited as following that answer. Bounded: the oldest are forgotten first (an answer
-    whose event was still queued never comes back as an orphan)."""
+    of one the batcher decides anyway (an orphan: Redis answered after the budget) is
+    committed, and audited through the outbox, as following that answer. The service asks
+    just before the commit: an answer given while the commit itself is under way is not
+    named (its degraded record, same decision id, is on the audit topic all the same).
+    Bounded: the oldest are forgotten first (an answer whose event was still queued never
+    comes back as an orphan)."""
 
     def __init__(self, bound: int = 10_000) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
@@ -211,11 +203,7 @@ class AnsweredIds:
         while len(self._ids) > self._bound:
             self._ids.popitem(last=False)
 
-    def followed(self, outcome: Outcome) -> Outcome:
-        """The orphan's outcome, its decision naming the degraded answer if there was one
-        (a caller that disconnected got no answer: nothing to name)."""
-        d = outcome.decision
-        if d is None or d.decision_id not in self._ids:
-            return outcome
-        del self._ids[d.decision_id]
-        return dataclasses.replace(outcome, decision=following(d, d.decision_id))
+    def take(self, decision_id: str) -> bool:
+        """Whether ``decision_id`` was answered degraded (forgotten once asked: one
+        stateful decision follows it)."""
+        return self._ids.pop(decision_id, False) is None

@@ -6,10 +6,12 @@ it travels in fewer, larger batches: less produce work for the worker, and fewer
 stored batches on a broker whose fetch cost grows with their number.
 
 Two ways in. :meth:`BulkProducer.send` returns the delivery future, for a caller that
-retries itself (the Kafka path acknowledges its input only once that resolves).
-:meth:`BulkProducer.publish` is for records of HTTP decisions, whose request has been
-answered and nobody else would retry: they go through a :class:`Spool`, which delivers
-them in order and keeps them in memory, bounded, while the broker is unavailable.
+retries itself (the outbox relay deletes an entry only once its records are delivered;
+the Kafka path acknowledges a DLQ'd input only once its copy is).
+:meth:`BulkProducer.publish` is for the records of degraded HTTP answers, which cannot go
+to the Redis outbox (Redis was unavailable) and nobody else would retry: they go through
+a :class:`Spool`, which delivers them in order and keeps them in memory, bounded, while
+the broker is unavailable.
 """
 
 from __future__ import annotations
@@ -194,10 +196,17 @@ class BulkProducer:
             linger_ms=s.bulk_linger_ms,
             max_batch_size=512 * 1024,
             client_id=f"{s.app_id}-bulk",
+            # Audit records, alerts and labels: acknowledged by every in-sync replica, and
+            # a retried send is not written twice.
+            acks="all",
+            enable_idempotence=s.bulk_idempotence,
         )
         await self._producer.start()
         self._started.set()
         self.spool.start()
+
+    async def started(self) -> None:
+        await self._started.wait()
 
     async def stop(self, timeout: float = 10.0) -> None:
         left = await self.spool.stop(timeout)

@@ -1,8 +1,10 @@
 """The Kafka path: decode a record, hand it to the engine, emit what it decided.
 
-A record is acknowledged only after everything it produced (decision, audit record,
-alerts, or its DLQ copy) has been delivered to the broker, so a crash anywhere
-means redelivery, and redelivery is harmless because state updates are idempotent.
+A record is acknowledged only once its decision is delivered to the channel's topic (or
+its DLQ copy to the DLQ), so a crash anywhere means redelivery, and redelivery is
+harmless because state updates are idempotent. Its audit record, alerts and label were
+written to the Redis outbox by the commit, in the same step as the state, and the relay
+(agents/relay.py) delivers them: a redelivered record is a replay and publishes nothing.
 
 A record with the ``beacon-answered`` header is an event the HTTP path already answered
 without state (engine/decide/degraded.py): it is ingested, decided without sales offers,
@@ -18,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiokafka.errors import KafkaError
 
 from agents.bulk import BulkProducer
@@ -29,7 +30,6 @@ from engine.errors import EventError, StoreError
 from engine.service.decisions import Outcome
 from engine.service.logs import ids, log_decision
 from engine.service.runtime import Runtime
-from engine.settings import Settings
 
 log = logging.getLogger("beacon.kafka")
 _RETRY_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -180,42 +180,31 @@ class KafkaPath:
         self.rt.metrics.broker.ok()
 
     async def _publish_batch(self, todo: list[tuple[_Pending, Outcome]]) -> list[tuple[_Pending, Outcome]]:
-        """Queue every record of the batch, wait for their delivery; returns the outcomes
-        with a record that failed."""
+        """Queue the batch's decisions to the channels, wait for their delivery; returns
+        the outcomes whose decision failed."""
         m = self.rt.metrics
         published = time.perf_counter()
-        answers: list[tuple[_Pending, Any]] = []
-        records: list[list[Any]] = []
+        answers: list[tuple[_Pending, Outcome, Any]] = []
         for item, outcome in todo:
             try:
-                answer, others = await self._publish(outcome)
+                answer = await self._publish(outcome)
             except KafkaError:
                 raise
             except Exception as exc:  # noqa: BLE001 - likewise a bug building one record's output
                 await self._bury(item, exc)
-                records.append([])
                 continue
             if answer is not None:
-                answers.append((item, answer))
-            records.append(others)
-        # Latency is what the channel sees: until its decision record is delivered. The
-        # audit and alert records ride the bulk producer's linger; the offsets are
-        # committed only once they are delivered too.
-        await asyncio.gather(*(a for _, a in answers), return_exceptions=True)
+                answers.append((item, outcome, answer))
+        # Latency is what the channel sees: until its decision record is delivered.
+        await asyncio.gather(*(a for _, _, a in answers), return_exceptions=True)
         now, elapsed = time.time(), time.perf_counter() - published
-        for item, answer in answers:
+        for item, _, answer in answers:
             if not _failed(answer):
                 m.stage_latency.labels("publish").observe(elapsed)
                 stamp = item.event.message.timestamp
                 if stamp:
                     m.decision_latency.labels("kafka").observe(max(now - stamp, 0.0))
-        await asyncio.gather(*(f for fs in records for f in fs), return_exceptions=True)
-        failed = {id(item) for item, answer in answers if _failed(answer)}
-        return [
-            (item, outcome)
-            for (item, outcome), fs in zip(todo, records, strict=True)
-            if not item.dead and (id(item) in failed or any(_failed(f) for f in fs))
-        ]
+        return [(item, outcome) for item, outcome, answer in answers if not item.dead and _failed(answer)]
 
     async def _outcome(self, ev: Event, fut: asyncio.Future[Outcome]) -> Outcome:
         """Await the decision, retrying while Redis is unavailable (nothing is dropped)."""
@@ -233,20 +222,14 @@ class KafkaPath:
                 await asyncio.sleep(delay)
                 fut = await self.rt.service.batcher.submit(ev)
 
-    async def _publish(self, outcome: Outcome) -> tuple[Any, list[Any]]:
+    async def _publish(self, outcome: Outcome) -> Any:
         """Queue the channel's decision (none for an event the channel already had an
-        answer to) and the audit and alert records; returns their delivery futures."""
+        answer to); returns its delivery future."""
         ev = outcome.event
-        answer = None
-        if not isinstance(ev, Answered):
-            topic = self._decisions[ev.channel]
-            answer = await self.app.producer.send(
-                topic, ev.customer_id.encode(), outcome.body, None, None, None
-            )
-        records: list[Any] = []
-        if outcome.decision is not None:  # a replay was audited when it was first decided
-            records = await publish_audit_and_alerts(self.bulk, self.rt, outcome)
-        return answer, records
+        if isinstance(ev, Answered):
+            return None
+        topic = self._decisions[ev.channel]
+        return await self.app.producer.send(topic, ev.customer_id.encode(), outcome.body, None, None, None)
 
     async def _ack_after(self, deliveries: list[Any], event: Any) -> None:
         try:
@@ -254,26 +237,6 @@ class KafkaPath:
             event.ack()
         except Exception:
             log.exception("DLQ delivery failed; the record will be redelivered")
-
-
-async def publish_audit_and_alerts(bulk: BulkProducer, rt: Runtime, outcome: Outcome) -> list[Any]:
-    """Queue the audit record and alerts of a fresh decision; returns the delivery futures."""
-    return [await bulk.send(*record) for record in records_of(rt.settings, outcome)]
-
-
-def records_of(s: Settings, outcome: Outcome) -> list[tuple[str, bytes, bytes]]:
-    """(topic, key, value) of what a fresh decision publishes besides the channel's answer:
-    its audit record, its alerts, and the label of an outcome reported by a channel
-    (nothing for a replay: that was published when it was first decided)."""
-    decision, label = outcome.decision, outcome.label
-    if decision is None:
-        return []
-    key = decision.event.customer_id.encode()
-    records = [(s.topic("decisions.audit"), key, decision.audit_bytes(outcome.timings_ms))]
-    records += [(s.topic("risk.alerts"), key, decision.alert_bytes(alert)) for alert in decision.alerts]
-    if label is not None:  # the trainer learns from it
-        records.append((s.topic("feedback"), key, orjson.dumps(label)))
-    return records
 
 
 def _failed(delivery: asyncio.Future[Any]) -> bool:

@@ -111,13 +111,20 @@ class Settings:
     fetch_idle_wait_ms: int = 50
     producer_linger_ms: float = 1.0  # decisions: a channel is waiting
     bulk_linger_ms: float = 50.0  # audit, alerts, DLQ: fewer, larger batches
+    # The bulk producer is idempotent (a retried send is not written twice). The embedded
+    # broker (Tansu) refuses idempotent producers, so runs on it turn this off.
+    bulk_idempotence: bool = True
     rebalance_timeout_s: float = 4.0
     commit_interval_s: float = 1.0
     store_timeout_s: float = 2.0  # Redis socket timeout; a big batch on a busy host needs room
     decision_timeout_s: float = 1.0  # HTTP: answer degraded (no state) rather than wait longer
-    # Records of HTTP decisions (audit, alerts, answered events) kept in memory while the
-    # broker is unavailable; when full, the oldest is dropped and counted (agents/bulk.py).
+    # Records of degraded HTTP answers (their audit record and event: Redis was unavailable,
+    # so they cannot go to the outbox) kept in memory while the broker is unavailable too;
+    # when full, the oldest is dropped and counted (agents/bulk.py).
     spool_max_records: int = 100_000
+    # The outbox (engine/store/outbox.py): an entry a relay read and did not deliver is
+    # taken over by a relay after this long (a worker died, or the broker refused it).
+    outbox_claim_idle_s: float = 10.0
     # Decisions.
     max_actions: int = 3
     # The bank's own event attributes fed to the models (event.attributes.<name>).

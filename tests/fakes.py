@@ -81,9 +81,9 @@ class FakeState(CustomerState):
 
     async def commit(
         self, decisions: Sequence[Decision], offers: Mapping[str, Offer], timings_ms: dict[str, float]
-    ) -> list[tuple[Decision, bytes]]:
+    ) -> list[tuple[Decision | None, bytes]]:
         self._check()
-        committed = []
+        committed: list[tuple[Decision | None, bytes]] = []
         for decision in decisions:
             p = orjson.loads(codec.commit_payload(decision, offers, timings_ms))
             picked = list(range(min(p["max"], len(p["cands"]))))

@@ -120,7 +120,13 @@ def as_answered(event: Event, decision: Decision) -> Decision:
     answered without state, when the customer saw no sales offer and none may count."""
     if not isinstance(event, Answered):
         return decision
-    return following(withhold_sales(decision, WHY_ANSWERED), event.answered_by)
+    return after_degraded_answer(decision, event.answered_by)
+
+
+def after_degraded_answer(decision: Decision, answered_by: str) -> Decision:
+    """The stateful decision of an event the channel already had the degraded answer
+    ``answered_by`` to: no sales offer counts as shown, and its audit record says so."""
+    return following(withhold_sales(decision, WHY_ANSWERED), answered_by)
 
 
 def following(decision: Decision, answered_by: str) -> Decision:

@@ -57,6 +57,11 @@ class Action:
     treatment: dict[str, str]
     reasons: tuple[str, ...] = ()
 
+    def kept(self) -> dict[str, Any]:
+        """How the explanation lists an action that was kept."""
+        score = round(self.score, 6)
+        return {"id": self.id, "kind": self.kind, "score": score, "reasons": list(self.reasons)}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -153,10 +158,7 @@ class Decision:
         """The full explanation: every candidate kept or dropped and why, with the values
         the deciding condition read; every rule that fired with its values."""
         return {
-            "kept": [
-                {"id": a.id, "kind": a.kind, "score": round(a.score, 6), "reasons": list(a.reasons)}
-                for a in self.actions
-            ],
+            "kept": [a.kept() for a in self.actions],
             "dropped": [d.to_dict() for d in self.dropped],
             **self.explanation,
         }
@@ -166,13 +168,16 @@ class Decision:
         view["explain"] = self.explain()
         return view
 
-    def audit_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
+    def audit_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
         """The full record on ``decisions.audit``: inputs, features, scores, explanation."""
         record = self.explained_view(timings_ms)
         record["event"] = self.event.to_dict()
         record["features"] = self.features
         record["scores"] = self.scores
-        return orjson.dumps(record)
+        return record
+
+    def audit_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
+        return orjson.dumps(self.audit_view(timings_ms))
 
     def alert_bytes(self, alert: Alert) -> bytes:
         """One risk alert as published on ``risk.alerts``."""

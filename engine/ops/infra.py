@@ -79,11 +79,13 @@ class Embedded:
     def settings_for(self, settings: Settings) -> Settings:
         """Settings pointing at the embedded servers. The embedded Redis lives as long as
         this run, so a model-signing key made up for the run is enough when none is set;
-        a deployment sets BEACON_MODEL_SIGNING_KEY (workers refuse unsigned snapshots)."""
+        a deployment sets BEACON_MODEL_SIGNING_KEY (workers refuse unsigned snapshots).
+        The embedded broker does not implement idempotent producers (InitProducerId)."""
         return settings.replace(
             redis_url=self.redis_url or settings.redis_url,
             kafka_bootstrap=self.kafka_bootstrap or settings.kafka_bootstrap,
             model_signing_key=settings.model_signing_key or secrets.token_hex(32),
+            bulk_idempotence=settings.bulk_idempotence and not self.kafka_bootstrap,
         )
 
     def stop(self) -> None:

@@ -6,8 +6,9 @@ many events. Nothing waits for a batch to fill.
 
 A caller that stops waiting cancels its future (``asyncio.wait_for`` does, when the HTTP
 budget runs out). A cancelled item still queued is skipped, so it never reaches Redis
-behind its caller's back; one already in the batch being handled is decided anyway, and
-its result goes to ``on_orphan``, so what it changed in state is not left unpublished.
+behind its caller's back; one already in the batch being handled is decided anyway (its
+records leave through the outbox like any other), and its result goes to ``on_orphan``
+when one is set.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ round trip -> outcome. Publishing is the caller's adapter's job.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from engine.decide.degraded import as_answered
+from engine.decide.degraded import after_degraded_answer, as_answered
 from engine.decide.pipeline import DecisionPolicy, decide, prepare
 from engine.domain.decision import Decision
 from engine.domain.events import Event
@@ -61,6 +61,10 @@ class DecisionService:
         self.rules: RuleSet | None = rules
         self.scorer = scorer
         self.policy = DecisionPolicy(settings.risk_step_up, settings.risk_block, settings.max_actions)
+        # Whether a decision id's HTTP caller was already answered without state (the
+        # worker's record of degraded answers): its audit record, written by the commit,
+        # then says which answer it follows.
+        self.answered_degraded: Callable[[str], bool] = lambda decision_id: False
         self.batcher: MicroBatcher[Event, Outcome] = MicroBatcher(
             self.decide_batch, settings.batch_max, max_queue=settings.batch_max * 8
         )
@@ -84,14 +88,16 @@ class DecisionService:
             "models_ms": round((t2 - t1) * 1000, 3),
             "rules_ms": round((t3 - t2) * 1000, 3),
             "decide_ms": round((t3 - t1) * 1000, 3),  # models and rules together, as before
+            "batch": float(len(events)),
         }
-        fresh = [(k, r) for k, r in results.items() if isinstance(r, Decision)]
+        fresh = [(k, self._followed(r)) for k, r in results.items() if isinstance(r, Decision)]
         done = await self._stored(self.store.commit([d for _, d in fresh], rules.offer_index, stage))
         t4 = time.perf_counter()
         committed: dict[EventKey, Decision | bytes] = dict(results)
         bodies: dict[EventKey, bytes] = {k: r for k, r in results.items() if isinstance(r, bytes)}
         for (key, _), (decision, body) in zip(fresh, done, strict=True):
-            committed[key], bodies[key] = decision, body
+            # None: a resent commit found it committed already, so it counts as a replay.
+            committed[key], bodies[key] = decision if decision is not None else body, body
         if self.metrics is not None:
             m = self.metrics
             m.batch_size.observe(len(events))
@@ -102,8 +108,13 @@ class DecisionService:
                 ("record", t4 - t3),
             ):
                 m.stage_latency.labels(name).observe(seconds)
-        timings = {**stage, "record_ms": round((t4 - t3) * 1000, 3), "batch": float(len(events))}
+        timings = {**stage, "record_ms": round((t4 - t3) * 1000, 3)}
         return _outcomes(events, committed, bodies, timings)
+
+    def _followed(self, decision: Decision) -> Decision:
+        if self.answered_degraded(decision.decision_id):
+            return after_degraded_answer(decision, decision.decision_id)
+        return decision
 
     async def _stored(self, call: Awaitable[T]) -> T:
         """A Redis round trip, its failures and recoveries counted by kind."""

@@ -194,14 +194,23 @@ class Metrics:
         )
         self.spooled = Gauge(
             "beacon_spooled_records",
-            "Records of HTTP decisions (audit, alerts, events answered degraded) waiting in memory "
-            "for the broker",
+            "Records of degraded HTTP answers (audit record, event) waiting in memory for the broker",
             registry=r,
         )
         self.spool_dropped = Counter(
             "beacon_spool_dropped_total",
-            "Spooled records dropped: the spool was full (broker down too long) or the broker refused "
-            "them for good",
+            "Records dropped undelivered: the spool was full (broker down too long), or the broker "
+            "refused a spooled or outbox record for good",
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "beacon_outbox_backlog",
+            "Decisions whose records (audit, alerts, label) wait in the Redis outbox for the relay",
+            registry=r,
+        )
+        self.outbox_relayed = Counter(
+            "beacon_outbox_relayed_total",
+            "Outbox entries (one per decision) delivered to Kafka and deleted by this worker's relay",
             registry=r,
         )
         self.queue_depth = Gauge(

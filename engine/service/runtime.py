@@ -15,6 +15,7 @@ from engine.service.modelwatch import ModelWatcher
 from engine.service.rulewatch import RuleWatcher
 from engine.settings import Settings
 from engine.store.alerts import AlertDesk
+from engine.store.outbox import Outbox
 from engine.store.redisio import connect
 from engine.store.rules import RuleStore
 from engine.store.snapshots import SnapshotStore
@@ -34,6 +35,7 @@ class Runtime:
     model_watch: ModelWatcher
     desk: AlertDesk
     auth: AuthStore
+    outbox: Outbox
     readiness: dict[str, bool] = field(
         default_factory=lambda: {"redis": False, "broker": False, "rules": False}
     )
@@ -68,7 +70,7 @@ class Runtime:
             settings.login_failures_per_minute,
             settings.login_hash_threads,
         )
-        return cls(settings, service, metrics, watch, models, desk, auth, readiness)
+        return cls(settings, service, metrics, watch, models, desk, auth, Outbox(client, settings), readiness)
 
     async def load_models(self) -> None:
         """Warm start from the latest snapshots (fresh models where there are none)."""

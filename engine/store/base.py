@@ -42,9 +42,11 @@ class CustomerState(Protocol):
 
     async def commit(
         self, decisions: Sequence[Decision], offers: Mapping[str, Offer], timings_ms: dict[str, float]
-    ) -> list[tuple[Decision, bytes]]:
-        """Apply contact-policy caps and alert suppression, store the answers; returns each
-        decision as committed with the exact body the channel gets."""
+    ) -> list[tuple[Decision | None, bytes]]:
+        """Apply contact-policy caps and alert suppression, store the answers and queue
+        their records (audit, alerts, label) in the outbox; returns each decision as
+        committed with the exact body the channel gets (None for a decision committed
+        before: the call was resent)."""
         ...
 
     async def customer_view(self, customer_id: str) -> dict[str, Any]: ...

@@ -31,12 +31,17 @@ import orjson
 
 from engine.domain.decision import Action, Decision
 from engine.domain.events import Event
+from engine.domain.labels import label_of
 from engine.domain.state import CONTACT_WINDOW_S, MARKED, WINDOWS, Snapshot, Tally, to_cents
 from engine.rules.ruleset import Dropped, Offer
 from engine.settings import Settings
+from engine.store import keys
 from engine.store.redisio import text
 
 _MARKS = (b'"\\u0000A\\u0000"', b'"\\u0000B\\u0000"')
+# The audit record's holes, in the order they come in it: actions, alerts, kept, dropped,
+# and the optional suppressed-alerts entry (a key of its own, comma included).
+_AUDIT_MARKS = (*_MARKS, b'"\\u0000K\\u0000"', b'"\\u0000D\\u0000"', b',"\\u0000S\\u0000":0')
 PIN_BOUND = 50  # PIN failures kept per customer (24 h)
 DECLINED_BOUND = 64  # declined offers kept per customer for cool-downs (ids come from channels)
 DEVICE_CUSTOMERS_BOUND = 100  # customers kept per device (24 h)
@@ -74,6 +79,7 @@ def commit_config(settings: Settings) -> bytes:
             "contact_history": settings.contact_history,
             "open_alerts": settings.open_alerts,
             "key_prefix": settings.key_prefix,
+            "outbox": keys.outbox(settings.key_prefix),
         }
     )
 
@@ -225,9 +231,13 @@ def commit_payload(decision: Decision, offers: Mapping[str, Offer], timings_ms: 
     view["actions"], view["alerts"] = "\x00A\x00", "\x00B\x00"
     head, mid, tail = _split(orjson.dumps(view), list(_MARKS))
     summary = orjson.dumps(decision.summary_head())
-    fallback = decision.fallback or Action(f"{ev.channel}_default", "fallback", 0.0, {"channel": ev.channel})
+    fallback = fallback_of(decision)
+    label = label_of(ev)
     return orjson.dumps(
         {
+            "cust": ev.customer_id,
+            "audit": [p.decode() for p in audit_parts(decision, timings_ms)],
+            "label": orjson.dumps(label).decode() if label is not None else "",
             "dd": f"{ev.channel}:{ev.event_id}",
             "did": decision.decision_id,
             "ts": ev.ts,
@@ -238,7 +248,11 @@ def commit_payload(decision: Decision, offers: Mapping[str, Offer], timings_ms: 
             "mid": mid.decode(),
             "tail": tail.decode(),
             "sumhead": summary[:-1].decode() + ',"actions":[',
-            "fallback": {"id": fallback.id, "frag": orjson.dumps(fallback.to_dict()).decode()},
+            "fallback": {
+                "id": fallback.id,
+                "frag": _json(fallback.to_dict()),
+                "kept": _json(fallback.kept()),
+            },
             "cands": [_candidate(a, offers.get(a.id)) for a in decision.actions],
             "alerts": [
                 {
@@ -269,15 +283,45 @@ def _candidate(action: Action, offer: Offer | None) -> dict[str, Any]:
         cool, daily = policy.decline_cooldown_s, policy.daily_cap
     return {
         "id": action.id,
-        "frag": orjson.dumps(action.to_dict()).decode(),
+        "frag": _json(action.to_dict()),
+        "kept": _json(action.kept()),
         "caps": caps,
         "cool": cool,
         "daily": daily,
     }
 
 
-def apply_commit(decision: Decision, reply: dict[str, Any]) -> tuple[Decision, bytes]:
-    """The decision as committed (actions shown, alerts raised, caps explained) and its body."""
+def fallback_of(decision: Decision) -> Action:
+    """What the channel is shown when no candidate passes its caps."""
+    ev = decision.event
+    return decision.fallback or Action(f"{ev.channel}_default", "fallback", 0.0, {"channel": ev.channel})
+
+
+def audit_parts(decision: Decision, timings_ms: dict[str, float]) -> list[bytes]:
+    """The decision's audit record (``decisions.audit``) cut around what only the commit
+    knows: the commit script fills in the actions shown, the alerts raised, the kept and
+    dropped candidates and the suppressed alerts, and writes it to the outbox stream in
+    the same step as the state. Prior drops (eligibility, rank...) are in already."""
+    record = decision.audit_view(timings_ms)
+    record["actions"], record["alerts"] = "\x00A\x00", "\x00B\x00"
+    explain = record["explain"]
+    record["explain"] = {"kept": "\x00K\x00", "dropped": "\x00D\x00"}
+    record["explain"].update((k, v) for k, v in explain.items() if k not in ("kept", "dropped"))
+    record["explain"]["\x00S\x00"] = 0
+    parts = _split(orjson.dumps(record), list(_AUDIT_MARKS))
+    prior = b",".join(orjson.dumps(d) for d in explain["dropped"])
+    return [*parts, prior]
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def apply_commit(decision: Decision, reply: dict[str, Any]) -> tuple[Decision | None, bytes]:
+    """The decision as committed (actions shown, alerts raised, caps explained) and its body;
+    None and the stored body if an earlier send of the same call committed it already."""
+    if reply.get("again"):
+        return None, str(reply["body"]).encode()
     picked = [int(i) for i in _as_list(reply.get("picked"))]
     capped = {int(i): str(why) for i, why in _as_list(reply.get("capped"))}
     raised = {int(i) for i in _as_list(reply.get("alerts"))}
@@ -294,7 +338,7 @@ def apply_commit(decision: Decision, reply: dict[str, Any]) -> tuple[Decision, b
         explanation["suppressed_alerts"] = suppressed
     final = replace(
         decision,
-        actions=shown or ((decision.fallback,) if decision.fallback else ()),
+        actions=shown or (fallback_of(decision),),
         alerts=tuple(a for i, a in enumerate(decision.alerts) if i in raised),
         dropped=tuple(dropped),
         explanation=explanation,

@@ -51,6 +51,15 @@ DEVICE_TAG, DEVICE_CUSTOMERS = ":{dev:", "}:customers"
 # 3 d). No tag: one key for every customer of the day, read and written by the commit script.
 DAILY_CAPS = ":caps:"
 
+
+def outbox(prefix: str) -> str:
+    """``P:outbox``: stream of the records each commit produces (audit record, alerts,
+    label), written by the commit script in the same step as the state and deleted by the
+    relay (agents/relay.py) once Kafka has them. Bound: what the relay has not delivered
+    yet, watched by ``beacon_outbox_backlog``. No tag: one stream for every customer."""
+    return f"{prefix}:outbox"
+
+
 # Every literal the Lua scripts append to ``P`` or a customer's key.
 SCRIPT_SUFFIXES = frozenset({*CUSTOMER_SUFFIXES, DEVICE_TAG, DEVICE_CUSTOMERS, DAILY_CAPS})
 

@@ -56,11 +56,13 @@ class StateStore:
 
     async def commit(
         self, decisions: Sequence[Decision], offers: Mapping[str, Offer], timings_ms: dict[str, float]
-    ) -> list[tuple[Decision, bytes]]:
-        """Apply caps and suppression, count impressions, store the decisions: one round trip.
+    ) -> list[tuple[Decision | None, bytes]]:
+        """Apply caps and suppression, count impressions, store the decisions and write
+        their outgoing records to the outbox: one round trip.
 
         Returns each decision as committed (actions shown, alerts raised, caps explained)
-        with the exact body the channel gets, which a repeat of its event gets too."""
+        with the exact body the channel gets, which a repeat of its event gets too; None
+        instead of the decision if it was committed before (a resent call)."""
         if not decisions:
             return []
         customer_keys = [self.key(d.event.customer_id) for d in decisions]

@@ -380,7 +380,8 @@ async def test_an_alert_arriving_while_redis_is_paused_waits_instead_of_crashing
 
 async def test_broker_paused_10s_under_http_traffic(infra: Settings, tmp_path: Path) -> None:
     """HTTP keeps answering while the broker is away; the audit record of every HTTP
-    decision reaches decisions.audit exactly once when it is back (spooled meanwhile)."""
+    decision reaches decisions.audit exactly once when it is back (kept in the Redis
+    outbox meanwhile)."""
     with private_broker(tmp_path / "broker") as broker:
         settings = isolated(infra, kafka_bootstrap=broker.address)
         await ensure_topics(settings)
@@ -394,7 +395,7 @@ async def test_broker_paused_10s_under_http_traffic(infra: Settings, tmp_path: P
                 await asyncio.sleep(5)
                 broker.pause()
                 await asyncio.sleep(8)
-                spooled_while_away = await asyncio.to_thread(metric, worker, "beacon_spooled_records")
+                waiting_while_away = await asyncio.to_thread(metric, worker, "beacon_outbox_backlog")
                 await asyncio.sleep(2)
                 broker.resume()
                 await sending
@@ -403,7 +404,8 @@ async def test_broker_paused_10s_under_http_traffic(infra: Settings, tmp_path: P
                 settings.kafka_bootstrap, [settings.topic("decisions.audit")], len(dids), timeout=120,
                 done=lambda records: dids <= {orjson.loads(v)["decision_id"] for _, _, v, _ in records},
             )  # fmt: skip
-            spooled_after = await asyncio.to_thread(metric, worker, "beacon_spooled_records")
+            await asyncio.sleep(6)  # the backlog gauge is read every 5 s
+            waiting_after = await asyncio.to_thread(metric, worker, "beacon_outbox_backlog")
             log = worker.log()
         finally:
             worker.stop()
@@ -415,10 +417,10 @@ async def test_broker_paused_10s_under_http_traffic(infra: Settings, tmp_path: P
     audited = [orjson.loads(v)["decision_id"] for _, _, v, _ in out]
     assert set(audited) == dids, (len(dids - set(audited)), log[-3000:])
     assert len(audited) == len(dids), f"{len(audited) - len(dids)} audit records delivered twice"
-    assert spooled_while_away > 0 and spooled_after == 0
+    assert waiting_while_away > 0 and waiting_after == 0
     print(
         f"\nbroker paused 10 s: {len(answers)} HTTP answers, all 200, slowest {slowest:.2f} s; "
-        f"{spooled_while_away:.0f} records spooled meanwhile; {len(dids)} audit records delivered once"
+        f"{waiting_while_away:.0f} decisions waiting in the outbox meanwhile; {len(dids)} audit records delivered once"
     )
 
 

@@ -11,14 +11,15 @@ from typing import Any
 import orjson
 
 from agents.app import AnsweredIds, _answered_republisher
-from engine.decide.degraded import ANSWERED_HEADER, decide_without_state
+from engine.decide.degraded import ANSWERED_HEADER, SALES_KINDS, decide_without_state
 from engine.decide.pipeline import DecisionPolicy, decide
 from engine.domain.events import Event
 from engine.domain.scoring import BuiltinScorer
 from engine.domain.state import Snapshot
-from engine.service.decisions import Outcome
+from engine.service.decisions import DecisionService
 from engine.service.trainer import Trainer
 from engine.settings import Settings
+from tests.fakes import FakeState
 from tests.unit.rulefixture import fixture_rules
 
 RULES = fixture_rules()
@@ -54,18 +55,32 @@ def test_the_degraded_answer_is_audited_before_its_event_is_republished() -> Non
     )
 
 
-def test_an_orphan_decision_names_the_degraded_answer_it_follows() -> None:
+def test_answered_ids_are_taken_once_and_bounded() -> None:
     answered = AnsweredIds(bound=2)
-    stateful = decide(EVENT, Snapshot(windows={}), RULES, BuiltinScorer(), DecisionPolicy())
-    outcome = Outcome(EVENT, b"{}", stateful)
-    assert answered.followed(outcome) is outcome  # no degraded answer given: nothing to name
-    answered.add(stateful.decision_id)
-    marked = answered.followed(outcome).decision
-    assert marked is not None and marked.explain()["answered_degraded"] == stateful.decision_id
-    assert answered.followed(outcome) is outcome  # named once
-    for did in ("a", "b", stateful.decision_id, "c", "d"):
+    assert not answered.take("a")  # no degraded answer given: nothing to name
+    answered.add("a")
+    assert answered.take("a") and not answered.take("a")  # named once
+    for did in ("a", "b", "c", "d"):
         answered.add(did)
-    assert answered.followed(outcome) is outcome  # bounded: the oldest are forgotten
+    assert not answered.take("a") and answered.take("d")  # bounded: the oldest are forgotten
+
+
+async def test_an_orphan_decision_is_committed_naming_the_degraded_answer_it_follows() -> None:
+    """The HTTP caller got the degraded answer before the batch reached the commit: the
+    decision committed (and audited through the outbox) says so and shows no sales offer."""
+    settings = Settings(auth_required=False)
+    service = DecisionService(settings, FakeState(), RULES, BuiltinScorer())
+    answered = AnsweredIds()
+    service.answered_degraded = answered.take
+    login = Event("lg-1", "C9", "mobile", "login", 1_795_428_000.0)
+    expected = decide(login, Snapshot(windows={}), RULES, BuiltinScorer(), DecisionPolicy())
+    answered.add(expected.decision_id)
+    (outcome,) = await service.decide_batch([login])
+    assert outcome.decision is not None
+    assert outcome.decision.explain()["answered_degraded"] == expected.decision_id
+    assert not any(a.kind in SALES_KINDS for a in outcome.decision.actions)
+    (again,) = await service.decide_batch([Event("lg-2", "C9", "mobile", "login", 1_795_428_001.0)])
+    assert again.decision is not None and "answered_degraded" not in again.decision.explain()
 
 
 def test_the_trainer_does_not_learn_from_a_degraded_audit_record() -> None:

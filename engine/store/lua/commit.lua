@@ -5,11 +5,14 @@
 --   2. raise each alert unless the same rule alerted this customer within its
 --      suppression window;
 --   3. count the impressions, store the final decision (so a repeated event gets the
---      same answer) and append it to the customer's bounded history.
+--      same answer) and append it to the customer's bounded history;
+--   4. append the decision's outgoing records (audit record, alerts raised, label) to
+--      the outbox stream, which the relay (agents/relay.py) delivers to Kafka: a reply
+--      lost on the way back loses no record, since the retry is a replay.
 -- Counters live in Redis beside the rolling state, so two workers never overshoot.
 -- KEYS[i] is the customer's key prefix; ARGV[1] the config (JSON); ARGV[i+1] decision i:
---   {dd, did, ts, ch, day, max, head, mid, tail, sumhead, fallback={id,frag},
---    cands=[{id, frag, caps=[[kind,max,window,label]...], cool, daily}],
+--   {cust, audit=[7 parts], label, dd, did, ts, ch, day, max, head, mid, tail, sumhead,
+--    fallback={id,frag,kept}, cands=[{id, frag, kept, caps=[[kind,max,window,label]...], cool, daily}],
 --    alerts=[{id, rule, frag, inbox, sup}]}
 -- Returns, per decision, {body, picked=[index...], capped=[[index, why]...], alerts=[index...]}.
 -- ARGV[1] holds only the settings this script reads: it is decoded on every call.
@@ -137,22 +140,94 @@ local function raise_alerts(p, r)
   return raised, frags, rules
 end
 
+-- The audit record: the parts engine/store/codec.py audit_parts cut around what the
+-- commit decides (actions, alerts, kept, dropped, suppressed alerts; the 7th part is
+-- the candidates dropped before the commit), filled in as apply_commit does in Python.
+local function audit_of(r, picked, capped_out, raised, action_frags, alert_frags)
+  local a = r.audit
+  local shown, why_capped, kept, dropped = {}, {}, {}, {}
+  if a[7] ~= '' then dropped[1] = a[7] end
+  for _, i in ipairs(picked) do
+    shown[i] = true
+    kept[#kept + 1] = r.cands[i + 1].kept
+  end
+  if #kept == 0 then kept[1] = r.fallback.kept end
+  for _, c in ipairs(capped_out) do why_capped[c[1]] = c[2] end
+  for i, c in ipairs(r.cands) do
+    local why = why_capped[i - 1]
+    if why then
+      dropped[#dropped + 1] = '{"id":' .. cjson.encode(c.id) .. ',"stage":"contact_policy","why":'
+        .. cjson.encode(why) .. ',"values":{}}'
+    elseif not shown[i - 1] then
+      dropped[#dropped + 1] = '{"id":' .. cjson.encode(c.id) .. ',"stage":"rank","why":"ranked below the top '
+        .. r.max .. '","values":{}}'
+    end
+  end
+  local suppressed = ''
+  if #raised < #r.alerts then
+    local up, rules = {}, {}
+    for _, i in ipairs(raised) do up[i] = true end
+    for i, al in ipairs(r.alerts) do
+      if not up[i - 1] then rules[#rules + 1] = cjson.encode(al.rule) end
+    end
+    suppressed = ',"suppressed_alerts":[' .. table.concat(rules, ',') .. ']'
+  end
+  return a[1] .. '[' .. table.concat(action_frags, ',') .. ']' .. a[2] .. '['
+    .. table.concat(alert_frags, ',') .. ']' .. a[3] .. '[' .. table.concat(kept, ',') .. ']' .. a[4]
+    .. '[' .. table.concat(dropped, ',') .. ']' .. a[5] .. suppressed .. a[6]
+end
+
+local function to_outbox(r, audit, raised)
+  local fields = {'c', r.cust, 'a', audit}
+  if #raised > 0 then
+    local records = {}
+    for _, i in ipairs(raised) do records[#records + 1] = r.alerts[i + 1].inbox end
+    fields[#fields + 1] = 'al'
+    fields[#fields + 1] = '[' .. table.concat(records, ',') .. ']'
+  end
+  if r.label ~= '' then
+    fields[#fields + 1] = 'f'
+    fields[#fields + 1] = r.label
+  end
+  redis.call('XADD', cfg.outbox, '*', unpack(fields))
+end
+
+local function commit_one(i, p, r)
+  local picked, capped_out, action_frags, action_ids = pick(p, r)
+  local raised, alert_frags, alert_rules = raise_alerts(p, r)
+  -- The channel's answer: what was shown and raised (caps are explained in the audit).
+  local body = r.head .. '[' .. table.concat(action_frags, ',') .. ']' .. r.mid .. '['
+    .. table.concat(alert_frags, ',') .. ']' .. r.tail
+  -- XX: never resurrect a dedupe key that expired; KEEPTTL: keep the ingest TTL.
+  redis.call('SET', p .. ':dd:' .. r.dd, body, 'XX', 'KEEPTTL')
+  local dc = p .. ':decisions'
+  local n = redis.call('LPUSH', dc, r.sumhead .. table.concat(action_ids, ',') .. '],"alerts":['
+    .. table.concat(alert_rules, ',') .. ']}')
+  if n > cfg.recent_decisions then redis.call('LTRIM', dc, 0, cfg.recent_decisions - 1) end
+  keep(dc, cfg.state_ttl)
+  to_outbox(r, audit_of(r, picked, capped_out, raised, action_frags, alert_frags), raised)
+  out[i] = {body = body, picked = picked, capped = capped_out, alerts = raised}
+end
+
+-- Whether this decision was committed already: the call is being sent again because its
+-- reply was lost (engine/store/scriptline.py resends once on a dropped connection). Its
+-- answer, impressions and outbox records are in; committing twice would count them twice
+-- and find its own alerts suppressed.
+local function committed_before(p, r)
+  local stored = redis.call('GET', p .. ':dd:' .. r.dd)
+  if stored and string.sub(stored, 1, 15) == '{"decision_id":' then return stored end
+  return nil
+end
+
 local function commit_all()
   for i, p in ipairs(KEYS) do
     local r = cjson.decode(ARGV[i + 1])
-    local picked, capped_out, action_frags, action_ids = pick(p, r)
-    local raised, alert_frags, alert_rules = raise_alerts(p, r)
-    -- The channel's answer: what was shown and raised (caps are explained in the audit).
-    local body = r.head .. '[' .. table.concat(action_frags, ',') .. ']' .. r.mid .. '['
-      .. table.concat(alert_frags, ',') .. ']' .. r.tail
-    -- XX: never resurrect a dedupe key that expired; KEEPTTL: keep the ingest TTL.
-    redis.call('SET', p .. ':dd:' .. r.dd, body, 'XX', 'KEEPTTL')
-    local dc = p .. ':decisions'
-    local n = redis.call('LPUSH', dc, r.sumhead .. table.concat(action_ids, ',') .. '],"alerts":['
-      .. table.concat(alert_rules, ',') .. ']}')
-    if n > cfg.recent_decisions then redis.call('LTRIM', dc, 0, cfg.recent_decisions - 1) end
-    keep(dc, cfg.state_ttl)
-    out[i] = {body = body, picked = picked, capped = capped_out, alerts = raised}
+    local stored = committed_before(p, r)
+    if stored then
+      out[i] = {body = stored, again = 1}
+    else
+      commit_one(i, p, r)
+    end
   end
 end
 
