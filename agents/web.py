@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from importlib import resources
 from typing import Any, cast
@@ -15,8 +14,9 @@ from engine.errors import StoreError
 from engine.http.alerts import AlertApi
 from engine.http.api import Api, Reply, error
 from engine.http.guard import ANONYMOUS, SESSION_COOKIE, Guard
+from engine.http.lookups import LookupGate
 from engine.http.proxies import FORWARDED_FOR, Network, client_address, parse_proxies
-from engine.http.ratelimit import RateLimiter
+from engine.http.ratelimit import RateLimiter, too_many
 from engine.http.streamslots import StreamSlots
 from engine.service.metrics import Metrics
 from engine.store.base import AlertInbox
@@ -39,12 +39,17 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     body_limit = settings.http_max_body_bytes
     logins = LoginGate(settings.login_concurrency)
     proxies = parse_proxies(settings.trusted_proxies)
+    counted = api.metrics.rate_limited.labels
+    gate = LookupGate.from_settings(settings, lambda reason: counted(reason).inc())
+    guard.limit_unknown(gate, settings.auth_refused_cache_s)  # agents/app.py builds the guard
 
     async def allow(request: Request, permission: str) -> Principal | Reply:
-        who = await guard.check(request.headers, request.cookies, permission)
+        client = _remote(request, proxies)
+        who = await guard.check(request.headers, request.cookies, permission, client)
         if isinstance(who, Reply):
             return who
-        return throttle(limiter, api.metrics, who, request, proxies) or shed(worker_limit, api.metrics) or who
+        over = throttle(limiter, api.metrics, who, request, proxies, client)
+        return over or shed(worker_limit, api.metrics) or who
 
     async def allow_with_body(request: Request, permission: str) -> tuple[Principal, bytes] | Reply:
         """The caller and the request body: or the 401/403/429, or 413 for a body too large."""
@@ -200,6 +205,7 @@ def throttle(
     who: Principal,
     request: Request,
     proxies: tuple[Network, ...] = (),
+    client: str = "",
 ) -> Reply | None:
     """429 ``rate_limited`` when this caller has used up its requests, else None.
 
@@ -209,26 +215,28 @@ def throttle(
     authentication (``auth_required`` off) every caller is the same anonymous principal,
     so the client address stands in for it (behind a trusted proxy, from X-Forwarded-For).
     """
-    caller = f"addr:{_remote(request, proxies)}" if who is ANONYMOUS else f"user:{who.name}"
-    return _refuse_if_over(limiter, caller, metrics, "rate_limited", "too many requests for this credential")
+    caller = f"addr:{client or _remote(request, proxies)}" if who is ANONYMOUS else f"user:{who.name}"
+    what = "too many requests for this credential"
+    return _refuse_if_over(limiter, caller, metrics, "rate_limited", what, "credential")
 
 
 def shed(worker_limit: RateLimiter, metrics: Metrics) -> Reply | None:
     """429 ``overloaded`` when the worker as a whole is over its rate (every caller within
     its own): shed early rather than let the queue and everyone's latency grow."""
-    return _refuse_if_over(worker_limit, "worker", metrics, "overloaded", "this worker is at its rate")
+    what = "this worker is at its rate"
+    return _refuse_if_over(worker_limit, "worker", metrics, "overloaded", what, "worker")
 
 
 def _refuse_if_over(
-    limiter: RateLimiter, caller: str, metrics: Metrics, code: str, what: str
+    limiter: RateLimiter, caller: str, metrics: Metrics, code: str, what: str, reason: str
 ) -> Reply | None:
-    """Take one of ``caller``'s tokens: None if there was one, else 429 ``code``."""
+    """Take one of ``caller``'s tokens: None if there was one, else 429 ``code``, counted
+    in ``beacon_rate_limited_total{reason}``."""
     wait_s = limiter.take(caller)
     if wait_s == 0.0:
         return None
-    metrics.rate_limited.inc()
-    retry = max(1, math.ceil(wait_s))  # Retry-After takes whole seconds
-    return error(429, code, f"{what}; retry in {retry} s", **{"Retry-After": str(retry)})
+    metrics.rate_limited.labels(reason).inc()
+    return too_many(code, what, wait_s)
 
 
 def _remote(request: Request, proxies: tuple[Network, ...] = ()) -> str:

@@ -154,6 +154,24 @@ class Settings:
     # Redis last vouched for it. Also how late a removed token may still be accepted.
     auth_cache_s: float = 30.0
     auth_stale_s: float = 300.0
+    # A credential Redis refused is refused again without asking it for this long (per
+    # worker): also how late a token created meanwhile, with that very value, may start to work.
+    auth_refused_cache_s: float = 5.0
+    # Requests whose credential Redis must check (not verified lately), or that fail
+    # authentication without it, per client address (in bursts of up to
+    # unauthenticated_burst), and credential checks in Redis for the whole worker
+    # (unauthenticated_global_*): limited before Redis is asked, 429 beyond. 0: no limit.
+    # Per address: a channel system or a branch's NAT presents a few new credentials at a
+    # time (each one is then cached for auth_cache_s), so 20/s is far above any real caller
+    # and a flood from one address costs Redis at most that. Per worker: one check is one
+    # HGET or GET round trip (~0.1 ms), and the 401 costs the worker about what any small
+    # request does (one serves ~1,400-1,800/s, ARCHITECTURE.md): 200/s is about an eighth
+    # of a worker and a quarter of its 800/s request budget, while a restart that meets 400
+    # callers at once (the burst) still checks them all without a 429.
+    unauthenticated_per_s: float = 20.0
+    unauthenticated_burst: int = 40
+    unauthenticated_global_per_s: float = 200.0
+    unauthenticated_global_burst: int = 400
     # A bearer token Prometheus scrapes /metrics with (nothing else); empty: only users'
     # tokens with the viewer role or above. Never logged.
     metrics_token: str = field(default="", repr=False)
@@ -209,6 +227,10 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.risk_step_up <= self.risk_block <= 1:
             raise ConfigError("need 0 < risk_step_up <= risk_block <= 1")
+        for name in ("unauthenticated_per_s", "unauthenticated_global_per_s"):
+            burst = name.replace("per_s", "burst")
+            if getattr(self, name) > 0 and getattr(self, burst) < 1:
+                raise ConfigError(f"{burst} must be at least 1 while {name} is set")
         for entry in self.trusted_proxies:
             try:
                 ipaddress.ip_network(entry, strict=False)

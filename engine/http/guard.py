@@ -10,7 +10,20 @@ while Redis fails it is still accepted up to ``stale_s`` (``BEACON_AUTH_STALE_S`
 Redis last vouched for it; only one request per ``cache_s`` then waits on Redis. An
 unknown credential is never accepted without Redis (503). Revocation: a token removed,
 or a session expired, in Redis is refused by a worker at most ``cache_s`` later, or
-``stale_s`` later if Redis is unavailable all that time. A refusal is not cached.
+``stale_s`` later if Redis is unavailable all that time.
+
+A refusal is remembered too, for ``refused_s`` (``BEACON_AUTH_REFUSED_CACHE_S``, 5 s), by
+SHA-256 like a verification and bounded the same way: the same bad credential sent again
+is refused without Redis. Creation: a credential refused by a worker is accepted by it at
+most ``refused_s`` after Redis first knows it (in practice never matters: a new token or
+session is random, so nobody sent it before it existed). A refusal is never cached as
+valid, and a failing Redis refuses nothing (503, or the stale rule above).
+
+Callers Redis must be asked about are limited before it is (``limit_unknown``,
+engine/http/lookups.py): 429 ``too_many_unauthenticated`` per client address and for the
+worker. A credential in the fresh cache is not limited, nor one Redis vouched for within
+``stale_s`` (each costs one lookup per ``cache_s`` at most): a flood from a shared
+address cannot lock out a channel when its credential is checked again.
 """
 
 from __future__ import annotations
@@ -23,6 +36,8 @@ from collections.abc import Callable, Mapping
 
 from engine.errors import StoreError
 from engine.http.api import Reply, error
+from engine.http.lookups import LookupGate, Refused
+from engine.http.ratelimit import RateLimiter
 from engine.store.base import Credentials
 from engine.store.users import Principal
 
@@ -40,15 +55,25 @@ class Guard:
         cache_s: float = 30.0,
         stale_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        refused_s: float = 5.0,
     ) -> None:
         self.store = store
         self.required = required
         self._metrics_token = metrics_token.encode()
         self.verified = Verified(cache_s, stale_s, clock)
+        self.refused = Refused(refused_s, clock)
+        self.gate = LookupGate(RateLimiter(0.0, 1), RateLimiter(0.0, 1))  # no limit until told
+
+    def limit_unknown(self, gate: LookupGate, refused_s: float | None = None) -> None:
+        """Limit callers Redis must be asked about (and how long a refusal is remembered)."""
+        self.gate = gate
+        if refused_s is not None:
+            self.refused.ttl_s = refused_s
 
     async def check(
-        self, headers: Mapping[str, str], cookies: Mapping[str, str], permission: str
+        self, headers: Mapping[str, str], cookies: Mapping[str, str], permission: str, client: str = ""
     ) -> Principal | Reply:
+        """``client``: the caller's address (engine/http/proxies.py), for the limits above."""
         if not self.required:
             return ANONYMOUS
         credential = _bearer(headers) or cookies.get(SESSION_COOKIE, "")
@@ -57,24 +82,29 @@ class Guard:
                 return SCRAPER
             permission = "read"  # a person with read access may look at /metrics too
         if not credential:
-            return error(401, "unauthenticated", "send Authorization: Bearer <token>, or log in",
-                         **{"WWW-Authenticate": "Bearer"})  # fmt: skip
-        who = await self._principal(credential)
+            return self.gate.missing(client) or error(
+                401, "unauthenticated", "send Authorization: Bearer <token>, or log in", **_CHALLENGE
+            )
+        who = await self._principal(credential, client)
         if isinstance(who, Reply):
             return who
         if who is None:
-            return error(
-                401, "unauthenticated", "the token or session is not valid", **{"WWW-Authenticate": "Bearer"}
-            )
+            return error(401, "unauthenticated", "the token or session is not valid", **_CHALLENGE)
         if not who.may(permission):
             return error(403, "forbidden", f"role {who.role} may not {permission}")
         return who
 
-    async def _principal(self, credential: str) -> Principal | Reply | None:
+    async def _principal(self, credential: str, client: str) -> Principal | Reply | None:
         key = hashlib.sha256(credential.encode()).digest()  # the cache holds no secret
         who = self.verified.fresh(key)
         if who is not None:
             return who
+        if self.refused.recent(key):
+            return self.gate.missing(client)  # None: refused again, without Redis
+        if not self.verified.known(key):
+            over = self.gate.lookup(client)
+            if over is not None:
+                return over
         try:
             if credential.startswith("bk_"):
                 who = await self.store.token_principal(credential)
@@ -84,6 +114,8 @@ class Guard:
             stale = self.verified.stale(key)
             return stale if stale is not None else error(503, "state_unavailable", str(exc))
         self.verified.put(key, who)
+        if who is None:
+            self.refused.add(key)
         return who
 
 
@@ -102,6 +134,11 @@ class Verified:
     def fresh(self, key: bytes) -> Principal | None:
         entry = self._entries.get(key)
         return entry[0] if entry is not None and self._clock() < entry[2] else None
+
+    def known(self, key: bytes) -> bool:
+        """Redis vouched for it within ``stale_s``: checking it again is bounded already."""
+        entry = self._entries.get(key)
+        return entry is not None and self._clock() < entry[1] + self.stale_s
 
     def stale(self, key: bytes) -> Principal | None:
         """Redis failed: a credential it vouched for within ``stale_s`` stands, and is
@@ -122,6 +159,9 @@ class Verified:
         self._entries.move_to_end(key)
         while len(self._entries) > self._bound:
             self._entries.popitem(last=False)
+
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def _bearer(headers: Mapping[str, str]) -> str:

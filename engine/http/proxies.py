@@ -5,8 +5,9 @@ client's address is in ``X-Forwarded-For``, which each proxy appends its peer to
 header is believed only when the connection comes from a configured trusted proxy (an
 address or CIDR network); then the client is the right-most address in it that is not
 itself a trusted proxy (the left part is whatever the client sent, made up or not).
-Otherwise the client is the connection's peer. Login limits and the anonymous caller's
-rate limit key on this address.
+Otherwise the client is the connection's peer. Login limits, the anonymous caller's
+rate limit and the limit of callers whose credential Redis must check
+(engine/http/lookups.py) key on this address.
 
 >>> proxies = parse_proxies(["10.0.0.0/8"])
 >>> client_address("10.0.0.2", ["6.6.6.6, 198.51.100.7"], proxies)

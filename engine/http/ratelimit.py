@@ -17,12 +17,14 @@ a request takes one, and a caller with none left is told how long until the next
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.errors import ConfigError
+from engine.http.api import Reply, error
 
 
 @dataclass(slots=True)
@@ -86,3 +88,9 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def too_many(code: str, what: str, wait_s: float) -> Reply:
+    """The 429 of every rate limit: ``code``, what was exceeded, and Retry-After."""
+    retry = max(1, math.ceil(wait_s))  # Retry-After takes whole seconds
+    return error(429, code, f"{what}; retry in {retry} s", **{"Retry-After": str(retry)})

@@ -61,6 +61,8 @@ STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, *LATENCY_BUCKETS[1:])
 DESK_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800)
 STAGES = ("state", "models", "rules", "record", "publish")
 RESPONSES = frozenset({"accepted", "clicked", "declined", "dismissed", "ignored"})
+# Which limit refused a request with 429 (agents/web.py, engine/http/lookups.py).
+RATE_LIMIT_REASONS = ("credential", "worker", "unauthenticated_address", "unauthenticated_worker")
 
 
 class Outage:
@@ -189,9 +191,13 @@ class Metrics:
         self.overloaded = Counter("beacon_overloaded_total", "Requests shed with 429", registry=r)
         self.rate_limited = Counter(
             "beacon_rate_limited_total",
-            "Requests refused with 429 by the per-credential rate limit",
+            "Requests refused with 429 by a rate limit, by reason: credential, worker, "
+            "unauthenticated_address, unauthenticated_worker",
+            ["reason"],
             registry=r,
         )
+        for reason in RATE_LIMIT_REASONS:
+            self.rate_limited.labels(reason)
         self.spooled = Gauge(
             "beacon_spooled_records",
             "Records of degraded HTTP answers (audit record, event) waiting in memory for the broker",

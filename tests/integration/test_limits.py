@@ -1,13 +1,19 @@
 """Request limits of the HTTP API on a real worker: bodies over the limit are answered
-413 before they are read, and a credential over its rate 429 with Retry-After.
+413 before they are read, a credential over its rate 429 with Retry-After, and callers
+whose credentials Redis must check are limited before Redis is asked (per client address,
+and for the whole worker).
 
-The rate is tiny (one token per 1,000 s) so the test never depends on how fast the
-machine sends: a credential gets exactly its burst, then waits."""
+The rates are tiny (one token per 1,000 s) so the test never depends on how fast the
+machine sends: a caller gets exactly its burst, then waits. The worker sits "behind" a
+trusted proxy on 127.0.0.1, so each test names its own client address in X-Forwarded-For;
+requests without one come from 127.0.0.1. The worker-wide budget of credential checks is
+spent by the last test of the module."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -24,6 +30,8 @@ from tests.helpers import isolated, running_worker
 
 pytestmark = pytest.mark.integration
 BURST = 20
+UNAUTH_BURST = 10  # requests a client address may send that fail authentication or need Redis
+LOOKUP_BURST = 40  # credential checks in Redis the worker makes for callers it does not know
 PASSWORD = "correct horse battery"
 HANG_GUARD_S = 30.0  # a socket read that would otherwise hang forever; not a latency bound
 
@@ -37,6 +45,8 @@ async def _tokens(s: Settings) -> dict[str, str]:
         for name, channel in (("atm-busy", "atm"), ("atm-calm", "atm"), ("mobile-big", "mobile"))
     }
     tokens["viewer"] = await store.add_token("viewer", "grafana")
+    tokens["sre"] = await store.add_token("viewer", "sre")
+    tokens["late"] = await store.add_token("viewer", "late")
     await client.aclose()
     return tokens
 
@@ -45,14 +55,44 @@ async def _tokens(s: Settings) -> dict[str, str]:
 def limited(
     infra: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[WorkerProcess, dict[str, str]]]:
-    s = isolated(infra, auth_required=True, rate_limit_per_s=0.001, rate_limit_burst=BURST)
+    s = isolated(
+        infra,
+        auth_required=True,
+        rate_limit_per_s=0.001,
+        rate_limit_burst=BURST,
+        trusted_proxies=("127.0.0.1",),
+        unauthenticated_per_s=0.001,
+        unauthenticated_burst=UNAUTH_BURST,
+        unauthenticated_global_per_s=0.001,
+        unauthenticated_global_burst=LOOKUP_BURST,
+    )
     tokens = asyncio.run(_tokens(s))
     with running_worker(s, tmp_path_factory.mktemp("limits")) as w:
         yield w, tokens
 
 
-def _client(worker: WorkerProcess, token: str) -> httpx.Client:
-    return httpx.Client(base_url=worker.url, timeout=10, headers={"Authorization": f"Bearer {token}"})
+def _client(worker: WorkerProcess, token: str, address: str = "") -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} | ({"X-Forwarded-For": address} if address else {})
+    return httpx.Client(base_url=worker.url, timeout=10, headers=headers)
+
+
+def _made_up() -> str:
+    """A token of the right shape that Redis does not know: checking it costs one HGET."""
+    return f"bk_{secrets.token_hex(4)}_{secrets.token_urlsafe(24)}"
+
+
+def _lookups(s: Settings) -> int:
+    """HGET calls Redis has served: a token check (token_principal) is one."""
+
+    async def read() -> int:
+        client = connect(s)
+        try:
+            stats = await client.info("commandstats")
+        finally:
+            await client.aclose()
+        return int(stats.get("cmdstat_hget", {}).get("calls", 0))
+
+    return asyncio.run(read())
 
 
 def _event(event_id: str, channel: str = "atm", **extra: object) -> bytes:
@@ -71,7 +111,8 @@ def test_a_credential_gets_its_burst_then_429_with_retry_after(
     limited: tuple[WorkerProcess, dict[str, str]],
 ) -> None:
     worker, tokens = limited
-    before = _metric(worker, tokens["viewer"], "beacon_rate_limited_total")
+    line = 'beacon_rate_limited_total{reason="credential"}'
+    before = _metric(worker, tokens["viewer"], line)
     with _client(worker, tokens["atm-busy"]) as http:
         statuses = [http.post("/v1/decisions", content=_event(f"busy-{i}")).status_code for i in range(BURST)]
         assert statuses == [200] * BURST
@@ -84,7 +125,7 @@ def test_a_credential_gets_its_burst_then_429_with_retry_after(
     # Another credential of the same channel is not held back by it.
     with _client(worker, tokens["atm-calm"]) as http:
         assert http.post("/v1/decisions", content=_event("calm-1")).status_code == 200
-    assert _metric(worker, tokens["viewer"], "beacon_rate_limited_total") == before + 2
+    assert _metric(worker, tokens["viewer"], line) == before + 2
     # The refused event was not decided: it changed no state.
     with _client(worker, tokens["viewer"]) as http:
         view = http.get("/v1/customers/L1").json()
@@ -92,16 +133,19 @@ def test_a_credential_gets_its_burst_then_429_with_retry_after(
     assert "busy-over" not in decided and "busy-0" in decided
 
 
-def test_unauthenticated_callers_are_refused_before_the_limit(
+def test_unauthenticated_callers_are_refused_then_held_to_their_address_budget(
     limited: tuple[WorkerProcess, dict[str, str]],
 ) -> None:
     worker, _ = limited
-    with httpx.Client(base_url=worker.url, timeout=10) as http:
-        codes = {
+    before = _lookups(worker.settings)
+    with httpx.Client(base_url=worker.url, timeout=10, headers={"X-Forwarded-For": "192.0.2.10"}) as http:
+        codes = [
             http.post("/v1/decisions", content=_event(f"anon-{i}")).status_code for i in range(BURST + 5)
-        }
-        assert codes == {401}  # a made-up credential gets no budget of its own to spend
+        ]
+        # No credential costs no Redis call, and counts against the address's budget.
+        assert codes == [401] * UNAUTH_BURST + [429] * (BURST + 5 - UNAUTH_BURST)
         assert http.get("/readyz").status_code == 200  # health is never limited
+    assert _lookups(worker.settings) == before
 
 
 def _padded(event_id: str, size: int) -> bytes:
@@ -191,3 +235,63 @@ def test_an_endless_chunked_body_is_refused_once_it_passes_the_limit(
     answer = _raw_request(worker, head, body)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "too_large"
+
+
+def test_made_up_tokens_from_one_address_are_held_to_its_budget_before_redis_is_asked(
+    limited: tuple[WorkerProcess, dict[str, str]],
+) -> None:
+    """Issue 14, finding 8: each made-up credential cost a Redis lookup, none limited."""
+    worker, tokens = limited
+    line = 'beacon_rate_limited_total{reason="unauthenticated_address"}'
+    metric_before = _metric(worker, tokens["sre"], line)  # (its first use checks "sre" in Redis)
+    before = _lookups(worker.settings)
+    flood, during = UNAUTH_BURST * 4, []
+    with httpx.Client(base_url=worker.url, timeout=10) as http:
+        statuses = []
+        for i in range(flood):
+            headers = {"Authorization": f"Bearer {_made_up()}", "X-Forwarded-For": "198.51.100.1"}
+            refused = http.get("/v1/alerts", headers=headers)
+            statuses.append(refused.status_code)
+            if i == flood // 2:  # meanwhile, a valid token never seen before, from elsewhere
+                with _client(worker, tokens["late"], "198.51.100.2") as other:
+                    during.append(other.get("/v1/alerts").status_code)
+                # and a credential this worker verified, from the flooding address itself
+                with _client(worker, tokens["sre"], "198.51.100.1") as same:
+                    during.append(same.get("/v1/alerts").status_code)
+    assert statuses == [401] * UNAUTH_BURST + [429] * (flood - UNAUTH_BURST)
+    assert refused.json()["error"]["code"] == "too_many_unauthenticated"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert during == [200, 200]
+    assert _lookups(worker.settings) - before == UNAUTH_BURST + 1  # the flood's budget, and "late"
+    assert _metric(worker, tokens["sre"], line) == metric_before + flood - UNAUTH_BURST
+
+
+def test_a_refused_token_sent_again_is_refused_without_asking_redis(
+    limited: tuple[WorkerProcess, dict[str, str]],
+) -> None:
+    worker, _ = limited
+    before = _lookups(worker.settings)
+    with _client(worker, _made_up(), "198.51.100.3") as http:
+        assert {http.get("/v1/alerts").status_code for _ in range(UNAUTH_BURST)} == {401}
+    assert _lookups(worker.settings) - before == 1
+
+
+def test_the_worker_bounds_credential_checks_from_callers_rotating_addresses(
+    limited: tuple[WorkerProcess, dict[str, str]],
+) -> None:
+    """Last in the module: it spends the worker's budget of credential checks."""
+    worker, tokens = limited
+    line = 'beacon_rate_limited_total{reason="unauthenticated_worker"}'
+    metric_before = _metric(worker, tokens["sre"], line)  # (its first use checks "sre" in Redis)
+    before = _lookups(worker.settings)
+    answers = []
+    for i in range(LOOKUP_BURST + 10):
+        with _client(worker, _made_up(), f"203.0.113.{i}") as http:
+            answers.append(http.get("/v1/alerts"))
+    checked = _lookups(worker.settings) - before
+    assert 0 < checked <= LOOKUP_BURST
+    assert [a.status_code for a in answers] == [401] * checked + [429] * (LOOKUP_BURST + 10 - checked)
+    assert answers[-1].json()["error"]["code"] == "too_many_unauthenticated"
+    assert _metric(worker, tokens["sre"], line) == metric_before + LOOKUP_BURST + 10 - checked
+    with _client(worker, tokens["sre"], "203.0.113.250") as http:  # verified: not held back
+        assert http.get("/v1/alerts").status_code == 200

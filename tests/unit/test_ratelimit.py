@@ -136,7 +136,7 @@ def test_the_web_layer_keys_by_principal_or_by_address_without_authentication() 
     atm = Principal("atm-channel", "channel", "atm")
     assert throttle(limit, metrics, atm, one) is None  # type: ignore[arg-type]
     assert throttle(limit, metrics, atm, two) is not None  # type: ignore[arg-type]
-    assert metrics.registry.get_sample_value("beacon_rate_limited_total") == 2.0
+    assert metrics.registry.get_sample_value("beacon_rate_limited_total", {"reason": "credential"}) == 2.0
 
 
 def test_the_worker_sheds_beyond_its_own_rate_whoever_asks() -> None:
@@ -154,3 +154,4 @@ def test_the_worker_sheds_beyond_its_own_rate_whoever_asks() -> None:
     )
     clock.now += 0.1
     assert shed(worker, metrics) is None
+    assert metrics.registry.get_sample_value("beacon_rate_limited_total", {"reason": "worker"}) == 1.0
