@@ -111,3 +111,44 @@ def test_doctor_names_an_unreachable_redis(capsys: pytest.CaptureFixture[str]) -
     assert main(["doctor", "--redis-url", "redis://127.0.0.1:1/0", "--kafka", "127.0.0.1:1"]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] redis: cannot reach Redis" in out and "[FAIL] broker: cannot reach 127.0.0.1:1" in out
+
+
+def test_replay_over_http_with_auth_on_sends_each_channels_token(
+    infra: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 15, item 6: with auth on (the default), a replay through HTTP must present a
+    channel token per channel; before, every event got 401. The history is older than a
+    day: --retime keeps its spacing and ends it now (before, it began now, so most of it
+    was refused ts_in_future)."""
+    import asyncio
+
+    from engine.store.redisio import connect
+    from engine.store.users import AuthStore
+
+    s = isolated(infra, auth_required=True)
+    _env(monkeypatch, s)
+
+    async def tokens() -> dict[str, str]:
+        client = connect(s)
+        store = AuthStore(client, s.key_prefix)
+        made = {c: await store.add_token("channel", f"replay-{c}", c) for c in ("atm", "mobile")}
+        await client.aclose()
+        return made
+
+    made = asyncio.run(tokens())
+    token_file = tmp_path / "tokens"
+    token_file.write_text("".join(f"{c}={t}\n" for c, t in made.items()))
+    token_file.chmod(0o600)
+    start = time.time() - 40 * 86400  # a history from 40 days ago, spanning 2 days
+    lines = [
+        orjson.dumps({"event_id": f"auth-{i}", "customer_id": "RA1", "channel": ("atm", "mobile")[i % 2],
+                      "type": "login", "ts": start + i * 3600})
+        for i in range(48)
+    ]  # fmt: skip
+    f = tmp_path / "history.jsonl"
+    f.write_bytes(b"\n".join(lines) + b"\n")
+    with running_worker(s, tmp_path / "logs") as worker:
+        args = ["replay", str(f), "--rate", "200", "--via", "http", "--url", worker.url, "--retime"]
+        code = main([*args, "--token-file", str(token_file), *_args(s)])
+    out = capsys.readouterr().out
+    assert code == 0 and "replayed 48 events: 200=48" in out, out
