@@ -27,6 +27,7 @@ log = logging.getLogger("beacon.relay")
 _PAGE = 500
 _BLOCK_MS = 200
 _STORE_RETRY_S = 1.0
+_FORGET_IDLE_MS = 3_600_000  # a consumer idle this long with nothing pending: its worker is gone
 
 
 class Relay:
@@ -42,6 +43,7 @@ class Relay:
         while True:
             try:
                 await self.outbox.ensure_group()
+                await self.outbox.forget_idle_consumers(_FORGET_IDLE_MS)
                 break
             except StoreError as exc:
                 log.warning("outbox not reachable yet (%s); retrying", exc)

@@ -71,8 +71,23 @@ class Outbox:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    async def read(self, count: int, block_ms: int) -> list[Entry]:
-        """Entries no relay has read yet, waiting up to ``block_ms`` for the first."""
+    async def forget_idle_consumers(self, idle_ms: int) -> int:
+        """Drop consumers (workers gone) with nothing pending, idle ``idle_ms``: each
+        worker start adds one, and the group would otherwise keep them all."""
+        with redis_errors("outbox consumers"):
+            consumers = await self._redis.xinfo_consumers(self.key, GROUP)
+            me = self.consumer.encode()
+            gone = [
+                c["name"] for c in consumers
+                if int(c["pending"]) == 0 and int(c["idle"]) >= idle_ms and c["name"] != me
+            ]  # fmt: skip
+            for name in gone:
+                await self._redis.xgroup_delconsumer(self.key, GROUP, name)
+        return len(gone)
+
+    async def read(self, count: int, block_ms: int | None) -> list[Entry]:
+        """Entries no relay has read yet, waiting up to ``block_ms`` for the first (None:
+        not at all; 0 would wait for ever)."""
         reply: Any = await guarded(
             "outbox read",
             self._redis.xreadgroup(GROUP, self.consumer, {self.key: ">"}, count=count, block=block_ms),

@@ -173,7 +173,7 @@ async def test_an_entry_another_relay_read_and_never_delivered_is_claimed(
     [outcome] = await service.decide_batch(pins("d1", 1))
     dead = Outbox(redis, settings, consumer="dead-worker")
     await dead.ensure_group()
-    assert len(await dead.read(10, 0)) == 1  # read, never delivered
+    assert len(await dead.read(10, None)) == 1  # read, never delivered
     did = orjson.loads(outcome.body)["decision_id"]
     async with relaying(settings, redis):
         out = await consume_until(
@@ -222,3 +222,19 @@ async def test_the_audit_record_the_commit_writes_is_the_one_python_builds(
         seen["alerts"] += bool(alerts)
         seen["labels"] += label is not None
     assert all(seen.values()), seen  # the history reaches every hole
+
+
+async def test_consumers_of_workers_gone_are_forgotten(settings: Settings, redis: Any) -> None:
+    """Each worker start joins the relay group under a new name: the ones with nothing
+    pending and idle long enough are dropped; one holding entries is kept."""
+    gone, idle = Outbox(redis, settings, consumer="gone"), Outbox(redis, settings, consumer="idle")
+    await gone.ensure_group()
+    service = DecisionService(settings, StateStore(redis, settings), fixture_rules(), BuiltinScorer())
+    await service.decide_batch(pins("fc", 2))
+    assert len(await gone.read(1, None)) == 1  # gone holds one, undelivered
+    [delivered] = await idle.read(1, None)
+    await idle.done([delivered.id])  # idle delivered its own: it holds nothing
+    await asyncio.sleep(0.05)
+    assert await Outbox(redis, settings, consumer="me").forget_idle_consumers(idle_ms=10) == 1
+    names = {c["name"] for c in await redis.xinfo_consumers(keys.outbox(settings.key_prefix), "relay")}
+    assert names == {b"gone"}, names
