@@ -97,8 +97,11 @@ def payload_digest(event: Event) -> str:
     >>> payload_digest(a) == payload_digest(Event("e1", "C1", "atm", "withdrawal", 1795428000.0, amount=41.0))
     False
     """
-    content = orjson.dumps(event.to_dict(), option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(content, digest_size=8).hexdigest()
+    content = event.to_dict()
+    content["ts"] = float(event.ts)  # as the parser makes them (an Event built in code may hold ints)
+    if event.amount is not None:
+        content["amount"] = float(event.amount)
+    return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
 def parse_event(raw: bytes, settings: Settings, now: float) -> Event:
