@@ -57,8 +57,8 @@ def _event(event_id: str, customer: str, channel: str, etype: str, **kw: Any) ->
 
 def _drive(worker: WorkerProcess, s: Settings, tokens: dict[str, str]) -> set[str]:
     """HTTP decisions (offers, a rule that fires, a repeat, a bad event, a conflicting
-    repeat), an offer answer,
-    Kafka decisions, and an alert worked to a disposition. Returns every id that went in."""
+    repeat), an offer answer, Kafka decisions, and an alert worked to a disposition.
+    Returns every id that went in."""
     ids: set[str] = set()
 
     def post(channel: str, body: bytes) -> httpx.Response:
