@@ -27,7 +27,7 @@ from agents.deadletter import send_dead_letter
 from engine.decide.degraded import Answered, answered, answered_by
 from engine.domain.events import Event, parse_event
 from engine.errors import EventError, StoreError
-from engine.service.decisions import Outcome
+from engine.service.decisions import Outcome, conflicting_replay
 from engine.service.logs import ids, log_decision
 from engine.service.runtime import Runtime
 
@@ -129,12 +129,18 @@ class KafkaPath:
                 self._in_flight.release()
 
     async def _decided(self, item: _Pending) -> Outcome | None:
-        """The record's outcome, or None once a record the engine could not decide is in the DLQ."""
+        """The record's outcome, or None once a record the engine could not decide (or a
+        conflicting replay: its event id was decided on another payload) is in the DLQ."""
         try:
-            return await self._outcome(item.ev, item.fut)
+            outcome = await self._outcome(item.ev, item.fut)
         except Exception as exc:  # noqa: BLE001 - a bug deciding one record must cost that record only
             await self._bury(item, exc)
             return None
+        if outcome.conflict:  # nothing was changed or decided: refused like a bad record
+            item.dead = True
+            await self._dead_letter(item.event, item.raw, conflicting_replay(item.ev))
+            return None
+        return outcome
 
     async def _bury(self, item: _Pending, exc: Exception) -> None:
         """A record the engine failed on goes to the DLQ with the reason (acknowledged once there)."""

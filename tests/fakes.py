@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from engine.domain.decision import Decision
-from engine.domain.events import Event
+from engine.domain.events import Event, payload_digest
 from engine.domain.state import Snapshot
 from engine.errors import StoreError
 from engine.rules.ruleset import Offer
@@ -52,6 +52,7 @@ class FakeState(CustomerState):
         self.entered = asyncio.Event()
         self.ingested: list[str] = []  # event ids, in order
         self.answers: dict[tuple[str, str], bytes | None] = {}  # None: ingested, not committed
+        self.digests: dict[tuple[str, str], str] = {}  # the payload each event id was bound to
         self.profiles: dict[str, dict[str, Any]] = {}
 
     def _check(self) -> None:
@@ -68,6 +69,10 @@ class FakeState(CustomerState):
             self.ingested.append(e.event_id)
             key = (e.channel, e.event_id)
             repeat = key in self.answers
+            digest = payload_digest(e)
+            if self.digests.setdefault(key, digest) != digest:  # as ingest.lua: nothing changes
+                snapshots.append(Snapshot(windows={}, duplicate=True, conflict=True))
+                continue
             snapshots.append(
                 Snapshot(
                     windows={},

@@ -17,6 +17,7 @@ engine.errors.EventError: missing required field
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -81,6 +82,26 @@ class Event:
             out["attributes"] = self.attributes
         out.update(self.extra)
         return out
+
+
+def payload_digest(event: Event) -> str:
+    """What makes two deliveries of an event id one event: a digest (blake2b, 8 bytes, in
+    hex) of its content as parsed (:meth:`Event.to_dict`, keys sorted), so key order, a
+    ``ts`` in ISO 8601 or epoch seconds and ``40`` for ``40.0`` do not matter, and every
+    field the channel sent does, unknown ones included. The ingest script binds it to the
+    event's dedupe key: a repeat carrying another payload is a ``conflicting_replay``.
+
+    >>> a = Event("e1", "C1", "atm", "withdrawal", 1795428000.0, amount=40.0)
+    >>> payload_digest(a) == payload_digest(Event("e1", "C1", "atm", "withdrawal", 1795428000, amount=40))
+    True
+    >>> payload_digest(a) == payload_digest(Event("e1", "C1", "atm", "withdrawal", 1795428000.0, amount=41.0))
+    False
+    """
+    content = event.to_dict()
+    content["ts"] = float(event.ts)  # as the parser makes them (an Event built in code may hold ints)
+    if event.amount is not None:
+        content["amount"] = float(event.amount)
+    return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
 def parse_event(raw: bytes, settings: Settings, now: float) -> Event:

@@ -75,6 +75,7 @@ class Snapshot:
     device_customers_24h: int = 0  # customers seen on this event's device in 24 h
     duplicate: bool = False
     stored_decision: bytes | None = None  # set when a repeat's decision was stored
+    conflict: bool = False  # a repeat of an event id with another payload: nothing was read or changed
 
     def tally(self, window: str, dim: str = "all") -> Tally:
         return self.windows.get(window, {}).get(dim, ZERO)

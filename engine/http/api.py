@@ -21,7 +21,7 @@ from engine.domain.events import Event, parse_event
 from engine.domain.labels import label_of
 from engine.errors import EventError, StoreError
 from engine.service.batching import Overloaded
-from engine.service.decisions import DecisionService, Outcome
+from engine.service.decisions import DecisionService, Outcome, conflicting_replay
 from engine.service.logs import log_decision
 from engine.service.metrics import Metrics
 
@@ -89,6 +89,10 @@ class Api:
             outcome = await asyncio.wait_for(fut, settings.decision_timeout_s)
         except (StoreError, TimeoutError):  # Redis failures are counted where they happen
             return self._degraded(event, body, explain, started)
+        if outcome.conflict:  # the event id was decided on another payload: nothing changed
+            refused = conflicting_replay(event)
+            self.metrics.rejected("http", refused.code)
+            return error(409, refused.code, refused.message, refused.field)
         self.on_decision(outcome)
         if outcome.decision is not None:
             self.metrics.observe_decision("http", outcome.decision, outcome.label)

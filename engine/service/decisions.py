@@ -18,7 +18,7 @@ from engine.domain.events import Event
 from engine.domain.labels import label_of
 from engine.domain.scoring import Scorer
 from engine.domain.state import Snapshot
-from engine.errors import StoreError
+from engine.errors import EventError, StoreError
 from engine.rules.ruleset import RuleSet
 from engine.service.batching import MicroBatcher
 from engine.service.metrics import Metrics
@@ -31,7 +31,9 @@ EventKey = tuple[str, str, str]  # customer, channel, event id: one event, howev
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The answer to one event. ``decision`` is None for a replay of a stored one.
+    """The answer to one event. ``decision`` is None for a replay of a stored one, and for
+    a ``conflict``: a repeat of an event id with another payload (nothing was changed or
+    decided; ``body`` is empty, and the adapters refuse it as ``conflicting_replay``).
 
     ``label`` is what a fresh decision's event teaches the models (``label_of``, computed
     once here): the metrics count offer responses from it and the Kafka path publishes it
@@ -43,6 +45,7 @@ class Outcome:
     replayed: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     label: dict[str, Any] | None = None
+    conflict: bool = False
 
 
 class DecisionService:
@@ -109,7 +112,7 @@ class DecisionService:
             ):
                 m.stage_latency.labels(name).observe(seconds)
         timings = {**stage, "record_ms": round((t4 - t3) * 1000, 3)}
-        return _outcomes(events, committed, bodies, timings)
+        return _outcomes(events, snapshots, committed, bodies, timings)
 
     def _followed(self, decision: Decision) -> Decision:
         if self.answered_degraded(decision.decision_id):
@@ -133,13 +136,14 @@ class DecisionService:
         events: Sequence[Event], snapshots: Sequence[Snapshot]
     ) -> tuple[dict[EventKey, Decision | bytes], list[tuple[EventKey, Event, Snapshot]]]:
         """Per distinct event (customer, channel, event id: a channel may reuse an id for two
-        customers): the body stored for a repeat, or a decision to make."""
+        customers): the body stored for a repeat, or a decision to make. A conflict (another
+        payload under the id) is neither, wherever it is in the batch."""
         results: dict[EventKey, Decision | bytes] = {}
         todo: list[tuple[EventKey, Event, Snapshot]] = []
         seen: set[EventKey] = set()
         for event, snap in zip(events, snapshots, strict=True):
             key = _event_key(event)
-            if key in seen:  # the same event twice in one batch is decided once
+            if snap.conflict or key in seen:  # the same event twice in one batch is decided once
                 continue
             seen.add(key)
             if snap.stored_decision is not None:
@@ -149,12 +153,19 @@ class DecisionService:
         return results, todo
 
 
+def conflicting_replay(event: Event) -> EventError:
+    """Why a conflict is refused: HTTP 409, or its DLQ record's headers (Kafka)."""
+    why = f"event {event.event_id} of channel {event.channel} was decided on another payload"
+    return EventError("conflicting_replay", why + "; a repeat must carry the same payload", "event_id")
+
+
 def _event_key(event: Event) -> EventKey:
     return (event.customer_id, event.channel, event.event_id)
 
 
 def _outcomes(
     events: Sequence[Event],
+    snapshots: Sequence[Snapshot],
     results: dict[EventKey, Decision | bytes],
     bodies: dict[EventKey, bytes],
     timings: dict[str, float],
@@ -162,7 +173,10 @@ def _outcomes(
     """One outcome per input event; only the first copy of a fresh decision carries it."""
     outcomes: list[Outcome] = []
     seen: set[EventKey] = set()
-    for event in events:
+    for event, snap in zip(events, snapshots, strict=True):
+        if snap.conflict:
+            outcomes.append(Outcome(event, b"", None, timings_ms=timings, conflict=True))
+            continue
         key = _event_key(event)
         result = results[key]
         if key in seen or isinstance(result, bytes):

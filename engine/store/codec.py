@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from engine.domain.decision import Action, Decision
-from engine.domain.events import Event
+from engine.domain.events import Event, payload_digest
 from engine.domain.labels import label_of
 from engine.domain.state import CONTACT_WINDOW_S, MARKED, WINDOWS, Snapshot, Tally, to_cents
 from engine.rules.ruleset import Dropped, Offer
@@ -102,6 +102,7 @@ def ingest_payload(event: Event) -> bytes:
             out["act"], out["resp"] = action, response
     out["cid"] = event.customer_id
     out["summary"] = orjson.dumps(event_summary(event)).decode()
+    out["h"] = payload_digest(event)  # bound to the dedupe key: a repeat must carry the same
     return orjson.dumps(out)
 
 
@@ -122,6 +123,8 @@ def event_summary(event: Event) -> dict[str, Any]:
 
 def snapshot_from_reply(reply: dict[str, Any], channel: str, etype: str) -> Snapshot:
     """Turn one element of the ingest script's reply into a :class:`Snapshot`."""
+    if reply.get("conflict"):  # a repeat with another payload: the script read nothing
+        return Snapshot(windows={}, duplicate=True, conflict=True)
     duplicate = bool(reply.get("dup"))
     stored_decision: bytes | None = None
     facts: dict[str, Any] = reply.get("facts") or {}

@@ -37,10 +37,11 @@ SEEN = ":seen"  # hash marked event type -> last ts (engine.domain.state.MARKED)
 DECLINED = ":declined"  # hash offer -> ts of the last decline (cool-down), newest 64 kept
 CONTACT = ":contact"  # zset '<decision>|<action>|<channel>' -> ts   bound contact_history, 7 d
 DEDUPE = ":dd:"  # + '<channel>:<event_id>': the answer given (or pending facts)  TTL dedupe_ttl_s
+DIGEST = ":dh:"  # + '<channel>:<event_id>': the payload digest bound to it   TTL dedupe_ttl_s
 SUPPRESS = ":sup:"  # + rule id: that rule alerted (or was snoozed)   TTL the suppression window
 
 CUSTOMER_SUFFIXES = (PROFILE, LAST, DEVICES, EVENTS, DECISIONS, ALERTS, PINS, WINDOW_TOTALS,
-                     WINDOW_BUCKETS, SEEN, DECLINED, CONTACT, DEDUPE, SUPPRESS)  # fmt: skip
+                     WINDOW_BUCKETS, SEEN, DECLINED, CONTACT, DEDUPE, DIGEST, SUPPRESS)  # fmt: skip
 
 # --- Written by the scripts beside a customer's keys, outside the customer's slot.
 # ``P:{dev:<device>}:customers``: zset customer -> ts, the customers seen on a device in 24 h

@@ -548,10 +548,11 @@ def test_duplicates_and_reordering_over_http(http: httpx.Client) -> None:
             assert r.content == first[event["event_id"]] and r.headers["Beacon-Replayed"] == "true"
         else:
             first[event["event_id"]] = r.content
-    # A retry that changed its amount is still the same event: it changes nothing.
+    # A "retry" that changed its amount is another payload under a used id: refused (409),
+    # and it changes nothing (test_a_replay_with_another_payload_is_refused_over_http).
     changed = {**events[0], "amount": 5000.0}
     r = http.post("/v1/decisions", content=orjson.dumps(changed))
-    assert r.status_code == 200 and r.content == first[events[0]["event_id"]]
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflicting_replay", r.text
     _assert_counted_once(http.get("/v1/customers/D1").json(), events)
 
 
@@ -579,6 +580,92 @@ async def test_duplicates_and_reordering_over_kafka_and_across_paths(
     assert all(len(ids) == 1 for ids in by_event.values()), by_event
     assert by_event[events[2]["event_id"]] == {over_http.json()["decision_id"]}
     _assert_counted_once(http.get("/v1/customers/D2").json(), events)
+
+
+# ---- a replayed event id with another payload ---------------------------------------------
+
+
+def _dlq_total(http: httpx.Client, path: str, reason: str) -> float:
+    """beacon_dlq_total{path, reason} from the worker's /metrics (0 before the first)."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("beacon_dlq_total{") and f'path="{path}"' in line and f'reason="{reason}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_replay_with_another_payload_is_refused_over_http(
+    worker: WorkerProcess, http: httpx.Client, store: redis.Redis
+) -> None:
+    s = worker.settings
+    # Whole seconds, so the ISO 8601 form below is exactly the same instant.
+    event = valid("R1", "conflict-http", amount=40.0, device_id="dev-r1", ts=float(int(time.time()) - 60))
+    first = http.post("/v1/decisions", content=orjson.dumps(event))
+    assert first.status_code == 200, first.text
+    # The same payload in other words (keys reordered, ts as ISO 8601) is the same event.
+    same = {"ts": _iso(event["ts"]), **{k: v for k, v in reversed(event.items()) if k != "ts"}}
+    again = http.post("/v1/decisions", content=orjson.dumps(same))
+    assert again.status_code == 200 and again.content == first.content, again.text
+    assert again.headers["Beacon-Replayed"] == "true"
+
+    before, view_before = settled(store, s), http.get("/v1/customers/R1").json()
+    counted = _dlq_total(http, "http", "conflicting_replay")
+    for changes in ({"amount": 4000.0}, {"type": "transfer"}, {"device_id": "dev-other"}, {"x_note": 1}):
+        r = http.post("/v1/decisions", content=orjson.dumps({**event, **changes}))
+        assert r.status_code == 409, (changes, r.status_code, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "conflicting_replay" and err["field"] == "event_id" and err["message"], err
+    assert_unchanged(before, snapshot(store, s))  # no counter, no window, no device, nothing
+    assert http.get("/v1/customers/R1").json() == view_before
+    assert _dlq_total(http, "http", "conflicting_replay") == counted + 4
+
+    # The original payload still gets the original answer.
+    replay = http.post("/v1/decisions", content=orjson.dumps(event))
+    assert replay.status_code == 200 and replay.content == first.content
+    assert replay.headers["Beacon-Replayed"] == "true"
+
+
+async def test_a_replay_with_another_payload_goes_to_the_dlq_over_kafka(
+    worker: WorkerProcess, http: httpx.Client, store: redis.Redis
+) -> None:
+    s = worker.settings
+    dlq, atm = s.topic("interactions.dlq"), s.topic("decisions.atm")
+    # Decided over HTTP first, then replayed over Kafka with another amount, then as it was.
+    event = valid("R2", "conflict-kafka", amount=60.0)
+    first = http.post("/v1/decisions", content=orjson.dumps(event))
+    assert first.status_code == 200, first.text
+    changed = orjson.dumps({**event, "amount": 6000.0})
+    # And a new event whose two payloads come together (likely in one batch): the first wins.
+    fresh = valid("R2", "conflict-kafka-2", amount=7.0, ts=event["ts"] + 1)
+    fresh_changed = orjson.dumps({**fresh, "amount": 700.0})
+    before = settled(store, s)
+    counted = _dlq_total(http, "kafka", "conflicting_replay")
+    await _produce(s, [(b"R2", changed), (b"R2", orjson.dumps(event)),
+                       (b"R2", orjson.dumps(fresh)), (b"R2", fresh_changed)])  # fmt: skip
+
+    def mine(records: list[Record]) -> tuple[list[tuple[bytes, dict[str, bytes]]], list[dict[str, Any]]]:
+        dead = [(v, dict(h)) for t, _, v, h in records if t == dlq and v in (changed, fresh_changed)]
+        answers = [orjson.loads(v) for t, _, v, _ in records if t == atm]
+        return dead, [d for d in answers if d["customer_id"] == "R2"]
+
+    out = await consume_until(
+        s.kafka_bootstrap, [dlq, atm], 0, timeout=120,
+        done=lambda rs: [len(x) for x in mine(rs)] >= [2, 2],
+    )  # fmt: skip
+    dead, answers = mine(out)
+    assert sorted(v for v, _ in dead) == sorted([changed, fresh_changed]), dead
+    for _, headers in dead:
+        assert headers["beacon-error-code"] == b"conflicting_replay", headers
+        assert headers["beacon-error-field"] == b"event_id" and headers["beacon-error-message"]
+    # One answer per record decided: the replay (the HTTP decision) and the fresh event's.
+    assert sorted(d["event_id"] for d in answers) == ["conflict-kafka", "conflict-kafka-2"], answers
+    replayed = next(d for d in answers if d["event_id"] == "conflict-kafka")
+    assert replayed["decision_id"] == first.json()["decision_id"]
+    assert _dlq_total(http, "kafka", "conflicting_replay") == counted + 2
+    # State counted the fresh event once, with its first payload; the conflicts changed nothing.
+    view = http.get("/v1/customers/R2").json()
+    assert view["windows"]["24h"]["all"] == {"count": 2, "amount": 67.0}, view["windows"]["24h"]
+    kept = f"{s.key_prefix}:{{R2}}:dd:atm:conflict-kafka".encode()
+    assert kept in before and store.dump(kept) == before[kept]  # the first answer stays
 
 
 def test_the_worker_log_has_no_traceback(worker: WorkerProcess) -> None:

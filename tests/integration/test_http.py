@@ -57,10 +57,11 @@ def test_decision_then_same_decision_on_repeat(http: httpx.Client) -> None:
 def test_explain_gives_every_candidate_and_rule_with_values(http: httpx.Client) -> None:
     profile = {"income_band": "low", "products": ["current"], "kyc_risk": "low"}
     assert http.put("/v1/customers/H8/profile", content=orjson.dumps(profile)).status_code == 200
-    short = http.post("/v1/decisions", content=orjson.dumps(event("h-8", customer_id="H8"))).json()
+    first = orjson.dumps(event("h-8", customer_id="H8"))
+    short = http.post("/v1/decisions", content=first).json()
     # The channel's answer is lean: what did not make it, and why, is for ?explain=true.
     assert "explain" not in short and "dropped" not in short
-    asked = http.post("/v1/decisions?explain=true", content=orjson.dumps(event("h-8", customer_id="H8")))
+    asked = http.post("/v1/decisions?explain=true", content=first)  # a repeat: the same payload
     assert asked.headers["Beacon-Replayed"] == "true"  # a repeat says where its explanation is
     again = http.post("/v1/decisions?explain=true", content=orjson.dumps(event("h-8c", customer_id="H8")))
     gold = next(d for d in again.json()["explain"]["dropped"] if d["id"] == "credit_card_gold")

@@ -56,8 +56,9 @@ def _event(event_id: str, customer: str, channel: str, etype: str, **kw: Any) ->
 
 
 def _drive(worker: WorkerProcess, s: Settings, tokens: dict[str, str]) -> set[str]:
-    """HTTP decisions (offers, a rule that fires, a repeat, a bad event), an offer answer,
-    Kafka decisions, and an alert worked to a disposition. Returns every id that went in."""
+    """HTTP decisions (offers, a rule that fires, a repeat, a bad event, a conflicting
+    repeat), an offer answer, Kafka decisions, and an alert worked to a disposition.
+    Returns every id that went in."""
     ids: set[str] = set()
 
     def post(channel: str, body: bytes) -> httpx.Response:
@@ -65,16 +66,18 @@ def _drive(worker: WorkerProcess, s: Settings, tokens: dict[str, str]) -> set[st
         return httpx.post(f"{worker.url}/v1/decisions", content=body, headers=auth, timeout=10)
 
     shown = ""
+    sent: list[bytes] = []
     for i in range(6):
         ev = _event(f"mc-m{i}", f"MC{i}", "mobile", "login", device_id="dev-1")
-        reply = post("mobile", orjson.dumps(ev))
+        sent.append(orjson.dumps(ev))
+        reply = post("mobile", sent[-1])
         assert reply.status_code == 200, reply.text
         d = reply.json()
         ids |= {ev["event_id"], ev["customer_id"], d["decision_id"]}
         shown = shown or next((a["id"] for a in d["actions"] if a["kind"] == "offer"), "")
-    assert (
-        post("mobile", orjson.dumps(_event("mc-m0", "MC0", "mobile", "login"))).status_code == 200
-    )  # repeat
+    assert post("mobile", sent[0]).status_code == 200  # repeat (the same payload)
+    conflict = post("mobile", orjson.dumps(_event("mc-m0", "MC0", "mobile", "login")))  # another payload
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "conflicting_replay"
     answer = _event("mc-r1", "MC0", "mobile", "offer_response",
                     attributes={"decision_id": "d-x", "action_id": shown or "x", "response": "accepted"})  # fmt: skip
     assert post("mobile", orjson.dumps(answer)).status_code == 200
@@ -175,7 +178,8 @@ def test_the_traffic_shows_up_where_the_catalogue_says(scraped: dict[str, Any]) 
     assert _value(text, "beacon_events_total", path="http", outcome="decided") >= 10
     assert _value(text, "beacon_events_total", path="http", outcome="replayed") == 1
     assert _value(text, "beacon_events_total", path="kafka", outcome="decided") == N_KAFKA
-    assert _value(text, "beacon_dlq_total", path="http") == 1
+    assert _value(text, "beacon_dlq_total", path="http") == 2  # the bad event and the conflict
+    assert _value(text, "beacon_dlq_total", path="http", reason="conflicting_replay") == 1
     assert _value(text, "beacon_decisions_total", path="kafka", channel="internet") == N_KAFKA
     assert _value(text, "beacon_decisions_total", channel="atm") == 3
     for path in ("http", "kafka"):

@@ -1,7 +1,8 @@
 """The state scripts against their first versions (fixtures/ingest_v0.lua and
 fixtures/commit_v0.lua, one redis.call per field and per TTL): the same calls give
 byte-identical replies and leave the same Redis contents (every key's type, value, field
-order and TTL), whether the state starts empty or was written by the old scripts first
+order and TTL; the new ingest adds one key per event id, its payload digest: see
+``assert_digests_bound``), whether the state starts empty or was written by the old scripts first
 (no migration: existing customers keep working).
 
 A reference run drives the decision service with the old scripts under one key prefix
@@ -43,6 +44,7 @@ T0 = 1795428000.0
 TTL_SLACK_S = 5  # the two sides run a moment apart
 RICH = {"income_band": "high", "products": ["current"], "kyc_risk": "low"}
 CUSTOMERS = ("c1", "c2", "c3", "rich")
+DIGEST = ":dh:"  # engine.store.keys.DIGEST: the new scripts' one intended addition
 
 Call = tuple[str, list[str], list[bytes], bytes]
 
@@ -173,11 +175,33 @@ async def test_new_scripts_match_the_old_ones(
     calls = await reference_run(client, ref, seed)
     await replay(client, under_test, calls, old_first)
     before, after = await contents(client, ref.key_prefix), await contents(client, under_test.key_prefix)
+    digests = {k: v for k, v in after.items() if DIGEST in k}
+    after = {k: v for k, v in after.items() if DIGEST not in k}
     assert sorted(before) == sorted(after)
     for key, (kind, value, ttl) in before.items():
         kind_new, value_new, ttl_new = after[key]
         assert (kind_new, value_new) == (kind, value), key
         assert abs(ttl_new - ttl) <= TTL_SLACK_S and (ttl > 0) == (ttl_new > 0), key
+    assert_digests_bound(calls, after, digests, every=old_first == 0)
+
+
+def assert_digests_bound(
+    calls: list[Call],
+    after: dict[str, tuple[str, Any, int]],
+    digests: dict[str, tuple[str, Any, int]],
+    every: bool,
+) -> None:
+    """The one intended difference (issue 14, finding 7): the new ingest binds each event id
+    it sees first to its payload's digest, in a key of its own beside the dedupe key (the
+    commit script overwrites that one with the answer), with the same TTL. Dedupe keys the
+    old script wrote have none: the new one takes their repeats as repeats (the replies
+    above are the old ones, byte for byte)."""
+    sent = {orjson.loads(a)["h"].encode() for kind, _, args, _ in calls if kind == "ingest" for a in args[1:]}
+    for key, (kind, value, ttl) in digests.items():
+        dedupe = after[key.replace(DIGEST, ":dd:")]
+        assert kind == "string" and value in sent and abs(dedupe[2] - ttl) <= TTL_SLACK_S, key
+    bound = {k.replace(":dd:", DIGEST) for k in after if ":dd:" in k}
+    assert digests and set(digests) <= bound and (set(digests) == bound or not every)
 
 
 async def test_the_reference_run_reaches_every_path(client: aioredis.Redis, infra: Settings) -> None:

@@ -151,3 +151,41 @@ async def test_declines_of_made_up_action_ids_keep_the_cool_down_hash_bounded(
     held = await client.hgetall(service.store.key("c1") + ":declined")
     assert len(held) == DECLINED_BOUND
     assert b"made-up-0" not in held and f"made-up-{n - 1}".encode() in held  # the oldest went first
+
+
+async def _keys_of(store: StateStore, customer: str) -> dict[bytes, bytes | None]:
+    client = store._redis
+    return {k: await client.dump(k) async for k in client.scan_iter(match=store.key(customer) + ":*")}
+
+
+async def test_a_repeat_with_another_payload_is_a_conflict_and_changes_nothing(
+    service: DecisionService,
+) -> None:
+    """Issue 14, finding 7: the payload's digest is bound to the dedupe key at first ingest."""
+    store = service.store
+    assert isinstance(store, StateStore)
+    first = ev(1, T0, device_id="d1")
+    [decided] = await service.decide_batch([first])
+    before = await _keys_of(store, "c1")
+    assert any(k.endswith(b":dh:atm:e1") for k in before)  # bound, beside the dedupe key
+    k = store.key("c1")
+    assert abs(await store._redis.ttl(k + ":dh:atm:e1") - await store._redis.ttl(k + ":dd:atm:e1")) <= 1
+    changed = ev(1, T0, device_id="d2", amount=99.0)
+    [snap] = await store.ingest([changed])
+    assert snap.conflict and snap.stored_decision is None
+    [outcome] = await service.decide_batch([changed])
+    assert outcome.conflict and outcome.decision is None and not outcome.replayed
+    assert await _keys_of(store, "c1") == before  # no counter, no device, no TTL refreshed... nothing
+    [again] = await service.decide_batch([first])
+    assert again.replayed and again.body == decided.body and not again.conflict
+
+
+async def test_a_dedupe_key_written_before_digests_were_bound_replays_any_payload(
+    service: DecisionService,
+) -> None:
+    store = service.store
+    assert isinstance(store, StateStore)
+    [decided] = await service.decide_batch([ev(1, T0)])
+    await store._redis.delete(store.key("c1") + ":dh:atm:e1")  # as the old script left it
+    [outcome] = await service.decide_batch([ev(1, T0, amount=99.0)])
+    assert outcome.replayed and outcome.body == decided.body and not outcome.conflict

@@ -95,3 +95,50 @@ def test_readiness_reports_each_check() -> None:
         "ready": False,
         "checks": {"redis": True, "broker": False, "rules": True},
     }
+
+
+async def test_a_replayed_event_id_with_another_payload_is_409_conflicting_replay() -> None:
+    store = FakeState()
+    api = api_with(store)
+    api.service.batcher.start()
+    sent = body("r1")
+    first = await api.post_decision(sent)
+    assert first.status == 200
+    event, raw = orjson.loads(first.body), orjson.loads(sent)
+    replay = await api.post_decision(orjson.dumps(raw))  # the same payload: a replay
+    assert replay.status == 200 and replay.body == first.body and replay.headers["Beacon-Replayed"] == "true"
+    conflict = await api.post_decision(orjson.dumps({**raw, "type": "transfer"}))
+    assert conflict.status == 409, conflict
+    assert orjson.loads(conflict.body) == {
+        "error": {
+            "code": "conflicting_replay",
+            "message": "event r1 of channel atm was decided on another payload; "
+            "a repeat must carry the same payload",
+            "field": "event_id",
+        }
+    }
+    assert event["event_id"] == "r1"
+    text = api.metrics.exposition().decode()
+    assert 'beacon_dlq_total{path="http",reason="conflicting_replay"} 1.0' in text
+    await api.service.batcher.stop()
+
+
+async def test_one_event_twice_in_a_batch_with_two_payloads_decides_the_first() -> None:
+    from engine.domain.events import Event
+
+    store = FakeState()
+    service = DecisionService(Settings.build(env={}), store, fixture_rules(), BuiltinScorer())
+    now = time.time()
+    a = Event("b1", "c", "atm", "withdrawal", now, amount=10.0)
+    b = Event("b1", "c", "atm", "withdrawal", now, amount=99.0)
+    outcomes = await service.decide_batch([a, b, a, b])
+    assert [(o.decision is not None, o.replayed, o.conflict) for o in outcomes] == [
+        (True, False, False),
+        (False, False, True),
+        (False, True, False),
+        (False, False, True),
+    ]
+    assert outcomes[2].body == outcomes[0].body and outcomes[1].body == b""
+    later = await service.decide_batch([b, a])
+    assert [(o.replayed, o.conflict) for o in later] == [(False, True), (True, False)]
+    assert later[1].body == outcomes[0].body

@@ -83,3 +83,27 @@ def test_nan_and_infinity_are_rejected() -> None:
     raw = orjson.dumps(good()).replace(b"40.0", b"1e999")
     assert code_of(raw)[0] in {"invalid_json", "invalid_value"}
     assert not math.isnan(parse_event(orjson.dumps(good()), S, NOW).amount or 0)
+
+
+def test_the_payload_digest_is_the_events_content_not_its_spelling() -> None:
+    """Issue 14, finding 7: a replayed event id must carry the payload it was first decided on."""
+    from datetime import UTC, datetime
+
+    from engine.decide.degraded import answered
+    from engine.domain.events import payload_digest
+
+    base = parse_event(orjson.dumps(good(ts=NOW - 10, geo={"lat": 1.5, "lon": 2.0})), S, NOW)
+    digest = payload_digest(base)
+    assert len(digest) == 16 and int(digest, 16) >= 0  # 8 bytes of blake2b, in hex
+    # Keys in another order, ts as ISO 8601, 40 for 40.0: the same event.
+    iso = datetime.fromtimestamp(NOW - 10, UTC).isoformat().replace("+00:00", "Z")
+    assert parse_event(orjson.dumps(good(ts=iso)), S, NOW).ts == NOW - 10
+    again = {"geo": {"lon": 2, "lat": 1.5}, **dict(reversed(good(ts=iso, amount=40).items()))}
+    assert payload_digest(parse_event(orjson.dumps(again), S, NOW)) == digest
+    # Republished after a degraded answer (engine/decide/degraded.py): still the same event.
+    assert payload_digest(answered(base, "d-1")) == digest
+    # Anything the channel sent that differs is another payload.
+    for changes in ({"amount": 40.01}, {"type": "transfer"}, {"ts": NOW - 11}, {"device_id": "d2"},
+                    {"x_unknown": 1}, {"attributes": {"k": "v"}}, {"customer_id": "C000002"}):  # fmt: skip
+        other = parse_event(orjson.dumps({**good(geo={"lat": 1.5, "lon": 2.0}), **changes}), S, NOW)
+        assert payload_digest(other) != digest, changes

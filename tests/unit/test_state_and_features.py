@@ -82,3 +82,14 @@ def test_distance_from_home_uses_the_profile() -> None:
     assert round(far["home_distance_km"]) == 344
     broken = build_features(ev, Snapshot(windows={}, profile={"home_geo": {"lat": "north"}}))
     assert broken["home_distance_km"] == -1.0
+
+
+def test_the_payload_digest_goes_to_the_script_and_a_conflict_comes_back() -> None:
+    from engine.domain.events import payload_digest
+
+    ev = Event("e", "c", "atm", "withdrawal", TS, amount=12.34)
+    assert orjson.loads(ingest_payload(ev))["h"] == payload_digest(ev)
+    snap = snapshot_from_reply({"conflict": 1}, "atm", "withdrawal")
+    assert snap.conflict and snap.duplicate and snap.stored_decision is None
+    plain = snapshot_from_reply({"dup": 1, "stored": '{"decision_id":"x"}', "windows": {}}, "atm", "login")
+    assert not plain.conflict

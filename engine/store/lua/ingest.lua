@@ -1,6 +1,7 @@
 -- Beacon ingest: for each event of a batch, atomically
 --   1. dedupe by (channel, event_id): a repeat changes nothing and returns what the
 --      first delivery stored (its decision, or the pre-event facts if it has none yet);
+--      a repeat whose payload digest differs from the first's is answered {conflict=1};
 --   2. update the rolling state (bucketed sliding windows, last seen, devices, PINs,
 --      recent events);
 --   3. read profile + state + contact history for the decision.
@@ -355,33 +356,47 @@ local function contact_history(p, ts)
     'WITHSCORES')
 end
 
+local function ingest_one(p, ev, dd, stored)
+  local res = {}
+  local tot
+  if stored then
+    res.dup = 1
+    res.stored = stored
+    tot = totals(p .. ':wt')
+  else
+    local facts = prior_facts(p, ev)
+    call('SET', dd, cjson.encode({pending = 1, facts = facts}), 'EX', cfg.dedupe_ttl)
+    -- The payload's digest (ev.h), bound to the event id for as long as the dedupe key
+    -- lives. Its own key: the commit script overwrites the dedupe key with the answer.
+    if ev.h then call('SET', p .. ':dh:' .. ev.ch .. ':' .. ev.id, ev.h, 'EX', cfg.dedupe_ttl) end
+    tot = update_state(p, ev, facts)
+    mark_seen(p, ev, facts)
+    res.facts = facts
+  end
+  res.dev_customers = device_customers(ev, not stored)
+  res.windows = window_summary(tot, ev)
+  res.profile = call('GET', p .. ':profile')
+  res.contact = contact_history(p, ev.ts)
+  res.open_alerts = call('HLEN', p .. ':alerts')
+  res.pin_recent = call('ZCOUNT', p .. ':pin', ev.ts - 3600, '+inf')
+  if res.profile then keep(p .. ':profile', PROFILE_TTL) end
+  return res
+end
+
 local function ingest_all()
   for i, p in ipairs(KEYS) do
     local ev = cjson.decode(ARGV[i + 1])
     prepare(ev)
     local dd = p .. ':dd:' .. ev.ch .. ':' .. ev.id
     local stored = call('GET', dd)
-    local res = {}
-    local tot
-    if stored then
-      res.dup = 1
-      res.stored = stored
-      tot = totals(p .. ':wt')
+    -- A repeat must carry the payload its event id was first seen with: another one is a
+    -- conflict, which reads and changes nothing (not even a TTL). A dedupe key without a
+    -- digest was written before digests were bound: a repeat, as it was then.
+    if stored and ev.h and ev.h ~= (call('GET', p .. ':dh:' .. ev.ch .. ':' .. ev.id) or ev.h) then
+      results[i] = {conflict = 1}
     else
-      local facts = prior_facts(p, ev)
-      call('SET', dd, cjson.encode({pending = 1, facts = facts}), 'EX', cfg.dedupe_ttl)
-      tot = update_state(p, ev, facts)
-      mark_seen(p, ev, facts)
-      res.facts = facts
+      results[i] = ingest_one(p, ev, dd, stored)
     end
-    res.dev_customers = device_customers(ev, not stored)
-    res.windows = window_summary(tot, ev)
-    res.profile = call('GET', p .. ':profile')
-    res.contact = contact_history(p, ev.ts)
-    res.open_alerts = call('HLEN', p .. ':alerts')
-    res.pin_recent = call('ZCOUNT', p .. ':pin', ev.ts - 3600, '+inf')
-    if res.profile then keep(p .. ':profile', PROFILE_TTL) end
-    results[i] = res
   end
 end
 
