@@ -37,6 +37,7 @@ class Relay:
         self.metrics = metrics
         self._topic = settings.topic
         self._claim_every_s = max(settings.outbox_claim_idle_s / 2, 0.5)
+        self._linger_s = settings.bulk_linger_ms / 1000.0
 
     async def run(self) -> None:
         """Until cancelled; Redis or broker failures are waited out, never raised."""
@@ -54,7 +55,12 @@ class Relay:
                 if time.monotonic() - claimed_at >= self._claim_every_s:
                     claimed_at = time.monotonic()
                     await self.relay(await self.outbox.claim(_PAGE))
-                await self.relay(await self.outbox.read(_PAGE, _BLOCK_MS))
+                entries = await self.outbox.read(_PAGE, _BLOCK_MS)
+                await self.relay(entries)
+                if 0 < len(entries) < _PAGE:
+                    # Let entries gather, as the producer lingers: at low rates a read,
+                    # a produce and a delete per decision cost more than the decision.
+                    await asyncio.sleep(self._linger_s)
             except StoreError as exc:
                 self.metrics.store.failed(exc.kind)
                 log.warning("outbox unavailable (%s); retrying", exc)
