@@ -239,7 +239,7 @@ def commit_payload(decision: Decision, offers: Mapping[str, Offer], timings_ms: 
     return orjson.dumps(
         {
             "cust": ev.customer_id,
-            "audit": [p.decode() for p in audit_parts(decision, timings_ms)],
+            "audit": [p.decode() for p in audit_parts(decision, view)],
             "label": orjson.dumps(label).decode() if label is not None else "",
             "dd": f"{ev.channel}:{ev.event_id}",
             "did": decision.decision_id,
@@ -300,19 +300,19 @@ def fallback_of(decision: Decision) -> Action:
     return decision.fallback or Action(f"{ev.channel}_default", "fallback", 0.0, {"channel": ev.channel})
 
 
-def audit_parts(decision: Decision, timings_ms: dict[str, float]) -> list[bytes]:
-    """The decision's audit record (``decisions.audit``) cut around what only the commit
-    knows: the commit script fills in the actions shown, the alerts raised, the kept and
-    dropped candidates and the suppressed alerts, and writes it to the outbox stream in
-    the same step as the state. Prior drops (eligibility, rank...) are in already."""
-    record = decision.audit_view(timings_ms)
-    record["actions"], record["alerts"] = "\x00A\x00", "\x00B\x00"
-    explain = record["explain"]
-    record["explain"] = {"kept": "\x00K\x00", "dropped": "\x00D\x00"}
-    record["explain"].update((k, v) for k, v in explain.items() if k not in ("kept", "dropped"))
-    record["explain"]["\x00S\x00"] = 0
+def audit_parts(decision: Decision, view: dict[str, Any]) -> list[bytes]:
+    """The decision's audit record (``decisions.audit``, as ``Decision.audit_bytes`` writes
+    it) cut around what only the commit knows: the commit script fills in the actions
+    shown, the alerts raised, the kept and dropped candidates and the suppressed alerts,
+    and writes it to the outbox stream in the same step as the state. ``view`` is the
+    channel view with its actions and alerts already holes (the body's own, reused); the
+    last part is the candidates dropped before the commit (eligibility, risk...)."""
+    explain = {"kept": "\x00K\x00", "dropped": "\x00D\x00", **decision.explanation, "\x00S\x00": 0}
+    ev = decision.event
+    record = {**view, "explain": explain, "event": ev.to_dict(), "features": decision.features,
+              "scores": decision.scores}  # fmt: skip
     parts = _split(orjson.dumps(record), list(_AUDIT_MARKS))
-    prior = b",".join(orjson.dumps(d) for d in explain["dropped"])
+    prior = b",".join(orjson.dumps(d.to_dict()) for d in decision.dropped)
     return [*parts, prior]
 
 

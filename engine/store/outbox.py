@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -39,16 +38,15 @@ class Entry:
 
 
 def entry_of(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    """An outbox entry as the relay sends it: ``a`` the audit record, ``al`` a JSON array of
+    """An outbox entry as the relay sends it: ``a`` the audit record, ``al1``, ``al2``... the
     alert records, ``f`` a label.
 
-    >>> e = entry_of(b"1-0", {b"c": b"C1", b"a": b"{}", b"al": b'[{"x":1},{"y":2}]', b"f": b"{}"})
+    >>> e = entry_of(b"1-0", {b"c": b"C1", b"a": b"{}", b"al1": b'{"x":1}', b"al2": b'{"y":2}', b"f": b"{}"})
     >>> [topic for topic, _ in e.records], e.customer
     (['decisions.audit', 'risk.alerts', 'risk.alerts', 'feedback'], b'C1')
     """
     records: list[tuple[str, bytes]] = [("decisions.audit", fields[b"a"])]
-    if b"al" in fields:
-        records += [("risk.alerts", orjson.dumps(alert)) for alert in orjson.loads(fields[b"al"])]
+    records += [("risk.alerts", value) for name, value in fields.items() if name.startswith(b"al")]
     if b"f" in fields:
         records.append(("feedback", fields[b"f"]))
     return Entry(entry_id, fields.get(b"c", b""), tuple(records))

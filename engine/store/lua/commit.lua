@@ -179,11 +179,9 @@ end
 
 local function to_outbox(r, audit, raised)
   local fields = {'c', r.cust, 'a', audit}
-  if #raised > 0 then
-    local records = {}
-    for _, i in ipairs(raised) do records[#records + 1] = r.alerts[i + 1].inbox end
-    fields[#fields + 1] = 'al'
-    fields[#fields + 1] = '[' .. table.concat(records, ',') .. ']'
+  for n, i in ipairs(raised) do  -- one field per alert record, as the relay sends it
+    fields[#fields + 1] = 'al' .. n
+    fields[#fields + 1] = r.alerts[i + 1].inbox
   end
   if r.label ~= '' then
     fields[#fields + 1] = 'f'
