@@ -29,6 +29,7 @@ SECRET_FIELDS = frozenset(
     {"redis_url", "kafka_sasl_password", "model_signing_key", "alert_webhook_secret", "metrics_token"}
 )
 
+EVENT_CLOCKS = ("wall", "history")
 DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 DEFAULT_EVENT_TYPES = (
     "login",
@@ -75,6 +76,11 @@ class Settings:
     max_event_bytes: int = 16 * 1024
     max_clock_skew_s: float = 300.0
     max_event_age_s: float = 30 * 86400.0
+    # What "too old" is measured against: "wall" (the server clock: live traffic) or
+    # "history" (the newest event time this worker has accepted: a deployment that replays
+    # a bank's history, with its own key prefix, so years-old events are decided as they were
+    # then). A future ts is refused against the server clock in both.
+    event_clock: str = "wall"
     # Bounds and lifetimes of per-customer state (nothing grows forever).
     state_ttl_s: int = 35 * 86400
     dedupe_ttl_s: int = 7 * 86400
@@ -225,6 +231,9 @@ class Settings:
         for name in ("max_event_bytes", "batch_max", "partitions", "http_port", *positive):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.event_clock not in EVENT_CLOCKS:
+            clocks = ", ".join(EVENT_CLOCKS)
+            raise ConfigError(f"event_clock must be one of {clocks}, got {self.event_clock!r}")
         if not 0 < self.risk_step_up <= self.risk_block <= 1:
             raise ConfigError("need 0 < risk_step_up <= risk_block <= 1")
         for name in ("unauthenticated_per_s", "unauthenticated_global_per_s"):
