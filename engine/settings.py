@@ -30,6 +30,11 @@ SECRET_FIELDS = frozenset(
 )
 
 EVENT_CLOCKS = ("wall", "history")
+# Settings that are gone, and what to do instead: refused, so nothing is silently dropped.
+_MOVED = (
+    "replaced by BEACON_MODEL_FEATURES, a file naming each model's attributes (see README, Models' inputs)"
+)
+_REPLACED = {"BEACON_MODEL_ATTRIBUTES_NUMERIC": _MOVED, "BEACON_MODEL_ATTRIBUTES_CATEGORICAL": _MOVED}
 DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 DEFAULT_EVENT_TYPES = (
     "login",
@@ -133,9 +138,9 @@ class Settings:
     outbox_claim_idle_s: float = 10.0
     # Decisions.
     max_actions: int = 3
-    # The bank's own event attributes fed to the models (event.attributes.<name>).
-    model_attributes_numeric: tuple[str, ...] = ()
-    model_attributes_categorical: tuple[str, ...] = ()
+    # A YAML file naming each model's own inputs: event attributes and profile fields, with
+    # types (models/featureconfig.py). "": the built-in inputs only.
+    model_features: str = ""
     # The trainer's label rules and snapshot cadence (engine/service/trainer.py).
     offer_response_window_s: float = 3 * 86400.0  # no answer by then: the offer was ignored
     fraud_maturity_s: float = 30 * 86400.0  # no fraud report by then: legitimate
@@ -217,6 +222,9 @@ class Settings:
             if raw is not None:
                 values[f.name] = _coerce(f.name, raw, types[f.name])
         values.update(overrides)
+        for old in _REPLACED:
+            if old in env or old.removeprefix("BEACON_").lower() in values:
+                raise ConfigError(f"{old}: {_REPLACED[old]}")
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")

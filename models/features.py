@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -75,14 +75,6 @@ class FeatureSpec:
         profile = (*self.profile_numeric, *self.profile_categorical)
         return (*self.numeric, *self.categorical, *("profile." + n for n in profile))
 
-    def with_attributes(self, numeric: tuple[str, ...], categorical: tuple[str, ...]) -> FeatureSpec:
-        """The same spec plus the bank's own event attributes (from settings)."""
-        return replace(
-            self,
-            attr_numeric=self.attr_numeric + numeric,
-            attr_categorical=self.attr_categorical + categorical,
-        )
-
 
 def _number(value: Any) -> float:
     kind = type(value)
@@ -99,7 +91,8 @@ def _number(value: Any) -> float:
     return out if math.isfinite(out) else 0.0
 
 
-# What each kind of model sees by default. Banks add event attributes via settings.
+# What each kind of model sees by default. Banks add their own inputs per model with a
+# model features file (models/featureconfig.py, BEACON_MODEL_FEATURES).
 FRAUD_FEATURES = FeatureSpec(
     numeric=("log_amount", "amount_ratio_30d", "new_device", "known_devices", "night", "pin_failures_1h",
              "channel_switch", "terminal_changed", "speed_kmh", "home_distance_km", "n_10m", "n_1h",
