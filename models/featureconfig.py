@@ -93,6 +93,18 @@ def profile_fields(specs: Mapping[str, FeatureSpec]) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def input_mismatch(model: Any, spec: FeatureSpec) -> str | None:
+    """Why a model (a snapshot) cannot run on this spec's inputs, or None when it can:
+    one learned on other inputs would read the new ones as missing."""
+    numeric, categorical = getattr(model, "numeric", None), getattr(model, "categorical", None)
+    if numeric is None or categorical is None:
+        return None  # a model that does not declare its inputs reads whatever it is given
+    if tuple(numeric) == spec.numeric_inputs and tuple(categorical) == spec.categorical_inputs:
+        return None
+    learned = sorted({*numeric, *categorical} ^ {*spec.numeric_inputs, *spec.categorical_inputs})
+    return f"it was learned on other inputs than the model features file gives (differ: {', '.join(learned)})"
+
+
 def _spec(base: FeatureSpec, entry: Any, where: str) -> FeatureSpec:
     if not isinstance(entry, dict):
         raise FeatureConfigError(f"{where}: expected a mapping with any of {', '.join(sorted(_KEYS))}")

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.domain.scoring import Scores
-from models.featureconfig import profile_fields
+from models.errors import ModelError
+from models.featureconfig import input_mismatch, profile_fields
 from models.features import FeatureSpec
 from models.registry import REGISTRY, build, spec_for
 
@@ -41,7 +42,11 @@ class ModelScorer:
         return self._versions
 
     def install(self, name: str, version: str, model: Any) -> None:
-        """Swap in a new snapshot: one assignment each, between two events."""
+        """Swap in a new snapshot: one assignment each, between two events. One learned on
+        other inputs than this worker's features file gives is refused (ModelError)."""
+        mismatch = input_mismatch(model, self.specs[name])
+        if mismatch is not None:
+            raise ModelError(f"{name} {version}: {mismatch}")
         self.models = {**self.models, name: model}
         self._versions = {**self._versions, name: version}
 

@@ -96,3 +96,18 @@ def test_a_missing_file_and_the_replaced_settings_are_refused(tmp_path: Path) ->
         ConfigError, match="BEACON_MODEL_ATTRIBUTES_NUMERIC: replaced by BEACON_MODEL_FEATURES"
     ):
         Settings.build(env={"BEACON_MODEL_ATTRIBUTES_NUMERIC": "mcc"})
+
+
+def test_a_snapshot_learned_on_other_inputs_is_refused() -> None:
+    """A model learned before the features file changed would read the new inputs as
+    missing: the worker refuses it (the watcher keeps the running one) instead."""
+    from models.errors import ModelError
+    from models.registry import build
+
+    specs = parse_feature_config(CONFIG, "test.yaml")
+    scorer = ModelScorer(specs)
+    scorer.install("churn", "churn-v2", build("churn"))  # churn's inputs did not change
+    with pytest.raises(ModelError, match="fraud fraud-v2: it was learned on other inputs"):
+        scorer.install("fraud", "fraud-v2", build("fraud"))
+    scorer.install("fraud", "fraud-v3", build("fraud", specs))
+    assert scorer.versions["fraud"] == "fraud-v3"
