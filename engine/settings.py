@@ -35,6 +35,16 @@ _MOVED = (
     "replaced by BEACON_MODEL_FEATURES, a file naming each model's attributes (see README, Models' inputs)"
 )
 _REPLACED = {"BEACON_MODEL_ATTRIBUTES_NUMERIC": _MOVED, "BEACON_MODEL_ATTRIBUTES_CATEGORICAL": _MOVED}
+_BOOLEAN_WORDS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 DEFAULT_EVENT_TYPES = (
     "login",
@@ -248,6 +258,11 @@ class Settings:
             burst = name.replace("per_s", "burst")
             if getattr(self, name) > 0 and getattr(self, burst) < 1:
                 raise ConfigError(f"{burst} must be at least 1 while {name} is set")
+        if not self.auth_required and not _loopback(self.http_host):
+            raise ConfigError(
+                f"auth_required is off while the API listens on {self.http_host}: every caller would be an"
+                " anonymous risk_admin; turn authentication on, or bind to 127.0.0.1 / ::1"
+            )
         for entry in self.trusted_proxies:
             try:
                 ipaddress.ip_network(entry, strict=False)
@@ -290,7 +305,12 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         if typ is bool or typ == "bool":
             if isinstance(value, bool):
                 return value
-            return str(value).strip().lower() in {"1", "true", "yes", "on"}
+            word = str(value).strip().lower()
+            if word not in _BOOLEAN_WORDS:
+                # "required", "enabled", "Y" or a typo must not switch a guard off.
+                words = ", ".join(sorted(_BOOLEAN_WORDS))
+                raise ConfigError(f"setting {name}: {value!r} is not a boolean (one of {words})")
+            return _BOOLEAN_WORDS[word]
         if typ is int:
             return int(value)
         if typ is float:
@@ -301,3 +321,12 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: cannot read {value!r} as {typ}") from exc
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may resolve to anything
