@@ -41,7 +41,7 @@ def http(worker: WorkerProcess) -> Iterator[httpx.Client]:
 
 def event(event_id: str, customer: str, **kw: object) -> bytes:
     body: dict[str, object] = {"event_id": event_id, "customer_id": customer, "channel": "internet",
-                               "type": "login", "ts": time.time(), "device_id": "laptop"}  # fmt: skip
+                               "type": "login", "ts": time.time(), "device_id": f"dev-{customer}"}  # fmt: skip
     body.update(kw)
     return orjson.dumps(body)
 
@@ -214,3 +214,17 @@ def test_outbound_calls_are_counted(http: httpx.Client) -> None:
     page = http.get("/metrics").text
     assert 'beacon_offer_scoring_requests_total{outcome="scored"}' in page
     assert 'beacon_offer_scoring_requests_total{outcome="unknown_channel"}' in page
+
+
+def test_outbound_counts_caps_as_the_commit_does(http: httpx.Client) -> None:
+    _profile(http, "S8")
+    shown = [http.post("/v1/decisions", content=event(f"s-8-{i}", "S8")).json() for i in range(3)]
+    assert [["credit_card_gold" in [a["id"] for a in d["actions"]]] for d in shown] == [
+        [True],
+        [True],
+        [False],
+    ]
+    out = _score(http, {"customer_id": "S8", "channel": "mobile", "offers": ["credit_card_gold"]}).json()
+    gold = out["offers"][0]
+    assert [f["code"] for f in gold["failed"]] == ["offer_cap"] and gold["checks"]["contact_policy"] == "fail"
+    assert gold["failed"][0]["values"] == {"shown": 2, "max": 2, "window_s": 7 * 86400}
