@@ -6,7 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.decide.arbitration import arbitrate
 from engine.decide.outbound import Contacts, Request, contact_findings, parse_request, score_offers
@@ -128,6 +131,7 @@ def test_contact_caps_count_as_the_commit_script_does() -> None:
     ("body", "code"),
     [
         (b"{", "invalid_json"),
+        (b'{"customer_id": 99999999999999999999999999, "channel": "atm", "offers": ["a"]}', "wrong_type"),
         (b'"x"', "not_an_object"),
         (b'{"channel": "atm", "offers": ["a"]}', "missing_field"),
         (b'{"customer_id": 1, "channel": "atm", "offers": ["a"]}', "wrong_type"),
@@ -150,3 +154,32 @@ def test_read_only_windows_count_only_buckets_still_inside_at_now() -> None:
     w = window_tallies_at(buckets, NOW)
     assert w["1h"]["all"].count == 1 and w["1h"]["ty:login"].count == 1
     assert w["30d"]["all"].amount == 12.0
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "customer_id": _JSON,
+            "channel": st.sampled_from(["atm", "fax"]) | _JSON,
+            "offers": st.lists(st.text(max_size=4), max_size=3) | _JSON,
+            "event_type": _JSON,
+        },
+    )
+)
+def test_any_request_is_parsed_or_refused_with_a_code(data: dict[str, Any]) -> None:
+    try:
+        parse_request(orjson.dumps(data), S.channels, S.event_types)
+    except EventError as err:
+        assert err.code in {"missing_field", "wrong_type", "invalid_value", "unknown_channel", "unknown_type"}
