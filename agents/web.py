@@ -27,6 +27,10 @@ _STREAMS_FULL = "too many live alert streams open (per user or token, or on this
 _CONSOLE = resources.files("engine.http").joinpath("console", "console.html").read_bytes()
 
 
+def _flag(request: Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
 def _respond(view: View, reply: Reply) -> Response:
     return view.bytes(reply.body, content_type=reply.content_type, status=reply.status, headers=reply.headers)
 
@@ -68,8 +72,20 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
                     api.metrics.rejected("http", "too_large")
                 return _respond(self, got)
             who, body = got
-            explain = request.query.get("explain", "").lower() in ("1", "true", "yes")
-            return _respond(self, await api.post_decision(body, explain=explain, channel=who.channel))
+            explain = _flag(request, "explain")
+            scores = _flag(request, "scores")
+            return _respond(
+                self, await api.post_decision(body, explain=explain, channel=who.channel, scores=scores)
+            )
+
+    @app.page("/v1/offers/score")
+    class OfferScores(View):
+        async def post(self, request: Request) -> Response:
+            got = await allow_with_body(request, "score")
+            if isinstance(got, Reply):
+                return _respond(self, got)
+            who, body = got
+            return _respond(self, await api.score_offers(body, channel=who.channel))
 
     @app.page("/v1/customers/{customer_id}")
     class Customer(View):

@@ -75,11 +75,8 @@ class ModelScorer:
         offers = models["offers"].predict_offers(inputs("offers"), offer_ids)
         # A copy for each challenger: whatever it does to its input, the champion's stays.
         shadow = {
-            name: round(models[name].predict_proba_one(dict(inputs(name)))[True], 6) for name in self._shadows
+            name: float(models[name].predict_proba_one(dict(inputs(name)))[True]) for name in self._shadows
         }
-        return Scores(
-            fraud=round(fraud, 6),
-            churn=round(churn, 6),
-            offer={k: round(v, 6) for k, v in offers.items()},
-            shadow=shadow,
-        )
+        # Unrounded: two offers 1e-8 apart must still rank apart, and a rare-class score
+        # (fraud at 1e-7) must not tie at 0. Text for people rounds where it is written.
+        return Scores(fraud=float(fraud), churn=float(churn), offer=offers, shadow=shadow)

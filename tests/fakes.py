@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
+from engine.decide.outbound import Contacts
 from engine.domain.decision import Decision
 from engine.domain.events import Event, payload_digest
 from engine.domain.state import Snapshot
@@ -106,6 +107,14 @@ class FakeState(CustomerState):
         profile = self.profiles.get(customer_id)
         raw = None if profile is None else orjson.dumps(profile)
         return codec.customer_view(customer_id, [raw, {}, [], [], [], [], 0, {}])
+
+    async def peek(
+        self, customer_id: str, now: float, offer_ids: Sequence[str]
+    ) -> tuple[Snapshot, Contacts] | None:
+        self._check()
+        if customer_id not in self.profiles:
+            return None
+        return Snapshot(windows={}, profile=dict(self.profiles[customer_id])), Contacts()
 
     async def put_profile(self, customer_id: str, profile: dict[str, Any], ttl_s: int) -> None:
         self._check()

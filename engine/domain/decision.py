@@ -163,6 +163,23 @@ class Decision:
             **self.explanation,
         }
 
+    def scores_view(self) -> dict[str, Any]:
+        """The models' own scores (``?scores=true``, ``?explain=true``), unrounded so they
+        rank: fraud apart from ``risk.score`` (which is the worst of it and the typology
+        scores), churn, the challengers', and each candidate offer of the channel with its
+        propensity, shown (with its rank score) or not (with the stage and why)."""
+        propensity = self.scores.get("offer") or {}
+        offers: list[dict[str, Any]] = [
+            {"id": a.id, "propensity": propensity.get(a.id), "shown": True, "score": a.score}
+            for a in self.actions
+            if a.kind != "fallback"
+        ]
+        offers += [{"id": d.id, "propensity": propensity.get(d.id), "shown": False, "stage": d.stage,
+                    "why": d.why} for d in self.dropped]  # fmt: skip
+        offers.sort(key=lambda o: (-(o["propensity"] or 0.0), o["id"]))
+        return {"fraud": self.scores.get("fraud"), "churn": self.scores.get("churn"),
+                "challengers": dict(self.scores.get("shadow") or {}), "offers": offers}  # fmt: skip
+
     def explained_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
         view = self.channel_view(timings_ms)
         view["explain"] = self.explain()

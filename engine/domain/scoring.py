@@ -120,7 +120,7 @@ class BuiltinScorer:
         dormant = int(features.get("n_30d", 0)) <= 1
         churn_z = -2.5 + 2.0 * dormant + 1.2 * min(int(features.get("complaints_7d", 0)), 3)
         return Scores(
-            fraud=round(fraud_baseline(features), 6),
-            churn=round(_sigmoid(churn_z), 6),
+            fraud=fraud_baseline(features),
+            churn=_sigmoid(churn_z),
             offer={oid: self.offer_prior for oid in offer_ids},
         )

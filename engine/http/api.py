@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from engine.decide.degraded import decide_without_state
+from engine.decide.outbound import parse_request
 from engine.domain.decision import Decision
 from engine.domain.events import Event
 from engine.domain.labels import label_of
@@ -24,6 +25,7 @@ from engine.service.batching import Overloaded
 from engine.service.decisions import DecisionService, Outcome, conflicting_replay
 from engine.service.logs import log_decision
 from engine.service.metrics import Metrics
+from engine.service.outbound import OutboundService, UnknownCustomer
 
 JSON = "application/json"
 _CUSTOMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")
@@ -61,9 +63,17 @@ class Api:
     on_decision: Callable[[Any], None] = lambda outcome: None  # publishes audit + alerts
     # Republishes the event of a degraded answer (engine/decide/degraded.py), so it is not lost.
     on_degraded: Callable[[Decision, bytes], None] = lambda decision, raw: None
+    outbound: OutboundService | None = None  # built from ``service`` when not given
 
-    async def post_decision(self, body: bytes, explain: bool = False, channel: str | None = None) -> Reply:
-        """Decide one event; ``explain`` adds the full explanation (``?explain=true``)."""
+    def __post_init__(self) -> None:
+        if self.outbound is None:
+            self.outbound = OutboundService(self.service)
+
+    async def post_decision(
+        self, body: bytes, explain: bool = False, channel: str | None = None, scores: bool = False
+    ) -> Reply:
+        """Decide one event; ``explain`` adds the full explanation (``?explain=true``) and
+        the raw scores, ``scores`` the raw scores alone (``?scores=true``)."""
         started = time.perf_counter()
         settings = self.service.settings
         if self.service.rules is None:  # still starting: no version loaded yet
@@ -88,7 +98,7 @@ class Api:
             # republishes it. The batcher itself is bounded by Redis' socket timeout.
             outcome = await asyncio.wait_for(fut, settings.decision_timeout_s)
         except (StoreError, TimeoutError):  # Redis failures are counted where they happen
-            return self._degraded(event, body, explain, started)
+            return self._degraded(event, body, explain, started, scores)
         if outcome.conflict:  # the event id was decided on another payload: nothing changed
             refused = conflicting_replay(event)
             self.metrics.rejected("http", refused.code)
@@ -102,9 +112,12 @@ class Api:
         ).inc()
         self.metrics.decision_latency.labels("http").observe(time.perf_counter() - started)
         headers = {"Beacon-Replayed": "true"} if outcome.replayed else {}
-        return Reply(200, _explained(outcome) if explain else outcome.body, headers)
+        # The default answer is the stored body as it is: nothing parsed or added.
+        return Reply(200, _opted(outcome, explain, scores) if explain or scores else outcome.body, headers)
 
-    def _degraded(self, event: Event, raw: bytes, explain: bool, started: float) -> Reply:
+    def _degraded(
+        self, event: Event, raw: bytes, explain: bool, started: float, scores: bool = False
+    ) -> Reply:
         """Redis failed or did not answer within the budget: decide on the event alone
         (flagged ``degraded``) and hand the event on, so state still counts it later."""
         rules = self.service.rules
@@ -116,7 +129,40 @@ class Api:
         log_decision("http", decision)
         self.metrics.decision_latency.labels("http").observe(time.perf_counter() - started)
         view = decision.explained_view() if explain else decision.channel_view()
+        if explain or scores:
+            view["scores"] = decision.scores_view()
         return Reply(200, orjson.dumps(view))
+
+    async def score_offers(self, body: bytes, channel: str | None = None) -> Reply:
+        """Score named offers for a customer without an interaction (outbound campaigns):
+        engine.decide.outbound. ``channel``: a channel token's, which scores for it only."""
+        reply = await self._score_offers(body, channel)
+        outcome = "scored" if reply.status == 200 else orjson.loads(reply.body)["error"]["code"]
+        self.metrics.offer_scoring.labels(outcome).inc()
+        return reply
+
+    async def _score_offers(self, body: bytes, channel: str | None) -> Reply:
+        settings = self.service.settings
+        if self.service.rules is None:
+            return error(503, "not_ready", "rules are still loading; retry shortly", **{"Retry-After": "1"})
+        if len(body) > settings.max_event_bytes:
+            return error(413, "too_large", "request is too large")
+        try:
+            request = parse_request(body, settings.channels, settings.event_types)
+        except EventError as err:
+            return error(400, err.code, err.message, err.field)
+        if not _CUSTOMER.fullmatch(request.customer_id):
+            return error(400, "invalid_value", "customer id has invalid characters", "customer_id")
+        if channel is not None and request.channel != channel:
+            return error(403, "wrong_channel", f"this token scores for channel {channel} only", "channel")
+        assert self.outbound is not None  # set in __post_init__
+        try:
+            scored = await self.outbound.score(request)
+        except UnknownCustomer as exc:
+            return error(404, "unknown_customer", str(exc))
+        except StoreError as exc:
+            return error(503, "state_unavailable", str(exc))
+        return Reply(200, orjson.dumps(scored.to_dict()))
 
     async def get_customer(self, customer_id: str) -> Reply:
         if not _CUSTOMER.fullmatch(customer_id):
@@ -179,11 +225,20 @@ def validate_profile(data: Any) -> dict[str, Any]:
     return data
 
 
-def _explained(outcome: Outcome) -> bytes:
-    """The channel's body plus the full explanation (the stored body itself stays short)."""
+def _opted(outcome: Outcome, explain: bool, scores: bool) -> bytes:
+    """The channel's body plus what the caller asked for: the full explanation and the raw
+    scores (``explain``), or the raw scores (``scores``). The stored body stays short."""
     view = orjson.loads(outcome.body)
-    if outcome.decision is not None:
-        view["explain"] = outcome.decision.explain()
-    else:
-        view["explain"] = {"note": "a repeated event: its decisions.audit record holds the explanation"}
+    decision = outcome.decision
+    if explain:
+        view["explain"] = (
+            decision.explain()
+            if decision is not None
+            else {"note": "a repeated event: its decisions.audit record holds the explanation"}
+        )
+    view["scores"] = (
+        decision.scores_view()
+        if decision is not None
+        else {"note": "a repeated event: its decisions.audit record holds the scores"}
+    )
     return orjson.dumps(view)

@@ -189,6 +189,12 @@ class Metrics:
             registry=r,
         )
         self.overloaded = Counter("beacon_overloaded_total", "Requests shed with 429", registry=r)
+        self.offer_scoring = Counter(
+            "beacon_offer_scoring_requests_total",
+            "Outbound offer scoring requests (POST /v1/offers/score) by outcome: scored or the error code",
+            ["outcome"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "beacon_rate_limited_total",
             "Requests refused with 429 by a rate limit, by reason: credential, worker, "

@@ -26,6 +26,7 @@ from engine.domain.state import Snapshot
 from engine.rules.ruleset import Offer
 
 if TYPE_CHECKING:  # values defined beside their adapters; not imported at run time
+    from engine.decide.outbound import Contacts
     from engine.store.alerts import AlertFilter, AlertPage
     from engine.store.users import Principal
 
@@ -50,6 +51,13 @@ class CustomerState(Protocol):
         ...
 
     async def customer_view(self, customer_id: str) -> dict[str, Any]: ...
+
+    async def peek(
+        self, customer_id: str, now: float, offer_ids: Sequence[str]
+    ) -> tuple[Snapshot, Contacts] | None:
+        """The customer's state and contact history, read only (outbound scoring); None
+        for a customer with neither a profile nor any state."""
+        ...
 
     async def put_profile(self, customer_id: str, profile: dict[str, Any], ttl_s: int) -> None: ...
 

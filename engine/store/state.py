@@ -19,7 +19,7 @@ from engine.domain.events import Event
 from engine.domain.state import Snapshot
 from engine.rules.ruleset import Offer
 from engine.settings import Settings
-from engine.store import codec, keys
+from engine.store import codec, keys, readonly
 from engine.store.redisio import redis_errors
 from engine.store.scriptline import ScriptLine
 
@@ -102,3 +102,15 @@ class StateStore:
     async def ping(self) -> None:
         with redis_errors("Redis ping"):
             await self._redis.ping()
+
+    async def peek(
+        self, customer_id: str, now: float, offer_ids: Sequence[str]
+    ) -> tuple[Snapshot, readonly.Contacts] | None:
+        """The customer's state and contact history at ``now``, read only: no window
+        updated, no impression counted, no TTL refreshed (outbound scoring). None for a
+        customer with neither a profile nor any state."""
+        with redis_errors("customer read"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                readonly.queue_reads(pipe, self._prefix, customer_id, now, offer_ids)
+                replies = await pipe.execute()
+        return readonly.decode(replies, offer_ids, now)

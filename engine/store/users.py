@@ -32,10 +32,11 @@ from engine.store.keys import AuthKeys
 from engine.store.redisio import guarded
 
 PERMISSIONS = {
-    "channel": frozenset({"decide", "profile"}),
+    "channel": frozenset({"decide", "profile", "score"}),  # score: outbound, its own channel only
     "viewer": frozenset({"read"}),
     "risk_officer": frozenset({"read", "work"}),
-    "risk_admin": frozenset({"read", "work", "admin"}),
+    "risk_admin": frozenset({"read", "work", "admin", "score"}),
+    "campaign": frozenset({"score"}),  # outbound campaign tools and analysts: any channel
 }
 ROLES = tuple(PERMISSIONS)
 _LOGIN_TRIES_PER_MINUTE = 5

@@ -30,7 +30,8 @@ async def _setup(s: Settings) -> dict[str, str]:
     store = AuthStore(client, s.key_prefix)
     for name, role in (("vera", "viewer"), ("otto", "risk_officer"), ("ada", "risk_admin")):
         await store.add_user(name, role, PASSWORD)
-    tokens = {"atm": await store.add_token("channel", "atm-switch", "atm")}
+    tokens = {"atm": await store.add_token("channel", "atm-switch", "atm"),
+              "campaign": await store.add_token("campaign", "outbound-dialler")}  # fmt: skip
     raw = await client.hgetall(f"{s.key_prefix}:auth:{{{s.key_prefix}:auth}}:tokens")
     assert tokens["atm"].split("_", 2)[2].encode() not in b"".join(raw.values())  # only the hash is kept
     await client.aclose()
@@ -90,6 +91,34 @@ def test_a_channel_token_decides_for_its_channel_only(secured: tuple[WorkerProce
         assert http.put("/v1/customers/A1/profile", content=b'{"segment": "mass"}').status_code == 200
         assert http.get("/v1/alerts").status_code == 403  # a channel token cannot read alerts
         assert http.get("/v1/customers/A1").status_code == 403
+
+
+def test_outbound_scoring_is_for_channels_and_campaigns(
+    secured: tuple[WorkerProcess, dict[str, str]],
+) -> None:
+    worker, tokens = secured
+    ask = {"customer_id": "A9", "channel": "atm", "offers": ["credit_card_gold"]}
+
+    def score(http: httpx.Client, token: str | None = None, **kw: object) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return http.post("/v1/offers/score", content=orjson.dumps({**ask, **kw}), headers=headers)
+
+    with httpx.Client(base_url=worker.url, timeout=5) as http:
+        assert score(http).status_code == 401
+        atm = {"Authorization": f"Bearer {tokens['atm']}"}
+        assert (
+            http.put("/v1/customers/A9/profile", content=b'{"segment": "mass"}', headers=atm).status_code
+            == 200
+        )
+        assert score(http, tokens["atm"]).status_code == 200  # a channel scores for its own channel
+        other = score(http, tokens["atm"], channel="call_centre")
+        assert other.status_code == 403 and other.json()["error"]["code"] == "wrong_channel"
+        assert score(http, tokens["campaign"], channel="call_centre").status_code == 200  # any channel
+        campaign = {"Authorization": f"Bearer {tokens['campaign']}"}
+        assert http.post("/v1/decisions", content=_event("a-c1"), headers=campaign).status_code == 403
+        assert _login(http, "vera").status_code == 200
+        refused = http.post("/v1/offers/score", content=orjson.dumps(ask))  # a viewer's session
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
 
 
 def test_people_work_alerts_by_role_and_the_trail_names_them(

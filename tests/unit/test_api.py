@@ -142,3 +142,40 @@ async def test_one_event_twice_in_a_batch_with_two_payloads_decides_the_first() 
     later = await service.decide_batch([b, a])
     assert [(o.replayed, o.conflict) for o in later] == [(False, True), (True, False)]
     assert later[1].body == outcomes[0].body
+
+
+async def test_scores_are_opt_in_and_the_default_body_is_the_stored_one() -> None:
+    store = FakeState()
+    api = api_with(store)
+    api.service.batcher.start()
+    plain = await api.post_decision(body("s1"))
+    assert plain.body == store.answers[("atm", "s1")] and b'"scores"' not in plain.body
+    scored = orjson.loads((await api.post_decision(body("s2"), scores=True)).body)
+    assert set(scored["scores"]) == {"fraud", "churn", "challengers", "offers"} and "explain" not in scored
+    await api.service.batcher.stop()
+
+
+async def test_a_degraded_answer_carries_the_scores_when_asked() -> None:
+    api = api_with(FakeState(fail=True))
+    api.service.batcher.start()
+    view = orjson.loads((await api.post_decision(body(), scores=True)).body)
+    assert view["degraded"] is True and view["scores"]["fraud"] > 0
+    await api.service.batcher.stop()
+
+
+async def test_outbound_scoring_maps_errors_to_codes_and_counts_calls() -> None:
+    store = FakeState()
+    api = api_with(store)
+    store.profiles["c"] = {"income_band": "high"}
+    ask = {"customer_id": "c", "channel": "atm", "offers": ["x"]}
+    ok = await api.score_offers(orjson.dumps(ask))
+    assert ok.status == 200 and orjson.loads(ok.body)["offers"] == [{"id": "x", "status": "unknown_offer"}]
+    assert (await api.score_offers(orjson.dumps(ask), channel="mobile")).status == 403
+    assert (await api.score_offers(orjson.dumps({**ask, "customer_id": "z"}))).status == 404
+    store.fail = True
+    down = await api.score_offers(orjson.dumps(ask))
+    assert down.status == 503 and orjson.loads(down.body)["error"]["code"] == "state_unavailable"
+    samples = api.metrics.registry.get_sample_value
+    counts = {o: samples("beacon_offer_scoring_requests_total", {"outcome": o})
+              for o in ("scored", "wrong_channel", "unknown_customer", "state_unavailable")}  # fmt: skip
+    assert counts == {"scored": 1.0, "wrong_channel": 1.0, "unknown_customer": 1.0, "state_unavailable": 1.0}
