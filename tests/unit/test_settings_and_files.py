@@ -57,7 +57,7 @@ def test_profiles_csv_reports_bad_rows(tmp_path: Path) -> None:
 def test_a_boolean_setting_refuses_anything_but_a_boolean_word(word: str) -> None:
     """Issue 17, item 3: BEACON_AUTH_REQUIRED read anything but 1/true/yes/on as "off",
     so "required" or a typo made every caller an anonymous risk_admin."""
-    with pytest.raises(ConfigError, match="setting auth_required: .* is not a boolean"):
+    with pytest.raises(ConfigError, match=r"setting auth_required: .* is not a boolean"):
         Settings.build(env={"BEACON_AUTH_REQUIRED": word})
 
 
