@@ -217,7 +217,7 @@ def score_offers(
     unknown = tuple(o for o in request.offers if o not in rules.offer_index)
     # The context of the checks: an event of no interaction type, on the campaign's channel.
     event = Event("outbound", request.customer_id, request.channel, request.event_type or NO_EVENT_TYPE, now)
-    features = build_features(event, snap)
+    features = build_features(event, snap, scorer.profile_fields)
     scores = scorer.score(features, tuple(o.id for o in known), event.attributes)
     raw_event, score_map = event.to_dict(), scores.to_dict()
     ctx = rules.evaluator.bind(raw_event, features, snap.profile, score_map, now, request.channel)
