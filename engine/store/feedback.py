@@ -84,19 +84,37 @@ class FeedbackStore:
     async def resolve_churn(self, customer_id: str) -> None:
         await self._call(self._r.zrem(self.keys.pending("churn"), customer_id))
 
-    async def resolve_fraud(self, decision_id: str) -> None:
-        await self._call(self._r.zrem(self.keys.pending("fraud"), decision_id))
+    async def resolve_fraud(self, decision_id: str, fraud: bool) -> str:
+        """Record that the transaction is now learned as ``fraud`` (or legitimate); returns
+        how it stood: 'pending' (not learned yet), 'legitimate' (learned as such: matured
+        or confirmed), 'fraud' (learned as fraud) or 'unknown' (never pending: not a
+        monetary event, or its inputs expired)."""
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.keys.pending("fraud"), decision_id)
+                pipe.set(self.keys.fraud(decision_id), int(fraud), ex=self._ttl, get=True)
+                removed, before = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"feedback store: {exc}") from exc
+        if before is not None:
+            return "fraud" if before == b"1" else "legitimate"
+        return "pending" if removed else "unknown"
 
     async def due(self, kind: str, now: float, limit: int = 500) -> list[str]:
-        """Pending items past their time, removed from the pending set (one trainer)."""
+        """Pending items past their time, removed from the pending set (one trainer) and
+        marked as learned by default (offers: ignored; transactions: legitimate), so a
+        late label corrects them."""
         key = self.keys.pending(kind)
         members = await self._call(self._r.zrangebyscore(key, "-inf", now, start=0, num=limit))
         if members:
             await self._call(self._r.zrem(key, *members))
-            if kind == "offer":
+            if kind in ("offer", "fraud"):
                 async with self._r.pipeline(transaction=False) as pipe:
                     for m in members:
-                        pipe.set(self.keys.ignored(m.decode()), 1, ex=self._ttl)
+                        if kind == "offer":
+                            pipe.set(self.keys.ignored(m.decode()), 1, ex=self._ttl)
+                        else:
+                            pipe.set(self.keys.fraud(m.decode()), 0, ex=self._ttl, nx=True)
                     await pipe.execute()
         return [m.decode() for m in members]
 
