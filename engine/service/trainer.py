@@ -130,16 +130,18 @@ class Trainer:
 
     async def _fraud_label(self, did: str, fraud: bool, label: Mapping[str, Any]) -> None:
         before = await self.fb.resolve_fraud(did, fraud)
-        if before == ("fraud" if fraud else "legitimate"):
-            return  # learned so already: a second report, or a confirmed provisional negative
-        if before == "pending" or before == "unknown":
-            await self._learn_stored("fraud", did, fraud, None, label)
-            return
-        inputs = await self.fb.recall(did)  # learned the other way: turn it over
+        inputs = await self.fb.recall(did)
         if inputs is None:
             self._unmatched(label)
             return
-        self.learner.fraud_corrections += 1
+        if before == "settled" and inputs["type"] in MONETARY_TYPES:
+            before = "legitimate"  # matured: learned as a provisional negative
+        if before == ("fraud" if fraud else "legitimate"):
+            return  # learned so already: a second report, or a confirmed provisional negative
+        if before not in ("fraud", "legitimate"):  # pending, or an event that never matures
+            await self._learn_stored("fraud", did, fraud, None, label)
+            return
+        self.learner.fraud_corrections += 1  # learned the other way: turn it over
         delay = float(label.get("ts") or inputs["ts"]) - float(inputs["ts"])
         self.learner.correct("fraud", inputs["f"], inputs["a"], fraud, delay)
 

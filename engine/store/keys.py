@@ -261,9 +261,10 @@ class FeedbackKeys:
 
     ``x:<decision>`` inputs the decision used (learner.inputs_of); ``last:<customer>`` the
     customer's latest decision id and time; ``ignored:<decision>|<action>`` counted as
-    ignored (a late accept corrects it); ``fraud:<decision>`` the fraud label the
-    transaction was learned with, ``0`` (legitimate: matured or confirmed) or ``1``
-    (fraud), so a late report corrects it once; ``seen:<digest>`` labels already learned, so a
+    ignored (a late accept corrects it); ``fraud:<decision>`` the verdict a report gave a
+    transaction, ``1`` fraud or ``0`` confirmed legitimate (a transaction that matured
+    without one has no key: not pending and no verdict says it), so a later report turns
+    it over once and a repeated one does nothing; ``seen:<digest>`` labels already learned, so a
     redelivery is a no-op (all five TTL feedback_ttl_s); zsets ``pending:offer``
     "<decision>|<action>" -> answer deadline, ``pending:fraud`` decision -> maturity (then
     provisionally legitimate), ``pending:churn`` customer -> dormancy due (then churned), each swept when
