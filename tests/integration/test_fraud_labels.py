@@ -74,10 +74,14 @@ def one_payment(i: int, ts: float) -> Payment:
     return Payment(i, ts, f"c{i}", "mobile", False, f)
 
 
-async def test_legitimate_scores_stay_low_and_stable_as_fraud_reports_arrive(trainer: Trainer) -> None:
+@pytest.mark.parametrize("rate", [0.04, 0.01])
+async def test_legitimate_scores_stay_low_and_stable_as_fraud_reports_arrive(
+    trainer: Trainer, rate: float
+) -> None:
     """Item 1: before, the median legitimate score rose from 0.0025 to ~0.6 after 100
-    reports (every legitimate payment stepped up); now it stays near the base rate."""
-    data = payments(5000, fraud_rate=0.04, seed=11)
+    reports at 4% fraud (every legitimate payment stepped up), to ~0.35 at 1%; now it
+    stays near where it started."""
+    data = payments(5000, fraud_rate=rate, seed=11)
     due = {p.i + 1000: p for p in data if p.fraud}
     sample = [p for p in data if not p.fraud][::25]  # ~190 legitimate payments across the stream
     medians = []
@@ -92,12 +96,12 @@ async def test_legitimate_scores_stay_low_and_stable_as_fraud_reports_arrive(tra
     assert max(medians) < 0.05, medians  # the step-up threshold is 0.5
     assert medians[-1] <= 2 * medians[0], medians  # does not creep up as reports arrive
     reported = sum(1 for i in due if i < len(data))
-    assert reported > 100 and trainer.learner.models["fraud"].n_positive == reported
+    assert reported > 0.6 * rate * len(data) and trainer.learner.models["fraud"].n_positive == reported
     held_out = ProgressiveQuality(window=3000)
-    for p in payments(2000, fraud_rate=0.04, seed=12):
+    for p in payments(2000, fraud_rate=rate, seed=12):
         held_out.record(p.fraud, score(trainer, p))
     assert (held_out.roc_auc() or 0.0) > 0.95
-    assert (held_out.pr_auc() or 0.0) > 0.8  # the base rate is 0.04
+    assert (held_out.pr_auc() or 0.0) > 0.8  # against a base rate of 0.04 or 0.01
 
 
 async def test_a_report_after_maturity_corrects_the_provisional_negative(trainer: Trainer) -> None:
