@@ -37,6 +37,18 @@ class BeaconApp(faust.App):
 
     beacon_fetch_wait: tuple[int, int, str] = (5, 0, "")
 
+    def _new_web(self) -> Any:
+        """Faust's web server without Faust's own pages. They answer without a credential:
+        /router/ and /router/topics/ name the topics and this worker's URL, /table/ serves
+        tables, /stats/ and /graph/ internals, and / a status page. Beacon's API
+        (agents/web.py) is all the worker serves, every route behind the guard but health."""
+        web = super()._new_web()
+        # Faust names its built-in blueprints by import path; anything else stays.
+        builtin = "faust.web.apps."
+        enabled = web.blueprints._enabled
+        web.blueprints._enabled = [(p, bp) for p, bp in enabled if not str(bp).startswith(builtin)]
+        return web
+
 
 def create_app(rt: Runtime) -> BeaconApp:
     s = rt.settings

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from agents.bulk import BulkProducer
 from agents.deadletter import send_dead_letter
 from engine.decide.degraded import Answered, answered, answered_by
-from engine.domain.events import Event, parse_event
+from engine.domain.events import Event
 from engine.errors import EventError, StoreError
 from engine.service.decisions import Outcome, conflicting_replay
 from engine.service.logs import ids, log_decision
@@ -71,7 +71,7 @@ class KafkaPath:
         message = event.message
         raw: bytes = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
         try:
-            ev = parse_event(raw, self.rt.settings, time.time())
+            ev = self.rt.service.events.parse(raw)
         except EventError as err:
             await self._dead_letter(event, raw, err)
             return

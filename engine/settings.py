@@ -29,6 +29,22 @@ SECRET_FIELDS = frozenset(
     {"redis_url", "kafka_sasl_password", "model_signing_key", "alert_webhook_secret", "metrics_token"}
 )
 
+EVENT_CLOCKS = ("wall", "history")
+# Settings that are gone, and what to do instead: refused, so nothing is silently dropped.
+_MOVED = (
+    "replaced by BEACON_MODEL_FEATURES, a file naming each model's attributes (see README, Models' inputs)"
+)
+_REPLACED = {"BEACON_MODEL_ATTRIBUTES_NUMERIC": _MOVED, "BEACON_MODEL_ATTRIBUTES_CATEGORICAL": _MOVED}
+_BOOLEAN_WORDS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 DEFAULT_EVENT_TYPES = (
     "login",
@@ -75,6 +91,11 @@ class Settings:
     max_event_bytes: int = 16 * 1024
     max_clock_skew_s: float = 300.0
     max_event_age_s: float = 30 * 86400.0
+    # What "too old" is measured against: "wall" (the server clock: live traffic) or
+    # "history" (the newest event time this worker has accepted: a deployment that replays
+    # a bank's history, with its own key prefix, so years-old events are decided as they were
+    # then). A future ts is refused against the server clock in both.
+    event_clock: str = "wall"
     # Bounds and lifetimes of per-customer state (nothing grows forever).
     state_ttl_s: int = 35 * 86400
     dedupe_ttl_s: int = 7 * 86400
@@ -127,9 +148,9 @@ class Settings:
     outbox_claim_idle_s: float = 10.0
     # Decisions.
     max_actions: int = 3
-    # The bank's own event attributes fed to the models (event.attributes.<name>).
-    model_attributes_numeric: tuple[str, ...] = ()
-    model_attributes_categorical: tuple[str, ...] = ()
+    # A YAML file naming each model's own inputs: event attributes and profile fields, with
+    # types (models/featureconfig.py). "": the built-in inputs only.
+    model_features: str = ""
     # The trainer's label rules and snapshot cadence (engine/service/trainer.py).
     offer_response_window_s: float = 3 * 86400.0  # no answer by then: the offer was ignored
     # No fraud report by then: legitimate, provisionally (a later report corrects it).
@@ -214,6 +235,9 @@ class Settings:
             if raw is not None:
                 values[f.name] = _coerce(f.name, raw, types[f.name])
         values.update(overrides)
+        for old in _REPLACED:
+            if old in env or old.removeprefix("BEACON_").lower() in values:
+                raise ConfigError(f"{old}: {_REPLACED[old]}")
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -228,12 +252,20 @@ class Settings:
         for name in ("max_event_bytes", "batch_max", "partitions", "http_port", *positive):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.event_clock not in EVENT_CLOCKS:
+            clocks = ", ".join(EVENT_CLOCKS)
+            raise ConfigError(f"event_clock must be one of {clocks}, got {self.event_clock!r}")
         if not 0 < self.risk_step_up <= self.risk_block <= 1:
             raise ConfigError("need 0 < risk_step_up <= risk_block <= 1")
         for name in ("unauthenticated_per_s", "unauthenticated_global_per_s"):
             burst = name.replace("per_s", "burst")
             if getattr(self, name) > 0 and getattr(self, burst) < 1:
                 raise ConfigError(f"{burst} must be at least 1 while {name} is set")
+        if not self.auth_required and not _loopback(self.http_host):
+            raise ConfigError(
+                f"auth_required is off while the API listens on {self.http_host}: every caller would be an"
+                " anonymous risk_admin; turn authentication on, or bind to 127.0.0.1 / ::1"
+            )
         for entry in self.trusted_proxies:
             try:
                 ipaddress.ip_network(entry, strict=False)
@@ -276,7 +308,12 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         if typ is bool or typ == "bool":
             if isinstance(value, bool):
                 return value
-            return str(value).strip().lower() in {"1", "true", "yes", "on"}
+            word = str(value).strip().lower()
+            if word not in _BOOLEAN_WORDS:
+                # "required", "enabled", "Y" or a typo must not switch a guard off.
+                words = ", ".join(sorted(_BOOLEAN_WORDS))
+                raise ConfigError(f"setting {name}: {value!r} is not a boolean (one of {words})")
+            return _BOOLEAN_WORDS[word]
         if typ is int:
             return int(value)
         if typ is float:
@@ -287,3 +324,12 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: cannot read {value!r} as {typ}") from exc
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may resolve to anything

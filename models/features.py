@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -29,6 +29,10 @@ class FeatureSpec:
     categorical: tuple[str, ...] = ()
     attr_numeric: tuple[str, ...] = ()  # event.attributes fields, numbers
     attr_categorical: tuple[str, ...] = ()  # event.attributes fields, categories
+    # Profile fields: the decision copies them into its features as ``profile.<name>``
+    # (engine/domain/features.py), so the audit record keeps them for the trainer.
+    profile_numeric: tuple[str, ...] = ()
+    profile_categorical: tuple[str, ...] = ()
 
     def extract(self, features: Mapping[str, Any], attributes: Mapping[str, Any]) -> dict[str, Any]:
         x: dict[str, Any] = {}
@@ -42,23 +46,34 @@ class FeatureSpec:
         for name in self.attr_categorical:
             value = attributes.get(name)
             x["attr_" + name] = "unknown" if value is None else str(value)
+        for name in self.profile_numeric:
+            x["profile_" + name] = _number(features.get("profile." + name))
+        for name in self.profile_categorical:
+            value = features.get("profile." + name)
+            x["profile_" + name] = "unknown" if value is None else str(value)
         return x
 
     @property
     def numeric_inputs(self) -> tuple[str, ...]:
-        return self.numeric + tuple("attr_" + n for n in self.attr_numeric)
+        return (
+            self.numeric
+            + tuple("attr_" + n for n in self.attr_numeric)
+            + tuple("profile_" + n for n in self.profile_numeric)
+        )
 
     @property
     def categorical_inputs(self) -> tuple[str, ...]:
-        return self.categorical + tuple("attr_" + n for n in self.attr_categorical)
-
-    def with_attributes(self, numeric: tuple[str, ...], categorical: tuple[str, ...]) -> FeatureSpec:
-        """The same spec plus the bank's own event attributes (from settings)."""
-        return replace(
-            self,
-            attr_numeric=self.attr_numeric + numeric,
-            attr_categorical=self.attr_categorical + categorical,
+        return (
+            self.categorical
+            + tuple("attr_" + n for n in self.attr_categorical)
+            + tuple("profile_" + n for n in self.profile_categorical)
         )
+
+    @property
+    def feature_keys(self) -> tuple[str, ...]:
+        """The decision features this spec reads (profile fields under ``profile.<name>``)."""
+        profile = (*self.profile_numeric, *self.profile_categorical)
+        return (*self.numeric, *self.categorical, *("profile." + n for n in profile))
 
 
 def _number(value: Any) -> float:
@@ -76,7 +91,8 @@ def _number(value: Any) -> float:
     return out if math.isfinite(out) else 0.0
 
 
-# What each kind of model sees by default. Banks add event attributes via settings.
+# What each kind of model sees by default. Banks add their own inputs per model with a
+# model features file (models/featureconfig.py, BEACON_MODEL_FEATURES).
 FRAUD_FEATURES = FeatureSpec(
     numeric=("log_amount", "amount_ratio_30d", "new_device", "known_devices", "night", "pin_failures_1h",
              "channel_switch", "terminal_changed", "speed_kmh", "home_distance_km", "n_10m", "n_1h",

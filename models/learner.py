@@ -90,7 +90,7 @@ def inputs_of(audit: Mapping[str, Any], specs: Mapping[str, FeatureSpec]) -> dic
     what was shown, and when. A few hundred bytes instead of the whole audit record."""
     features = audit.get("features") or {}
     event = audit.get("event") or {}
-    wanted = {n for s in specs.values() for n in (*s.numeric, *s.categorical)}
+    wanted = {n for s in specs.values() for n in s.feature_keys}
     attrs_wanted = {n for s in specs.values() for n in (*s.attr_numeric, *s.attr_categorical)}
     attributes = event.get("attributes") or {}
     return {

@@ -14,7 +14,7 @@ until the first snapshot arrives). Every registered model passes the shared chec
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,15 +64,13 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-def spec_for(
-    name: str, attr_numeric: tuple[str, ...] = (), attr_categorical: tuple[str, ...] = ()
-) -> FeatureSpec:
-    """A model's feature spec plus the bank's configured event attributes."""
-    return REGISTRY[name].features.with_attributes(attr_numeric, attr_categorical)
+def spec_for(name: str, specs: Mapping[str, FeatureSpec] | None = None) -> FeatureSpec:
+    """A model's feature spec: as configured (models/featureconfig.py), else built in."""
+    return specs[name] if specs is not None else REGISTRY[name].features
 
 
-def build(name: str, attr_numeric: tuple[str, ...] = (), attr_categorical: tuple[str, ...] = ()) -> Any:
-    return REGISTRY[name].factory(spec_for(name, attr_numeric, attr_categorical))
+def build(name: str, specs: Mapping[str, FeatureSpec] | None = None) -> Any:
+    return REGISTRY[name].factory(spec_for(name, specs))
 
 
 def shadows_of(name: str) -> tuple[str, ...]:

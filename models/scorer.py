@@ -16,14 +16,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.domain.scoring import Scores
+from models.errors import ModelError
+from models.featureconfig import input_mismatch, profile_fields
 from models.features import FeatureSpec
 from models.registry import REGISTRY, build, spec_for
 
 
 class ModelScorer:
-    def __init__(self, attr_numeric: tuple[str, ...] = (), attr_categorical: tuple[str, ...] = ()) -> None:
-        self.specs = {name: spec_for(name, attr_numeric, attr_categorical) for name in REGISTRY}
-        self.models: dict[str, Any] = {name: build(name, attr_numeric, attr_categorical) for name in REGISTRY}
+    def __init__(self, specs: Mapping[str, FeatureSpec] | None = None) -> None:
+        self.specs = {name: spec_for(name, specs) for name in REGISTRY}
+        self.models: dict[str, Any] = {name: build(name, specs) for name in REGISTRY}
+        # What the decision copies from the profile for the models (build_features).
+        self.profile_fields = profile_fields(self.specs)
         self._versions: dict[str, str] = {name: f"{name}-fresh" for name in REGISTRY}
         self._shadows = tuple(name for name, spec in REGISTRY.items() if spec.shadow_of)
         # Models with equal specs (a challenger and its champion) get one extraction per event.
@@ -38,7 +42,11 @@ class ModelScorer:
         return self._versions
 
     def install(self, name: str, version: str, model: Any) -> None:
-        """Swap in a new snapshot: one assignment each, between two events."""
+        """Swap in a new snapshot: one assignment each, between two events. One learned on
+        other inputs than this worker's features file gives is refused (ModelError)."""
+        mismatch = input_mismatch(model, self.specs[name])
+        if mismatch is not None:
+            raise ModelError(f"{name} {version}: {mismatch}")
         self.models = {**self.models, name: model}
         self._versions = {**self._versions, name: version}
 

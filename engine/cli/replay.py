@@ -6,7 +6,9 @@ bare token for every channel), kept out of the command line, where other users o
 machine could read it. ``--retime`` moves the history so its last event is now, keeping
 the spacing, so windows and label delays stay what they were; events that then fall
 further back than the workers accept (``BEACON_MAX_EVENT_AGE_S``) are counted before
-anything is sent.
+anything is sent. A history older than that goes to a replay deployment whose workers
+run with ``BEACON_EVENT_CLOCK=history`` (and a key prefix of its own): they measure the age
+from the newest event they accepted, so the file is sent as it is, without ``--retime``.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ Prepared = tuple[dict[str, Any], Scores]
 
 def prepare(event: Event, snap: Snapshot, rules: RuleSet, scorer: Scorer) -> Prepared:
     """The models' half of a decision: features and scores (timed apart from the rules)."""
-    features = build_features(event, snap)
+    features = build_features(event, snap, scorer.profile_fields)
     return features, scorer.score(features, rules.offer_ids, event.attributes)
 
 

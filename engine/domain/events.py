@@ -104,8 +104,12 @@ def payload_digest(event: Event) -> str:
     return hashlib.blake2b(orjson.dumps(content, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
-def parse_event(raw: bytes, settings: Settings, now: float) -> Event:
-    """Parse and validate one event; raise :class:`EventError` on any problem."""
+def parse_event(raw: bytes, settings: Settings, now: float, oldest: float | None = None) -> Event:
+    """Parse and validate one event; raise :class:`EventError` on any problem.
+
+    ``now`` is the server clock (no ``ts`` may be later, less the allowed skew); ``oldest``
+    the earliest ``ts`` accepted, by default ``now`` less ``max_event_age_s`` (a worker
+    replaying history passes its own: engine/service/eventclock.py)."""
     if len(raw) > settings.max_event_bytes:
         raise EventError("too_large", f"event is {len(raw)} bytes; the limit is {settings.max_event_bytes}")
     try:
@@ -116,7 +120,7 @@ def parse_event(raw: bytes, settings: Settings, now: float) -> Event:
     if not isinstance(data, dict):
         raise EventError("not_an_object", "an event must be a JSON object")
     _refuse_duplicate_keys(raw, *_shape(data))
-    return event_from_dict(data, settings, now)
+    return event_from_dict(data, settings, now, oldest)
 
 
 def _shape(data: dict[str, Any]) -> tuple[int, int]:
@@ -186,7 +190,9 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def event_from_dict(data: dict[str, Any], settings: Settings, now: float) -> Event:
+def event_from_dict(
+    data: dict[str, Any], settings: Settings, now: float, oldest: float | None = None
+) -> Event:
     """Validate an already-decoded event (CSV rows and tests use this directly)."""
     channel = _required_str(data, "channel")
     if channel not in settings.channels:
@@ -194,7 +200,7 @@ def event_from_dict(data: dict[str, Any], settings: Settings, now: float) -> Eve
     etype = _required_str(data, "type")
     if etype not in settings.event_types:
         raise EventError("unknown_type", f"event type {etype!r} is not configured", "type")
-    ts = _timestamp(data.get("ts"), now, settings)
+    ts = _timestamp(data.get("ts"), now, settings, oldest)
     return Event(
         event_id=_identifier(data, "event_id"),
         customer_id=_identifier(data, "customer_id"),
@@ -243,7 +249,7 @@ def _number(value: Any, name: str) -> float:
     return number
 
 
-def _timestamp(value: Any, now: float, settings: Settings) -> float:
+def _timestamp(value: Any, now: float, settings: Settings, oldest: float | None) -> float:
     if value is None:
         raise EventError("missing_field", "missing required field", "ts")
     if isinstance(value, str):
@@ -258,7 +264,7 @@ def _timestamp(value: Any, now: float, settings: Settings) -> float:
         ts = _number(value, "ts")
     if ts > now + settings.max_clock_skew_s:
         raise EventError("ts_in_future", "ts is later than the server clock allows", "ts")
-    if ts < now - settings.max_event_age_s:
+    if ts < (now - settings.max_event_age_s if oldest is None else oldest):
         raise EventError("ts_too_old", "ts is older than the oldest window kept", "ts")
     return ts
 

@@ -25,7 +25,9 @@ _EARTH_KM = 6371.0088
 _MIN_HISTORY = 3  # prior events of a type before an amount ratio means anything
 
 
-def build_features(event: Event, snap: Snapshot) -> dict[str, Any]:
+def build_features(event: Event, snap: Snapshot, profile_fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``profile_fields``: the profile fields the models read (models/featureconfig.py),
+    copied as ``profile.<name>`` so the audit record keeps what the models saw."""
     when = datetime.fromtimestamp(event.ts, UTC)
     f: dict[str, Any] = {
         "channel": event.channel,
@@ -57,6 +59,10 @@ def build_features(event: Event, snap: Snapshot) -> dict[str, Any]:
         f[f"secs_since_{marked}"] = round(max(event.ts - at, 0.0), 3) if at is not None else -1.0
     f.update(_profile_features(snap.profile))
     f["home_distance_km"] = _home_distance(event, snap.profile)
+    for name in profile_fields:
+        value = snap.profile.get(name)
+        # Scalars only: a list or object in the profile is not a model input.
+        f["profile." + name] = value if isinstance(value, str | int | float) else None
     return f
 
 

@@ -39,6 +39,11 @@ class Scorer(Protocol):
     @property
     def versions(self) -> Mapping[str, str]: ...
 
+    @property
+    def profile_fields(self) -> tuple[str, ...]:
+        """Profile fields the models read, copied into the features (build_features)."""
+        ...
+
     def score(
         self,
         features: Mapping[str, Any],
@@ -100,6 +105,7 @@ class BuiltinScorer:
     """
 
     offer_prior: float = 0.05
+    profile_fields: tuple[str, ...] = ()
     versions: Mapping[str, str] = field(
         default_factory=lambda: {"fraud": "builtin-1", "churn": "builtin-1", "offer": "builtin-1"}
     )

@@ -17,7 +17,7 @@ import orjson
 
 from engine.decide.degraded import decide_without_state
 from engine.domain.decision import Decision
-from engine.domain.events import Event, parse_event
+from engine.domain.events import Event
 from engine.domain.labels import label_of
 from engine.errors import EventError, StoreError
 from engine.service.batching import Overloaded
@@ -69,7 +69,7 @@ class Api:
         if self.service.rules is None:  # still starting: no version loaded yet
             return error(503, "not_ready", "rules are still loading; retry shortly", **{"Retry-After": "1"})
         try:
-            event = parse_event(body, settings, time.time())
+            event = self.service.events.parse(body)
         except EventError as err:
             self.metrics.rejected("http", err.code)
             return error(400, err.code, err.message, err.field)

@@ -21,6 +21,7 @@ from engine.domain.state import Snapshot
 from engine.errors import EventError, StoreError
 from engine.rules.ruleset import RuleSet
 from engine.service.batching import MicroBatcher
+from engine.service.eventclock import EventClock
 from engine.service.metrics import Metrics
 from engine.settings import Settings
 from engine.store.base import CustomerState
@@ -60,6 +61,7 @@ class DecisionService:
         self.settings = settings
         self.metrics = metrics
         self.store = store
+        self.events = EventClock(settings)  # parses what either path receives
         # None until the worker has loaded a version (engine/service/rulewatch.py swaps it later).
         self.rules: RuleSet | None = rules
         self.scorer = scorer

@@ -21,6 +21,7 @@ from engine.store.rules import RuleStore
 from engine.store.snapshots import SnapshotStore
 from engine.store.state import StateStore
 from engine.store.users import AuthStore
+from models.featureconfig import load_feature_config
 from models.metrics import ModelMetrics
 from models.registry import REGISTRY
 from models.scorer import ModelScorer
@@ -44,7 +45,7 @@ class Runtime:
     def build(cls, settings: Settings, metrics: Metrics | None = None) -> Runtime:
         client = connect(settings)
         metrics = metrics or Metrics()
-        scorer = ModelScorer(settings.model_attributes_numeric, settings.model_attributes_categorical)
+        scorer = ModelScorer(load_feature_config(settings.model_features))
         service = DecisionService(settings, StateStore(client, settings), None, scorer, metrics)
         readiness = {"redis": False, "broker": False, "rules": False}
         watch = RuleWatcher(RuleStore(client, settings.key_prefix), service, settings, metrics, readiness)

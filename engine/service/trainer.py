@@ -227,18 +227,25 @@ class Trainer:
 async def build_trainer(settings: Settings, client: Any) -> Trainer:
     """The trainer with its stores, warm-started from the latest published snapshots."""
     from engine.store.snapshots import SnapshotStore
+    from models.featureconfig import input_mismatch, load_feature_config
     from models.registry import REGISTRY, build, spec_for
 
     snapshots = SnapshotStore(client, settings)
-    attrs = (settings.model_attributes_numeric, settings.model_attributes_categorical)
-    models = {name: build(name, *attrs) for name in REGISTRY}
+    specs = load_feature_config(settings.model_features)
+    models = {name: build(name, specs) for name in REGISTRY}
     versions: dict[str, str] = {}
     for name in REGISTRY:  # warm start: carry on from the latest published snapshot
         latest = await snapshots.latest(name)
-        if latest is not None:
-            versions[name], models[name], _ = latest
+        if latest is None:
+            continue
+        versions[name] = latest[0]  # the parent of what this trainer publishes next
+        mismatch = input_mismatch(latest[1], spec_for(name, specs))
+        if mismatch is None:
+            models[name] = latest[1]
             log.info("warm start from %s", versions[name])
-    learner = Learner(models, {name: spec_for(name, *attrs) for name in REGISTRY})
+        else:
+            log.warning("%s: not warm-started from %s: %s; learning afresh", name, versions[name], mismatch)
+    learner = Learner(models, {name: spec_for(name, specs) for name in REGISTRY})
     trainer = Trainer(
         settings, learner, FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s), snapshots
     )

@@ -69,6 +69,17 @@ def test_every_endpoint_but_health_needs_a_credential(secured: tuple[WorkerProce
         assert bad.status_code == 401
 
 
+def test_faust_pages_are_not_served(secured: tuple[WorkerProcess, dict[str, str]]) -> None:
+    """Issue 17, item 8: Faust's own pages answered without a credential; /router/topics/
+    named every topic and this worker's URL. The worker serves Beacon's API only."""
+    worker, _ = secured
+    with httpx.Client(base_url=worker.url, timeout=5) as http:
+        for path in ("/", "/router/", "/router/topics/", "/table/", "/stats/", "/graph/", "/performance/"):
+            r = http.get(path)
+            assert r.status_code == 404, (path, r.status_code, r.text[:200])
+            assert b"topic" not in r.content and worker.url.encode() not in r.content, path
+
+
 def test_a_channel_token_decides_for_its_channel_only(secured: tuple[WorkerProcess, dict[str, str]]) -> None:
     worker, tokens = secured
     auth = {"Authorization": f"Bearer {tokens['atm']}"}

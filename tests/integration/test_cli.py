@@ -152,3 +152,31 @@ def test_replay_over_http_with_auth_on_sends_each_channels_token(
         code = main([*args, "--token-file", str(token_file), *_args(s)])
     out = capsys.readouterr().out
     assert code == 0 and "replayed 48 events: 200=48" in out, out
+
+
+def test_replay_of_a_years_old_history_on_a_history_clock_worker(
+    infra: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 15, item 6: a history older than BEACON_MAX_EVENT_AGE_S was refused ts_too_old
+    whatever the replay did. A replay deployment (BEACON_EVENT_CLOCK=history, its own key
+    prefix) measures the age from the newest event it accepted: a two-year-old history is
+    decided with the windows it had then, and a straggler far behind it is still refused."""
+    s = isolated(infra, event_clock="history", max_event_age_s=7 * 86400.0)
+    _env(monkeypatch, s)
+    start = time.time() - 2 * 365 * 86400
+    rows = [
+        {"event_id": f"old-{i}", "customer_id": "H1", "channel": "atm", "type": "withdrawal",
+         "ts": start + i * 600, "amount": 20.0}
+        for i in range(6)
+    ]  # fmt: skip
+    rows.append({**rows[0], "event_id": "straggler", "ts": start - 30 * 86400})
+    f = tmp_path / "history.jsonl"
+    f.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    with running_worker(s, tmp_path / "logs") as worker:
+        code = main(["replay", str(f), "--rate", "100", "--via", "http", "--url", worker.url, *_args(s)])
+        view = httpx.get(f"{worker.url}/v1/customers/H1").json()
+    out = capsys.readouterr().out
+    assert code == 1 and "replayed 7 events: 200=6, 400=1" in out, out
+    assert "older than" not in out  # no warning that the history will be refused: it is not
+    # The windows are the customer's as of the history's last event: six withdrawals in an hour.
+    assert view["windows"]["1h"]["all"]["count"] == 6

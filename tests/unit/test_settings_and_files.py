@@ -51,3 +51,24 @@ def test_profiles_csv_reports_bad_rows(tmp_path: Path) -> None:
     good, bad = load_profiles(f)
     assert good == [("C1", {"segment": "mass", "products": ["current", "savings"], "tenure_months": 12})]
     assert [line for line, _ in bad] == [3, 4]
+
+
+@pytest.mark.parametrize("word", ["required", "enabled", "Y", "ture", "", "2"])
+def test_a_boolean_setting_refuses_anything_but_a_boolean_word(word: str) -> None:
+    """Issue 17, item 3: BEACON_AUTH_REQUIRED read anything but 1/true/yes/on as "off",
+    so "required" or a typo made every caller an anonymous risk_admin."""
+    with pytest.raises(ConfigError, match="setting auth_required: .* is not a boolean"):
+        Settings.build(env={"BEACON_AUTH_REQUIRED": word})
+
+
+@pytest.mark.parametrize(("word", "value"), [("TRUE", True), (" on ", True), ("0", False), ("No", False)])
+def test_boolean_words_read_both_ways(word: str, value: bool) -> None:
+    assert Settings.build(env={"BEACON_BULK_IDEMPOTENCE": word}).bulk_idempotence is value
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::", "worker.bank.internal"])
+def test_auth_off_is_refused_on_a_non_loopback_bind(host: str) -> None:
+    with pytest.raises(ConfigError, match="auth_required is off while the API listens on"):
+        Settings.build(env={"BEACON_AUTH_REQUIRED": "false", "BEACON_HTTP_HOST": host})
+    for loopback in ("127.0.0.1", "::1", "localhost"):
+        Settings.build(env={"BEACON_AUTH_REQUIRED": "false", "BEACON_HTTP_HOST": loopback})
