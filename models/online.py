@@ -171,7 +171,11 @@ class FraudRisk(base.Classifier):
         if w > 0:
             self._inputs.learn(x)  # the inputs' statistics: the same event either way
         weight = (self.positive_weight if positive else 1.0) * w
-        self._head.learn_one(self._features(x), positive, w=weight)
+        # Before the first fraud, negatives alone cannot say what fraud looks like, only
+        # how rare it is: they move the intercept, not the weights (else they wear down
+        # the baseline's weight while reports are still on their way: README "Fraud labels").
+        features = self._features(x) if positive or self.n_positive > 0 else {}
+        self._head.learn_one(features, positive, w=weight)
         step = 1 if w > 0 else -1
         self.n_labels += step
         self.n_positive += step * int(positive)
