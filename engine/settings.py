@@ -153,7 +153,10 @@ class Settings:
     model_features: str = ""
     # The trainer's label rules and snapshot cadence (engine/service/trainer.py).
     offer_response_window_s: float = 3 * 86400.0  # no answer by then: the offer was ignored
-    fraud_maturity_s: float = 30 * 86400.0  # no fraud report by then: legitimate
+    # No fraud report by then: legitimate, provisionally (a later report corrects it).
+    # Hours, not the 30 days a chargeback may take: until negatives mature the fraud
+    # model learns positives alone and drifts to "everything is fraud" (README "Fraud labels").
+    fraud_maturity_s: float = 2 * 3600.0
     churn_horizon_s: float = 60 * 86400.0  # seen again after this: not churned
     feedback_ttl_s: int = 45 * 86400  # decision inputs kept for late labels (>= fraud maturity)
     snapshot_every_labels: int = 200

@@ -35,6 +35,7 @@ class Learner:
         self.quality = {name: ProgressiveQuality(window) for name in models}
         self.learned = dict.fromkeys(models, 0)  # since start, per model
         self.corrections = 0  # late acceptances after an offer was counted as ignored
+        self.fraud_corrections = 0  # fraud labels turned over: a late report, or a confirmation
 
     def learn(
         self,
@@ -57,6 +58,30 @@ class Learner:
         for challenger in shadows_of(name):  # same label, same inputs: a fair comparison
             if challenger in self.models:
                 self.learn(challenger, features, attributes, label, delay_s, offer)
+        return p
+
+    def correct(
+        self,
+        name: str,
+        features: Mapping[str, Any],
+        attributes: Mapping[str, Any],
+        label: bool,
+        delay_s: float | None = None,
+    ) -> float:
+        """Take back a label learned earlier as ``not label`` (``learn_one(x, not label,
+        w=-1)``, a step the other way on the same inputs) and learn ``label``; returns the
+        score before. The model must accept ``w`` (the fraud models do). Recorded in the
+        quality window as a new label: the one taken back stays there too."""
+        x = self.specs[name].extract(features, attributes)
+        model = self.models[name]
+        p = float(model.predict_proba_one(x)[True])
+        self.quality[name].record(label, p, delay_s)
+        model.learn_one(x, not label, w=-1.0)
+        model.learn_one(x, label)
+        self.learned[name] += 1
+        for challenger in shadows_of(name):
+            if challenger in self.models:
+                self.correct(challenger, features, attributes, label, delay_s)
         return p
 
 

@@ -3,11 +3,12 @@
 - :class:`OnlineLogit`: scaled numbers + one-hot categories into a logistic regression,
   shrunk towards a prior until it has seen enough labels (a fresh model answers the
   base rate, not River's 0.5).
-- :class:`FraudRisk`: a supervised :class:`OnlineLogit` trained on labels (positives
-  weighted up: about 1 fraud in 600 transactions) blended with an unsupervised signal,
-  the customer's deviation from their own baseline (``engine.domain.scoring.fraud_baseline``,
-  the built-in scorer's too, here with its terminal weight), so a bank with no labels yet
-  still gets a useful score; the blend moves to the supervised model as fraud labels arrive.
+- :class:`FraudRisk`: a logistic regression trained on fraud labels (positives weighted
+  up, the weight taken back out of the score so it stays calibrated) whose inputs include
+  an unsupervised signal, the customer's deviation from their own baseline
+  (``engine.domain.scoring.fraud_baseline``, the built-in scorer's too, here with its
+  terminal weight): a bank with no labels yet gets that signal as the score, and labels
+  move the model on from it.
 - :class:`OfferPropensity`: one model per offer over shared inputs (``x["offer"]`` names
   the offer); the inputs are transformed once and every offer's head reads them, so
   scoring a dozen offers costs little more than one.
@@ -23,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
@@ -31,6 +33,12 @@ from river import base, linear_model, optim, preprocessing
 from engine.domain.scoring import MODEL_FRAUD_WEIGHTS, fraud_baseline
 
 _SHRINK = 20.0  # labels after which the model's own estimate and the prior weigh the same
+_BASE_Z = -6.0  # the baseline's log-odds for an event with nothing unusual
+_PRIOR = "_baseline"  # FraudRisk's input holding the baseline (centred log-odds)
+# Before labels, log-odds added per unit of log(1 + amount) away from ~55 (capped at 4
+# units): enough to break ties between customers with no history, odds at most 1.5x apart.
+_AMOUNT_TILT = 0.05
+_AMOUNT_MID = 4.0
 
 
 class _Inputs:
@@ -84,23 +92,42 @@ class OnlineLogit(base.Classifier):
         if self.n_labels == 0:
             return self.prior
         own = float(self._head.predict_proba_one(self._inputs.transform(x))[True])  # type: ignore[no-untyped-call]
+        own = _unweighted(own, self.positive_weight)  # calibrated: the weight taken back out
         trust = self.n_labels / (self.n_labels + _SHRINK)
         return trust * own + (1.0 - trust) * self.prior
 
-    def learn_one(self, x: dict[Hashable, Any], y: base.typing.ClfTarget) -> None:
+    def learn_one(self, x: dict[Hashable, Any], y: base.typing.ClfTarget, w: float = 1.0) -> None:
+        """Learn ``x`` as ``y``; ``w=-1`` takes back an earlier ``learn_one(x, y)``."""
         positive = bool(y)
-        self._inputs.learn(x)
-        weight = self.positive_weight if positive else 1.0
+        if w > 0:
+            self._inputs.learn(x)
+        weight = (self.positive_weight if positive else 1.0) * w
         self._head.learn_one(self._inputs.transform(x), positive, w=weight)
-        self.n_labels += 1
-        self.n_positive += int(positive)
+        step = 1 if w > 0 else -1
+        self.n_labels += step
+        self.n_positive += step * int(positive)
 
 
 class FraudRisk(base.Classifier):
-    """Supervised fraud blended with the baseline; with no fraud label yet, the baseline alone.
+    """Supervised fraud on labels, with the unsupervised baseline as one of its inputs.
+
+    The baseline (how far the event is from the customer's habits, plus a slight tilt
+    by amount so customers with no history do not all tie) enters the logistic
+    regression as an unscaled input whose weight starts at 1, with the intercept at the
+    baseline's: before any label the model answers the baseline itself, and each label
+    moves the weights from there, the baseline's among them. There is no blend to
+    dilute the supervised ranking, and no jump when the first label arrives.
+
+    Positives are learned with ``positive_weight`` (rare frauds move the weights), and
+    the score takes that weight back out (the log-odds minus ``log(positive_weight)``),
+    so it stays calibrated at the bank's real fraud rate. ``learn_one(x, y, w=-1)``
+    takes a label back (a provisional "legitimate" that a late fraud report corrects).
 
     >>> x = {"new_device": 1.0, "terminal_changed": 1.0}
-    >>> FraudRisk().predict_proba_one(x)[True] == fraud_baseline(x, MODEL_FRAUD_WEIGHTS)
+    >>> math.isclose(FraudRisk().predict_proba_one(x)[True], fraud_baseline(x, MODEL_FRAUD_WEIGHTS))
+    True
+    >>> small, large = ({"log_amount": math.log1p(a)} for a in (20.0, 2000.0))
+    >>> FraudRisk().predict_proba_one(small)[True] < FraudRisk().predict_proba_one(large)[True]
     True
     """
 
@@ -108,27 +135,94 @@ class FraudRisk(base.Classifier):
         self,
         numeric: tuple[str, ...] = (),
         categorical: tuple[str, ...] = (),
-        positive_weight: float = 30.0,
-        labels_to_trust: float = 30.0,
+        positive_weight: float = 5.0,
+        lr: float = 0.01,
     ) -> None:
         self.numeric = numeric
         self.categorical = categorical
         self.positive_weight = positive_weight
-        self.labels_to_trust = labels_to_trust
-        self.supervised = OnlineLogit(numeric, categorical, prior=0.002, positive_weight=positive_weight)
+        self.lr = lr
+        self._inputs = _Inputs(numeric, categorical)
+        self._head = self._fresh_head()
+        self.n_labels = 0
+        self.n_positive = 0
+
+    def _fresh_head(self) -> linear_model.LogisticRegression:
+        head = linear_model.LogisticRegression(
+            optimizer=optim.SGD(self.lr), l2=1e-4, intercept_init=_BASE_Z + math.log(self.positive_weight)
+        )
+        head._weights[_PRIOR] = 1.0  # the baseline, as it is, until labels say otherwise
+        return head
+
+    def _features(self, x: Mapping[Any, Any]) -> dict[str, float]:
+        xt = self._inputs.transform(x)
+        xt[_PRIOR] = prior_logit(x) - _BASE_Z  # 0 for an event with nothing unusual
+        return xt
 
     def predict_proba_one(self, x: dict[Hashable, Any], **kwargs: Any) -> dict[base.typing.ClfTarget, float]:
-        anomaly = fraud_baseline(x, MODEL_FRAUD_WEIGHTS)
-        positives = self.supervised.n_positive
-        if positives == 0:
-            p = anomaly
-        else:
-            w = positives / (positives + self.labels_to_trust)
-            p = w * self.supervised.predict_proba_one(x)[True] + (1.0 - w) * anomaly
+        pw = float(self._head.predict_proba_one(self._features(x))[True])  # type: ignore[no-untyped-call]
+        p = _unweighted(pw, self.positive_weight)
         return {False: 1.0 - p, True: p}
 
-    def learn_one(self, x: dict[Hashable, Any], y: base.typing.ClfTarget) -> None:
-        self.supervised.learn_one(x, y)
+    def learn_one(self, x: dict[Hashable, Any], y: base.typing.ClfTarget, w: float = 1.0) -> None:
+        """Learn ``x`` as ``y``; with ``w=-1``, take back an earlier ``learn_one(x, y)``
+        (a step the other way on the same inputs: the counts go back too)."""
+        positive = bool(y)
+        if w > 0:
+            self._inputs.learn(x)  # the inputs' statistics: the same event either way
+        weight = (self.positive_weight if positive else 1.0) * w
+        # Before the first fraud, negatives alone cannot say what fraud looks like, only
+        # how rare it is: they move the intercept, not the weights (else they wear down
+        # the baseline's weight while reports are still on their way: README "Fraud labels").
+        features = self._features(x) if positive or self.n_positive > 0 else {}
+        self._head.learn_one(features, positive, w=weight)
+        step = 1 if w > 0 else -1
+        self.n_labels += step
+        self.n_positive += step * int(positive)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "supervised" in state:  # pickled before 2026-12-04 (the blend): see _from_blend
+            state = _from_blend(state)
+        self.__dict__.update(state)
+
+
+def prior_logit(x: Mapping[Any, Any]) -> float:
+    """The fraud model's score before any label, as log-odds: the baseline's, plus a
+    slight tilt by amount so that customers with no history (whose baseline is one
+    constant) are still ranked, larger payments first.
+
+    >>> [round(prior_logit({"log_amount": a}), 2) for a in (0.0, 1.0, 4.0, 9.0)]
+    [-6.0, -6.15, -6.0, -5.8]
+    """
+    p = min(max(fraud_baseline(x, MODEL_FRAUD_WEIGHTS), 1e-12), 1.0 - 1e-12)
+    z = math.log(p / (1.0 - p))
+    amount = float(x.get("log_amount") or 0.0)
+    if amount > 0.0:  # events without an amount (logins) are not tilted
+        z += _AMOUNT_TILT * min(max(amount - _AMOUNT_MID, -4.0), 4.0)
+    return z
+
+
+def _unweighted(p: float, positive_weight: float) -> float:
+    """A probability learned with positives weighted ``positive_weight``, weight taken out."""
+    return p / (p + positive_weight * (1.0 - p)) if p < 1.0 else 1.0
+
+
+def _from_blend(old: Mapping[str, Any]) -> dict[str, Any]:
+    """An old FraudRisk (supervised OnlineLogit blended with the baseline) as a new one:
+    its input statistics and learned weights carry over, recalibrated for its positive
+    weight (30), with the baseline an input starting at weight 0 (the old weights were
+    learned without it). Before any label, it is a fresh model."""
+    sup = old["supervised"]
+    pw = float(old.get("positive_weight", 30.0))
+    new = FraudRisk.__new__(FraudRisk)
+    new.__dict__.update(numeric=old["numeric"], categorical=old["categorical"], positive_weight=pw, lr=sup.lr)
+    new._inputs = sup._inputs
+    new._head = new._fresh_head()
+    new.n_labels, new.n_positive = sup.n_labels, sup.n_positive
+    if sup.n_labels:
+        new._head = sup._head
+        new._head._weights[_PRIOR] = 0.0
+    return dict(new.__dict__)
 
 
 class OfferPropensity(base.Classifier):

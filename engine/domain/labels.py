@@ -15,6 +15,18 @@ Risk officers' dispositions (the alert console) publish the same fraud records.
 ('offer', 'd1', 'gold', True)
 >>> label_of(Event("x", "C1", "atm", "withdrawal", 1.0)) is None
 True
+
+A ``fraud_report`` with ``"legitimate": true`` (the JSON boolean) confirms instead that the
+transaction was the customer's (a dispute resolved in their favour, a customer confirming
+a held payment): label False. The trainer learns each transaction once per verdict: a
+transaction with no report is provisionally legitimate after ``BEACON_FRAUD_MATURITY_S``,
+so a confirmation of it changes nothing, while a fraud report turns it over, and a
+confirmation turns over an earlier fraud label (engine/service/trainer.py).
+
+>>> confirm = Event("r2", "C1", "mobile", "fraud_report", 200.0,
+...                 attributes={"ref_event_id": "t9", "ref_channel": "atm", "legitimate": True})
+>>> label_of(confirm)["label"], label_of(confirm)["event_id"]
+(False, 't9')
 """
 
 from __future__ import annotations

@@ -11,7 +11,11 @@ learns exactly as live traffic would):
   (negative); a later acceptance is learned as a positive and counted as a correction.
 - fraud: a fraud report or chargeback naming the transaction, at any delay while its
   inputs are kept (``feedback_ttl_s``); a transaction with no report after
-  ``fraud_maturity_s`` is learned as legitimate.
+  ``fraud_maturity_s`` (hours) is learned as legitimate, provisionally: a later report
+  takes that back and learns the fraud (counted in ``corrections``). A report with
+  ``legitimate: true`` confirms the transaction was the customer's: learned as
+  legitimate unless it already was, or turning over a fraud label. Each transaction is
+  learned once per verdict: a second report with the same verdict changes nothing.
 - churn: an account closure, or no activity for ``churn_horizon_s`` after a decision
   (long dormancy), labels the customer's latest decision positive; a customer seen again
   at least a day but less than the horizon after their last churn label labels the
@@ -103,8 +107,7 @@ class Trainer:
             if did is None:
                 await self._park(label, retry)
                 return
-            await self.fb.resolve_fraud(did)
-            await self._learn_stored("fraud", did, bool(label["label"]), None, label)
+            await self._fraud_label(did, bool(label["label"]), label)
         elif kind == "churn":
             last = await self.fb.last_of(str(label["customer_id"]))
             if last is None:
@@ -124,6 +127,23 @@ class Trainer:
             self.learner.corrections += 1
         delay = float(label.get("ts") or inputs["ts"]) - float(inputs["ts"])
         self._learn(inputs, "offers", bool(label["label"]), delay, offer=action)
+
+    async def _fraud_label(self, did: str, fraud: bool, label: Mapping[str, Any]) -> None:
+        before = await self.fb.resolve_fraud(did, fraud)
+        inputs = await self.fb.recall(did)
+        if inputs is None:
+            self._unmatched(label)
+            return
+        if before == "settled" and inputs["type"] in MONETARY_TYPES:
+            before = "legitimate"  # matured: learned as a provisional negative
+        if before == ("fraud" if fraud else "legitimate"):
+            return  # learned so already: a second report, or a confirmed provisional negative
+        if before not in ("fraud", "legitimate"):  # pending, or an event that never matures
+            await self._learn_stored("fraud", did, fraud, None, label)
+            return
+        self.learner.fraud_corrections += 1  # learned the other way: turn it over
+        delay = float(label.get("ts") or inputs["ts"]) - float(inputs["ts"])
+        self.learner.correct("fraud", inputs["f"], inputs["a"], fraud, delay)
 
     async def sweep(self) -> None:
         """Pending offers past their window are ignored; transactions past maturity are
@@ -171,6 +191,7 @@ class Trainer:
         for name, q in self.learner.quality.items():
             out[name] = {**q.summary(), "version": self.versions.get(name, f"{name}-fresh")}
         out["offers"]["corrections"] = self.learner.corrections
+        out["fraud"]["corrections"] = self.learner.fraud_corrections
         return out
 
     async def _learn_stored(

@@ -84,11 +84,30 @@ class FeedbackStore:
     async def resolve_churn(self, customer_id: str) -> None:
         await self._call(self._r.zrem(self.keys.pending("churn"), customer_id))
 
-    async def resolve_fraud(self, decision_id: str) -> None:
-        await self._call(self._r.zrem(self.keys.pending("fraud"), decision_id))
+    async def resolve_fraud(self, decision_id: str, fraud: bool) -> str:
+        """Record that the transaction is now learned as ``fraud`` (or legitimate); returns
+        how it stood: 'pending' (not learned yet), 'fraud' or 'legitimate' (a report or a
+        confirmation was learned), or 'settled': no longer pending and no verdict, which for
+        a monetary transaction means it matured as legitimate (the sweep is the only other
+        way out of the pending set), and for other events that it never was pending.
+
+        So the store remembers which transactions matured as negatives without a key per
+        transaction: only reported ones get one (``FeedbackKeys.fraud``)."""
+        try:
+            async with self._r.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.keys.pending("fraud"), decision_id)
+                pipe.set(self.keys.fraud(decision_id), int(fraud), ex=self._ttl, get=True)
+                removed, before = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"feedback store: {exc}") from exc
+        if before is not None:
+            return "fraud" if before == b"1" else "legitimate"
+        return "pending" if removed else "settled"
 
     async def due(self, kind: str, now: float, limit: int = 500) -> list[str]:
-        """Pending items past their time, removed from the pending set (one trainer)."""
+        """Pending items past their time, removed from the pending set (one trainer); an
+        offer is marked ignored, so a late answer corrects it (a transaction needs no mark:
+        see :meth:`resolve_fraud`)."""
         key = self.keys.pending(kind)
         members = await self._call(self._r.zrangebyscore(key, "-inf", now, start=0, num=limit))
         if members:

@@ -261,10 +261,13 @@ class FeedbackKeys:
 
     ``x:<decision>`` inputs the decision used (learner.inputs_of); ``last:<customer>`` the
     customer's latest decision id and time; ``ignored:<decision>|<action>`` counted as
-    ignored (a late accept corrects it); ``seen:<digest>`` labels already learned, so a
-    redelivery is a no-op (all four TTL feedback_ttl_s); zsets ``pending:offer``
+    ignored (a late accept corrects it); ``fraud:<decision>`` the verdict a report gave a
+    transaction, ``1`` fraud or ``0`` confirmed legitimate (a transaction that matured
+    without one has no key: not pending and no verdict says it), so a later report turns
+    it over once and a repeated one does nothing; ``seen:<digest>`` labels already learned, so a
+    redelivery is a no-op (all five TTL feedback_ttl_s); zsets ``pending:offer``
     "<decision>|<action>" -> answer deadline, ``pending:fraud`` decision -> maturity (then
-    legitimate), ``pending:churn`` customer -> dormancy due (then churned), each swept when
+    provisionally legitimate), ``pending:churn`` customer -> dormancy due (then churned), each swept when
     due; ``orphans`` labels whose decision is not known yet (bound 10,000); ``quality`` hash
     model -> progressive metrics (bound: the models).
     """
@@ -289,6 +292,9 @@ class FeedbackKeys:
 
     def seen(self, digest: str) -> str:
         return f"{self.base}:seen:{digest}"
+
+    def fraud(self, decision_id: str) -> str:
+        return f"{self.base}:fraud:{decision_id}"
 
     @property
     def orphans(self) -> str:
