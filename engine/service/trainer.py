@@ -121,6 +121,9 @@ class Trainer:
     async def _offer_label(self, label: Mapping[str, Any], retry: bool) -> None:
         did, action = str(label["decision_id"]), str(label["action_id"])
         inputs = await self.fb.recall(did)
+        if inputs is not None and inputs.get("customer_id") not in (None, label.get("customer_id")):
+            self._unmatched(label, "other_customer")  # a channel's mix-up: not this customer's answer
+            return
         if inputs is None or action not in inputs["shown"]:
             await self._park(label, retry) if inputs is None else self._unmatched(label, "not_shown")
             return
@@ -204,8 +207,9 @@ class Trainer:
 
     def _unmatched(self, label: Mapping[str, Any], reason: str = "unknown_decision") -> None:
         """A label dropped: ``not_shown`` (an offer response naming an offer its decision did
-        not show) or ``unknown_decision`` (never seen, or its inputs expired, which the
-        trainer cannot tell apart). Counted in ``unmatched_by`` for a metric to export."""
+        not show), ``other_customer`` (naming another customer's decision) or
+        ``unknown_decision`` (never seen, or its inputs expired, which the trainer cannot
+        tell apart). Counted in ``unmatched_by`` for a metric to export."""
         self.unmatched += 1
         key = (str(label.get("kind") or "unknown"), reason)
         self.unmatched_by[key] = self.unmatched_by.get(key, 0) + 1

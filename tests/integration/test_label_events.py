@@ -215,6 +215,13 @@ async def test_unmatched_offer_responses_are_counted_by_reason(trainer: Trainer)
              "response": "accepted", "customer_id": "c1", "ts": T0 + 60}  # fmt: skip
     await trainer.on_label(label)
     assert trainer.unmatched_by == {("offer", "not_shown"): 1} and trainer.unmatched == 1
+    # Another customer's answer naming this decision is not learned against its inputs.
+    await trainer.on_label({**label, "action_id": "gold", "customer_id": "c2"})
+    assert trainer.unmatched_by == {("offer", "not_shown"): 1, ("offer", "other_customer"): 1}
+    assert trainer.learner.quality["offers"].summary()["labels"] == 0
+    trainer.unmatched_by.clear()
+    await trainer.on_label(label | {"ts": T0 + 61})  # not a redelivery: counted again
+    assert trainer.unmatched_by == {("offer", "not_shown"): 1}
     # A decision never seen waits (parked), then is given up as unknown.
     lost = {**label, "decision_id": "d-never", "ts": T0 + 120}
     await trainer.on_label(lost)
