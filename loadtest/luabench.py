@@ -40,6 +40,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from engine.decide.rulebook import load
+from engine.domain import labels
 from engine.domain.events import Event, parse_event
 from engine.domain.scoring import BuiltinScorer
 from engine.ops.infra import start_embedded
@@ -179,6 +180,7 @@ class Variant:
     config: bytes | None = None
     samples: dict[str, Samples] = field(default_factory=lambda: {name: Samples() for name in SCRIPTS})
     server: str = ""
+    label_events: bool = True  # False: label events decided as interactions, as before issue 15
 
 
 async def run_round(v: Variant, base: Settings, rules: RuleSet, pop: Population, events: list[Event],
@@ -202,10 +204,14 @@ async def run_round(v: Variant, base: Settings, rules: RuleSet, pop: Population,
         await store.put_profiles([(c.customer_id, c.profile) for c in pop.customers], settings.profile_ttl_s)
         service = DecisionService(settings, store, rules, BuiltinScorer())
         starts = {name: len(t.samples.redis_us) for name, t in timed.items()}
-        for i in range(0, len(events), args.batch):
-            for t in timed.values():
-                t.counting = i >= args.warmup
-            await service.decide_batch(events[i : i + args.batch])
+        kept, labels.LABEL_TYPES = labels.LABEL_TYPES, labels.LABEL_TYPES if v.label_events else frozenset()
+        try:
+            for i in range(0, len(events), args.batch):
+                for t in timed.values():
+                    t.counting = i >= args.warmup
+                await service.decide_batch(events[i : i + args.batch])
+        finally:
+            labels.LABEL_TYPES = kept
         for name, t in timed.items():
             t.samples.close_round(starts[name])
         if floor_samples is not None:
@@ -277,7 +283,9 @@ async def measure(args: argparse.Namespace) -> str:
         old = {name: (Path(args.baseline) / f"{name}_v0.lua").read_text() for name in SCRIPTS}
         # Before the split, both scripts got every setting either of them reads.
         both = {**orjson.loads(codec.ingest_config(base)), **orjson.loads(codec.commit_config(base))}
-        variants.insert(0, Variant("before", old, orjson.dumps(both)))
+        # The baseline scripts predate label events (issue 15, item 5): they get them as
+        # interactions, as the service sent them then.
+        variants.insert(0, Variant("before", old, orjson.dumps(both), label_events=False))
     floor_samples = Samples()
     for r in range(args.rounds):
         for v in variants if r % 2 == 0 else variants[::-1]:

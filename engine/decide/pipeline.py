@@ -3,13 +3,17 @@
 Both paths (HTTP and Kafka) call :func:`decide`; adapters do everything else. The
 decision it returns ranks every candidate; the commit step (engine.store.codec) applies
 the contact-policy caps atomically in Redis and picks what is shown.
+
+A label event (``engine.domain.labels.is_label_event``: a fraud report, chargeback,
+offer response or account closure) is feedback, not an interaction: it gets an
+acknowledgement (:func:`acknowledge`) without features, model scores, rules or offers.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine import __version__
@@ -17,6 +21,7 @@ from engine.decide.arbitration import arbitrate, fallback_action
 from engine.domain.decision import VERDICT_ORDER, Alert, Decision, Risk, Verdict, decision_id_for
 from engine.domain.events import Event
 from engine.domain.features import build_features
+from engine.domain.labels import is_label_event
 from engine.domain.policy import ArbitrationPolicy
 from engine.domain.scoring import Scorer, Scores
 from engine.domain.state import Snapshot
@@ -63,6 +68,8 @@ def decide(
     policy: DecisionPolicy,
     prepared: Prepared | None = None,
 ) -> Decision:
+    if is_label_event(event):
+        return acknowledge(event, rules)
     features, scores = prepared or prepare(event, snap, rules, scorer)
     outcome = evaluate_rules(rules, event, features, snap.profile, scores.to_dict())
     risk = assess_risk(scores, outcome, policy)
@@ -98,6 +105,38 @@ def decide(
             "typologies": [t.to_dict() for t in outcome.typologies],
             "arbitration": chosen,
         },
+    )
+
+
+NOT_DECIDED = "label event: not decided"
+
+
+def acknowledge(event: Event, rules: RuleSet) -> Decision:
+    """A label event's answer: the channel's fallback, verdict allow, no alert, flagged
+    ``feedback``. Its label is the feedback record (``label_of``); nothing here reads state.
+
+    >>> from engine.decide.rulebook import load
+    >>> from engine.rules.pack import read_bundle
+    >>> from engine.settings import Settings
+    >>> s = Settings()
+    >>> rules = load(read_bundle(s.rules_path()), frozenset(s.channels), "local").rules
+    >>> ack = acknowledge(Event("r1", "C1", "mobile", "fraud_report", 1.0), rules)
+    >>> view = ack.channel_view()
+    >>> view["feedback"], view["risk"]["verdict"], [a["kind"] for a in view["actions"]], view["alerts"]
+    (True, 'allow', ['fallback'], [])
+    """
+    shown = replace(fallback_action(rules.fallbacks, event.channel), reasons=(NOT_DECIDED,))
+    return Decision(
+        decision_id=decision_id_for(event),
+        event=event,
+        actions=(shown,),
+        risk=Risk(0.0, "allow", (NOT_DECIDED,)),
+        alerts=(),
+        versions={"engine": __version__, "rules": rules.version},
+        features={},
+        scores={},
+        fallback=shown,
+        feedback=True,
     )
 
 

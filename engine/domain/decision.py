@@ -129,6 +129,7 @@ class Decision:
     max_actions: int = 3
     dropped: tuple[Any, ...] = ()  # engine.rules.ruleset.Dropped: candidates that did not make it
     explanation: dict[str, Any] = field(default_factory=dict)  # rules that fired, with values
+    feedback: bool = False  # a label event's acknowledgement: not decided (engine.decide.pipeline)
 
     def channel_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
         """What the channel system receives (HTTP body, ``decisions.<channel>``): actions,
@@ -138,7 +139,7 @@ class Decision:
 
         ``timings_ms`` are the stage times of the batch the decision was made in."""
         ev = self.event
-        return {
+        view = {
             "decision_id": self.decision_id,
             "event_id": ev.event_id,
             "customer_id": ev.customer_id,
@@ -150,6 +151,9 @@ class Decision:
             "degraded": self.degraded,
             "timing_ms": timings_ms or {},
         }
+        if self.feedback:  # says the channel got an acknowledgement, and the trainer skips it
+            view["feedback"] = True
+        return view
 
     def channel_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
         return orjson.dumps(self.channel_view(timings_ms))
@@ -189,8 +193,9 @@ class Decision:
         """The full record on ``decisions.audit``: inputs, features, scores, explanation."""
         record = self.explained_view(timings_ms)
         record["event"] = self.event.to_dict()
-        record["features"] = self.features
-        record["scores"] = self.scores
+        # A label event was not scored: null, not an empty dict that reads as "no scores".
+        record["features"] = None if self.feedback else self.features
+        record["scores"] = None if self.feedback else self.scores
         return record
 
     def audit_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:

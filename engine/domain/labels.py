@@ -58,3 +58,20 @@ def label_of(event: Event) -> dict[str, Any] | None:
     if event.type == "account_closure":
         return {"kind": "churn", "label": True, **base}
     return None
+
+
+# Types that report an outcome (feedback) rather than something the customer does now.
+# An account closure is one: it is the churn label, and deciding it as an interaction
+# would teach the churn model from its own label (and a "came back" in the same breath).
+LABEL_TYPES = FRAUD_TYPES | {"offer_response", "account_closure"}
+
+
+def is_label_event(event: Event) -> bool:
+    """Whether an event is feedback: answered and recorded, but not decided, scored or
+    counted as activity (issue 15, item 5). By type: a malformed one (no feedback
+    record) is not an interaction either.
+
+    >>> [is_label_event(Event("r", "C1", "atm", t, 1.0)) for t in ("chargeback", "login")]
+    [True, False]
+    """
+    return event.type in LABEL_TYPES

@@ -15,7 +15,7 @@ from engine.decide.degraded import after_degraded_answer, as_answered
 from engine.decide.pipeline import DecisionPolicy, decide, prepare
 from engine.domain.decision import Decision
 from engine.domain.events import Event
-from engine.domain.labels import label_of
+from engine.domain.labels import is_label_event, label_of
 from engine.domain.scoring import Scorer
 from engine.domain.state import Snapshot
 from engine.errors import EventError, StoreError
@@ -82,7 +82,9 @@ class DecisionService:
         snapshots = await self._stored(self.store.ingest(events))
         t1 = time.perf_counter()
         results, todo = self._stored_or_new(events, snapshots)
-        prepared = [prepare(ev, snap, rules, self.scorer) for _, ev, snap in todo]
+        # A label event is acknowledged, not decided: no features, no model call (decide()).
+        scorer = self.scorer
+        prepared = [None if is_label_event(ev) else prepare(ev, snap, rules, scorer) for _, ev, snap in todo]
         t2 = time.perf_counter()
         for (key, ev, snap), prep in zip(todo, prepared, strict=True):
             # An event already answered without state (engine/decide/degraded.py) shows no sales offer.

@@ -54,6 +54,7 @@ class Trainer:
         self.snapshots = snapshots
         self.clock = 0.0  # stream time: the newest event time seen
         self.unmatched = 0  # labels that never found their decision
+        self.unmatched_by: dict[tuple[str, str], int] = {}  # ... by (kind, reason): see _unmatched
         self._since_snapshot = dict.fromkeys(learner.models, 0)
         self._last_snapshot = time.monotonic()
         self.versions: dict[str, str] = {}
@@ -63,6 +64,10 @@ class Trainer:
         if record.get("degraded"):
             # What the channel got without customer state (audited as such): the models
             # learn from the stateful decision of the same event, made once Redis is back.
+            return
+        if record.get("feedback"):
+            # A label event's acknowledgement (issue 15, item 5): its label comes on
+            # ``feedback``; as a decision it would teach churn a "came back" negative.
             return
         inputs = inputs_of(record, self.learner.specs)
         self.clock = max(self.clock, inputs["ts"])
@@ -119,8 +124,11 @@ class Trainer:
     async def _offer_label(self, label: Mapping[str, Any], retry: bool) -> None:
         did, action = str(label["decision_id"]), str(label["action_id"])
         inputs = await self.fb.recall(did)
+        if inputs is not None and inputs.get("customer_id") not in (None, label.get("customer_id")):
+            self._unmatched(label, "other_customer")  # a channel's mix-up: not this customer's answer
+            return
         if inputs is None or action not in inputs["shown"]:
-            await self._park(label, retry) if inputs is None else self._unmatched(label)
+            await self._park(label, retry) if inputs is None else self._unmatched(label, "not_shown")
             return
         status = await self.fb.resolve_offer(did, action)
         if status == "ignored" and label["label"]:
@@ -218,10 +226,16 @@ class Trainer:
         else:
             await self.fb.park({**label, "_parked_wall": wall}, parked_at)
 
-    def _unmatched(self, label: Mapping[str, Any]) -> None:
+    def _unmatched(self, label: Mapping[str, Any], reason: str = "unknown_decision") -> None:
+        """A label dropped: ``not_shown`` (an offer response naming an offer its decision did
+        not show), ``other_customer`` (naming another customer's decision) or
+        ``unknown_decision`` (never seen, or its inputs expired, which the trainer cannot
+        tell apart). Counted in ``unmatched_by`` for a metric to export."""
         self.unmatched += 1
+        key = (str(label.get("kind") or "unknown"), reason)
+        self.unmatched_by[key] = self.unmatched_by.get(key, 0) + 1
         what = {k: label.get(k) for k in ("kind", "decision_id", "event_id")}
-        log.warning("label without a known decision (inputs are kept %ss): %s", self.s.feedback_ttl_s, what)
+        log.warning("label dropped, %s (inputs are kept %ss): %s", reason, self.s.feedback_ttl_s, what)
 
 
 async def build_trainer(settings: Settings, client: Any) -> Trainer:

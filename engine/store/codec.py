@@ -31,7 +31,7 @@ import orjson
 
 from engine.domain.decision import Action, Decision
 from engine.domain.events import Event, payload_digest
-from engine.domain.labels import label_of
+from engine.domain.labels import is_label_event, label_of
 from engine.domain.state import CONTACT_WINDOW_S, MARKED, WINDOWS, Snapshot, Tally, to_cents
 from engine.rules.ruleset import Dropped, Offer
 from engine.settings import Settings
@@ -42,6 +42,8 @@ _MARKS = (b'"\\u0000A\\u0000"', b'"\\u0000B\\u0000"')
 # The audit record's holes, in the order they come in it: actions, alerts, kept, dropped,
 # and the optional suppressed-alerts entry (a key of its own, comma included).
 _AUDIT_MARKS = (*_MARKS, b'"\\u0000K\\u0000"', b'"\\u0000D\\u0000"', b',"\\u0000S\\u0000":0')
+# The attributes of a label event its history entry keeps (engine.domain.labels).
+_LABEL_FIELDS = ("decision_id", "action_id", "response", "ref_event_id", "ref_channel")
 PIN_BOUND = 50  # PIN failures kept per customer (24 h)
 DECLINED_BOUND = 64  # declined offers kept per customer for cool-downs (ids come from channels)
 DEVICE_CUSTOMERS_BOUND = 100  # customers kept per device (24 h)
@@ -101,6 +103,8 @@ def ingest_payload(event: Event) -> bytes:
         if isinstance(action, str) and isinstance(response, str):
             out["act"], out["resp"] = action, response
     out["cid"] = event.customer_id
+    if is_label_event(event):  # feedback: the script logs it, but updates no activity state
+        out["fb"] = 1
     out["summary"] = orjson.dumps(event_summary(event)).decode()
     out["h"] = payload_digest(event)  # bound to the dedupe key: a repeat must carry the same
     return orjson.dumps(out)
@@ -118,6 +122,11 @@ def event_summary(event: Event) -> dict[str, Any]:
         value = getattr(event, name)
         if value is not None:
             summary[name] = value
+    if is_label_event(event):  # what it reported: the history is where a label event shows
+        for name in _LABEL_FIELDS:
+            value = event.attributes.get(name)
+            if isinstance(value, str):
+                summary[name] = value
     return summary
 
 
@@ -229,6 +238,8 @@ def customer_view(customer_id: str, replies: Sequence[Any]) -> dict[str, Any]:
 
 def commit_payload(decision: Decision, offers: Mapping[str, Offer], timings_ms: dict[str, float]) -> bytes:
     """One decision's argument to the commit script."""
+    if decision.feedback:
+        return _feedback_payload(decision, timings_ms)
     ev = decision.event
     view = decision.channel_view(timings_ms)
     view["actions"], view["alerts"] = "\x00A\x00", "\x00B\x00"
@@ -267,6 +278,23 @@ def commit_payload(decision: Decision, offers: Mapping[str, Offer], timings_ms: 
                 }
                 for a in decision.alerts
             ],
+        }
+    )
+
+
+def _feedback_payload(decision: Decision, timings_ms: dict[str, float]) -> bytes:
+    """A label event's argument to the commit script: its answer and audit record whole
+    (nothing to pick, cap or raise), and its feedback record."""
+    ev = decision.event
+    label = label_of(ev)
+    return orjson.dumps(
+        {
+            "fb": 1,
+            "cust": ev.customer_id,
+            "dd": f"{ev.channel}:{ev.event_id}",
+            "body": decision.channel_bytes(timings_ms).decode(),
+            "audit": decision.audit_bytes(timings_ms).decode(),
+            "label": orjson.dumps(label).decode() if label is not None else "",
         }
     )
 
@@ -325,6 +353,8 @@ def apply_commit(decision: Decision, reply: dict[str, Any]) -> tuple[Decision | 
     None and the stored body if an earlier send of the same call committed it already."""
     if reply.get("again"):
         return None, str(reply["body"]).encode()
+    if decision.feedback:  # an acknowledgement: nothing was picked, capped or raised
+        return decision, str(reply["body"]).encode()
     picked = [int(i) for i in _as_list(reply.get("picked"))]
     capped = {int(i): str(why) for i, why in _as_list(reply.get("capped"))}
     raised = {int(i) for i in _as_list(reply.get("alerts"))}

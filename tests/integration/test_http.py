@@ -111,6 +111,39 @@ def test_profile_and_unified_view(http: httpx.Client) -> None:
     assert http.get("/v1/customers/nobody").status_code == 404
 
 
+def test_label_events_are_acknowledged_not_decided(http: httpx.Client) -> None:
+    """Issue 15, item 5: a fraud report and an offer response through the public API get
+    an acknowledgement (no offer, no score) and leave the customer's activity alone."""
+    profile = {"income_band": "high", "products": ["current"], "kyc_risk": "low"}
+    assert http.put("/v1/customers/H9/profile", content=orjson.dumps(profile)).status_code == 200
+    shown = http.post("/v1/decisions", content=orjson.dumps(event("h-9", customer_id="H9"))).json()
+    for i in range(3):
+        withdrawal = event(f"h-9w{i}", customer_id="H9", channel="atm", type="withdrawal", amount=50.0)
+        http.post("/v1/decisions", content=orjson.dumps(withdrawal))
+    before = http.get("/v1/customers/H9").json()
+    report = event("h-9f", customer_id="H9", type="fraud_report", device_id="elsewhere",
+                   attributes={"ref_event_id": "h-9w0", "ref_channel": "atm"})  # fmt: skip
+    answer = event("h-9r", customer_id="H9", channel="mobile", type="offer_response", device_id="phone",
+                   attributes={"decision_id": shown["decision_id"], "action_id": "credit_card_gold",
+                               "response": "accepted"})  # fmt: skip
+    for body in (report, answer):
+        got = http.post("/v1/decisions", content=orjson.dumps(body))
+        assert got.status_code == 200, got.text
+        d = got.json()
+        assert d["feedback"] is True and d["risk"] == {
+            "score": 0.0, "verdict": "allow", "reasons": ["label event: not decided"], "typologies": []
+        }  # fmt: skip
+        assert [a["kind"] for a in d["actions"]] == ["fallback"] and d["alerts"] == []
+        assert "models" not in d["versions"]  # no model was asked
+        again = http.post("/v1/decisions", content=orjson.dumps(body))
+        assert again.content == got.content and again.headers["Beacon-Replayed"] == "true"
+    after = http.get("/v1/customers/H9").json()
+    for part in ("windows", "last_seen", "devices"):
+        assert after[part] == before[part], part
+    assert after["windows"]["1h"]["all"]["count"] == 4
+    assert [e["event_id"] for e in after["recent_interactions"][:2]] == ["h-9r", "h-9f"]
+
+
 def test_alerts_are_kept_in_the_customer_view(http: httpx.Client) -> None:
     for i in range(3):
         http.post(

@@ -10,9 +10,13 @@ and records every script call; the replay sends the same calls to the scripts un
 under another prefix. The events cover what the rolling state has to get right: late and
 out-of-order events, events older than a window (and than every window), buckets rolling
 over one at a time and whole windows expiring, repeats of an event id (in one batch and
-later), offer responses (declined and not), PIN failures with their alerts, device
+later), PIN failures with their alerts, device
 changes and a device shared by customers, more alerts than an inbox keeps, amounts absent, zero and past 2^53 cents in
 sum, one customer several times in a batch, offers shown under contact caps.
+
+Label events (offer responses, fraud reports...) are not in the mix: since issue 15
+(item 5) they take paths of their own (ingest_label, commit_feedback) that the old scripts
+never had; tests/integration/test_label_events.py covers them, decline cool-downs too.
 """
 
 from __future__ import annotations
@@ -68,14 +72,11 @@ def events(seed: int, n: int) -> list[Event]:
 def _event(rng: random.Random, eid: str, cust: str, ts: float) -> Event:
     channel = rng.choice(["atm", "internet", "mobile", "branch"])
     etype = rng.choice(["withdrawal", "login", "login", "transfer", "pin_failure", "pin_failure",
-                        "device_change", "complaint", "offer_response", "page_view", "card_payment"])  # fmt: skip
+                        "device_change", "complaint", "product_view", "page_view", "card_payment"])  # fmt: skip
     amount = rng.choice([None, None, 0.0, 0.01, 12.34, 80.0, 2500.5])
     if cust == "rich":  # past 2^53 cents in a few events: the exact fallback path
         amount = rng.choice([None, 0.0, 0.01, 30_000_000_000_000.01, 45_035_996_273_704.97])
     attributes: dict[str, Any] = {}
-    if etype == "offer_response":
-        attributes = {"action_id": rng.choice(["credit_card_gold", "savings_boost"]),
-                      "response": rng.choice(["declined", "declined", "accepted", "ignored"])}  # fmt: skip
     device = None if channel in ("atm", "branch") else rng.choice(["d1", "d2", "shared", f"new-{eid}"])
     return Event(
         eid, cust, channel, etype, ts,
@@ -218,7 +219,7 @@ async def test_the_reference_run_reaches_every_path(client: aioredis.Redis, infr
         and any(r["alerts"] for r in shown)
     )
     stored = await contents(client, settings.key_prefix)
-    for suffix in (":declined", ":pin", ":contact", ":alerts", "{dev:shared}:customers"):
+    for suffix in (":pin", ":contact", ":alerts", "{dev:shared}:customers"):
         assert any(k.endswith(suffix) for k in stored), suffix
     raised = sum(len(r["alerts"]) for r in shown)
     assert raised > len(CUSTOMERS) * settings.open_alerts  # some inbox was trimmed

@@ -10,6 +10,7 @@
 --      the outbox stream, which the relay (agents/relay.py) delivers to Kafka: a reply
 --      lost on the way back loses no record, since the retry is a replay.
 -- Counters live in Redis beside the rolling state, so two workers never overshoot.
+-- A label event's acknowledgement only does 3 (no history entry) and 4: commit_feedback.
 -- KEYS[i] is the customer's key prefix; ARGV[1] the config (JSON); ARGV[i+1] decision i:
 --   {cust, audit=[7 parts], label, dd, did, ts, ch, day, max, head, mid, tail, sumhead,
 --    fallback={id,frag,kept}, cands=[{id, frag, kept, caps=[[kind,max,window,label]...], cool, daily}],
@@ -217,12 +218,23 @@ local function committed_before(p, r)
   return nil
 end
 
+-- A label event's acknowledgement (engine/store/codec.py _feedback_payload: {fb, cust,
+-- dd, body, audit, label}): stored for repeats and its records sent, nothing else. No
+-- caps, impressions or alerts, and no entry among the customer's recent decisions.
+local function commit_feedback(i, p, r)
+  redis.call('SET', p .. ':dd:' .. r.dd, r.body, 'XX', 'KEEPTTL')
+  to_outbox(r, r.audit, {})
+  out[i] = {body = r.body}
+end
+
 local function commit_all()
   for i, p in ipairs(KEYS) do
     local r = cjson.decode(ARGV[i + 1])
     local stored = committed_before(p, r)
     if stored then
       out[i] = {body = stored, again = 1}
+    elseif r.fb then
+      commit_feedback(i, p, r)
     else
       commit_one(i, p, r)
     end

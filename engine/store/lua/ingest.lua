@@ -3,7 +3,7 @@
 --      first delivery stored (its decision, or the pre-event facts if it has none yet);
 --      a repeat whose payload digest differs from the first's is answered {conflict=1};
 --   2. update the rolling state (bucketed sliding windows, last seen, devices, PINs,
---      recent events);
+--      recent events); a label event only joins the recent events (ingest_label);
 --   3. read profile + state + contact history for the decision.
 -- KEYS[i] is the customer's key prefix ("<kp>:{<customer>}"); every key the script
 -- touches for that event carries the same hash tag, so it is Redis Cluster safe.
@@ -303,6 +303,15 @@ local function update_last(p, ev, before)
   call('HSET', last, unpack(fields))
 end
 
+-- The customer's recent events (the unified view's history), label events included.
+local function log_recent(p, ev)
+  local recent = p .. ':ev'
+  if call('LPUSH', recent, ev.summary) > cfg.recent_events then
+    call('LTRIM', recent, 0, cfg.recent_events - 1)
+  end
+  keep(recent, STATE_TTL)
+end
+
 -- Returns the totals as written, which the window summary reads.
 local function update_state(p, ev, facts)
   local tot = totals(p .. ':wt')
@@ -325,11 +334,7 @@ local function update_state(p, ev, facts)
     call('ZREMRANGEBYRANK', pin, 0, -(cfg.recent_pins + 1))
     keep(pin, STATE_TTL)
   end
-  local recent = p .. ':ev'
-  if call('LPUSH', recent, ev.summary) > cfg.recent_events then
-    call('LTRIM', recent, 0, cfg.recent_events - 1)
-  end
-  keep(recent, STATE_TTL)
+  log_recent(p, ev)
   return tot
 end
 
@@ -383,10 +388,23 @@ local function ingest_one(p, ev, dd, stored)
   return res
 end
 
+-- A label event (ev.fb: a fraud report, an offer response...) is feedback, not activity:
+-- deduplicated and kept in the recent events, but no state a decision reads changes (and
+-- none is read). An offer response still marks its time; a decline starts the cool-down.
+local NO_FACTS = {}
+local function ingest_label(p, ev, dd, stored)
+  if stored then return {dup = 1, stored = stored} end
+  call('SET', dd, '{"pending":1}', 'EX', cfg.dedupe_ttl)
+  if ev.h then call('SET', p .. ':dh:' .. ev.ch .. ':' .. ev.id, ev.h, 'EX', cfg.dedupe_ttl) end
+  mark_seen(p, ev, NO_FACTS)
+  log_recent(p, ev)
+  return {fb = 1}
+end
+
 local function ingest_all()
   for i, p in ipairs(KEYS) do
     local ev = cjson.decode(ARGV[i + 1])
-    prepare(ev)
+    if not ev.fb then prepare(ev) end
     local dd = p .. ':dd:' .. ev.ch .. ':' .. ev.id
     local stored = call('GET', dd)
     -- A repeat must carry the payload its event id was first seen with: another one is a
@@ -394,6 +412,8 @@ local function ingest_all()
     -- digest was written before digests were bound: a repeat, as it was then.
     if stored and ev.h and ev.h ~= (call('GET', p .. ':dh:' .. ev.ch .. ':' .. ev.id) or ev.h) then
       results[i] = {conflict = 1}
+    elseif ev.fb then
+      results[i] = ingest_label(p, ev, dd, stored)
     else
       results[i] = ingest_one(p, ev, dd, stored)
     end
