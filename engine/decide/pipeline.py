@@ -4,8 +4,8 @@ Both paths (HTTP and Kafka) call :func:`decide`; adapters do everything else. Th
 decision it returns ranks every candidate; the commit step (engine.store.codec) applies
 the contact-policy caps atomically in Redis and picks what is shown.
 
-A label event (``engine.domain.labels.is_label_event``: a fraud report, chargeback,
-offer response or account closure) is feedback, not an interaction: it gets an
+A label event (``engine.domain.labels.is_label_event``: a fraud report, chargeback or
+offer response) is feedback, not an interaction: it gets an
 acknowledgement (:func:`acknowledge`) without features, model scores, rules or offers.
 """
 

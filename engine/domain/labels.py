@@ -61,9 +61,10 @@ def label_of(event: Event) -> dict[str, Any] | None:
 
 
 # Types that report an outcome (feedback) rather than something the customer does now.
-# An account closure is one: it is the churn label, and deciding it as an interaction
-# would teach the churn model from its own label (and a "came back" in the same breath).
-LABEL_TYPES = FRAUD_TYPES | {"offer_response", "account_closure"}
+# An account closure is not one, though it carries the churn label: it pays the balance
+# out, so it is decided and screened like any money movement (an account taken over is
+# emptied this way). The trainer does not learn from its decision (engine/service/trainer.py).
+LABEL_TYPES = FRAUD_TYPES | {"offer_response"}
 
 
 def is_label_event(event: Event) -> bool:

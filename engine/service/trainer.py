@@ -38,6 +38,7 @@ from models.learner import MONETARY_TYPES, Learner, inputs_of
 from models.trainer_metrics import TrainerMetrics
 
 log = logging.getLogger("beacon.trainer")
+CLOSURE = "account_closure"
 _ORPHAN_RETRY_S = 600.0  # a label waits this long (stream time) for its decision record ...
 _ORPHAN_WALL_S = 60.0  # ... and this long in real time: a fast replay runs hours of stream
 # time in seconds, while the decision record is a broker linger or a spool retry behind.
@@ -65,9 +66,11 @@ class Trainer:
             # What the channel got without customer state (audited as such): the models
             # learn from the stateful decision of the same event, made once Redis is back.
             return
-        if record.get("feedback"):
-            # A label event's acknowledgement (issue 15, item 5): its label comes on
-            # ``feedback``; as a decision it would teach churn a "came back" negative.
+        if record.get("feedback") or (record.get("event") or {}).get("type") == CLOSURE:
+            # A label event's acknowledgement (issue 15, item 5), or an account closure's
+            # decision: the label comes on ``feedback`` (the closure's labels the customer's
+            # decision before it); as a decision it would teach churn a "came back" negative,
+            # and the closure would become the decision its own churn label lands on.
             return
         inputs = inputs_of(record, self.learner.specs)
         self.clock = max(self.clock, inputs["ts"])

@@ -1,5 +1,5 @@
-"""Issue 15, item 5: label events (fraud reports, chargebacks, offer responses, account
-closures) are feedback, not interactions, against a real Redis.
+"""Issue 15, item 5: label events (fraud reports, chargebacks, offer responses) are
+feedback, not interactions, against a real Redis.
 
 They go in through the same service (validated, deduplicated by event id, kept in the
 customer's recent interactions, their feedback record written to the outbox) and the
@@ -149,13 +149,15 @@ async def test_a_label_event_is_deduplicated_and_offers_counted_nowhere(service:
     assert again.replayed and again.body == first.body and again.decision is None
     other = await one(service, fraud_report("L3", T0, ref="w9"))  # same id, another payload
     assert other.conflict
-    closure = await one(service, Event("ac1", "L3", "branch", "account_closure", T0 + 5))
-    assert orjson.loads(closure.body)["feedback"] is True and closure.label is not None
     view = await service.store.customer_view("L3")
     assert view["windows"]["30d"] == {} and view["last_seen"] == {}
     client = service.store._redis  # type: ignore[attr-defined]
     assert await client.zcard(service.store.key("L3") + ":contact") == 0  # no impression counted
-    assert [e["event_id"] for e in view["recent_interactions"]] == ["ac1", "fr1"]
+    assert [e["event_id"] for e in view["recent_interactions"]] == ["fr1"]
+    # A closure carries a label but pays the balance out: decided and screened, not acknowledged.
+    closure = await one(service, Event("ac1", "L3", "branch", "account_closure", T0 + 5))
+    assert "feedback" not in orjson.loads(closure.body) and closure.label is not None
+    assert closure.decision is not None and closure.decision.features is not None
 
 
 async def test_label_events_in_a_batch_with_interactions(service: DecisionService) -> None:

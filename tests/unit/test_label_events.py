@@ -30,6 +30,7 @@ LABEL_EVENTS = [
           attributes={"decision_id": "d1", "action_id": "credit_card_gold", "response": "accepted"}),
     Event("a1", "C1", "branch", "account_closure", TS),
 ]  # fmt: skip
+LABEL_EVENTS, CLOSURE = LABEL_EVENTS[:3], LABEL_EVENTS[3]
 
 
 class NoModel:
@@ -47,9 +48,12 @@ class NoModel:
 
 
 def test_the_label_types_are_the_types_that_carry_labels() -> None:
-    assert {"fraud_report", "chargeback", "offer_response", "account_closure"} == LABEL_TYPES
+    assert {"fraud_report", "chargeback", "offer_response"} == LABEL_TYPES
     assert all(is_label_event(e) and label_of(e) is not None for e in LABEL_EVENTS)
     assert not is_label_event(Event("w", "C1", "atm", "withdrawal", TS, amount=10.0))
+    # A closure carries the churn label but pays the balance out: it is decided and screened.
+    assert not is_label_event(CLOSURE) and label_of(CLOSURE) == {"kind": "churn", "label": True,
+                                                                  "customer_id": "C1", "ts": TS}  # fmt: skip
 
 
 @pytest.mark.parametrize("event", LABEL_EVENTS, ids=lambda e: e.type)
@@ -75,8 +79,7 @@ def test_an_interaction_answer_is_unchanged() -> None:
 
 def test_a_label_event_without_state_is_acknowledged_too() -> None:
     """Redis down: the HTTP path answers on the event alone; a label event stays feedback,
-    under the risk pack's floor for its type (the shipped pack: allow, but step_up for an
-    account closure, which "pays the balance out")."""
+    under the risk pack's floor for its type (the shipped pack: allow)."""
     s = Settings()
     rules = load(read_bundle(s.rules_path()), frozenset(s.channels), "local").rules
     verdicts = {}
@@ -85,8 +88,7 @@ def test_a_label_event_without_state_is_acknowledged_too() -> None:
         assert d.degraded and d.feedback and orjson.loads(d.channel_bytes())["feedback"] is True
         assert [a.kind for a in d.actions] == ["fallback"] and d.alerts == ()
         verdicts[event.type] = d.risk.verdict
-    assert verdicts == {"fraud_report": "allow", "chargeback": "allow", "offer_response": "allow",
-                        "account_closure": "step_up"}  # fmt: skip
+    assert verdicts == {"fraud_report": "allow", "chargeback": "allow", "offer_response": "allow"}
 
 
 def test_the_commit_gets_the_answer_and_audit_whole_and_the_ingest_a_flag() -> None:
@@ -108,6 +110,7 @@ class _Scorer:
     """The built-in scores, for the interaction above."""
 
     versions: Mapping[str, str] = {"fraud": "builtin-1"}
+    profile_fields: tuple[str, ...] = ()
 
     def score(
         self,
