@@ -4,8 +4,14 @@ committed after. The learning itself is ``engine.service.trainer.Trainer``.
 Each consumed batch (all partitions of both topics) is learned as one: in event-time
 order, decisions before labels of the same instant (``Trainer.on_batch``). Replaying the
 same history learns the same way within a batch; what lands in which batch depends on
-what the broker returns per fetch, so across batches the order is by partition arrival
-(a label fetched a batch before its decision waits for it, as before)."""
+what the broker returns per fetch. Across batches and partitions, ``Pacer`` learns a
+record only once every decision partition with records still waiting has reached its
+event time, so a backlog or a replay is learned close to event-time order: labels
+rarely come before their decisions (one that does is parked until its decision is
+learned, as before). What is not reproducible: records of close event times on
+different partitions may fall in different batches from one run to the next (each batch
+is sorted, but not one batch with the next), and a partition that stalls longer than
+the pacer's hold is let through out of order."""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from engine.service.trainbatch import Record
+from engine.service.trainbatch import Record, event_ts
 from engine.service.trainer import Trainer
 from engine.settings import Settings
 
@@ -35,24 +41,103 @@ async def consume(trainer: Trainer, settings: Settings, stop: asyncio.Event) -> 
         fetch_max_wait_ms=100,
     )
     await consumer.start()
+    pacer = Pacer(audit)
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=500, max_records=1000)
-            records: list[Record] = []
-            newest = 0
-            for tp, got in batch.items():
-                kind = "audit" if tp.topic == audit else "label"
-                records.extend((kind, orjson.loads(record.value)) for record in got)
-                newest = max([newest, *(record.timestamp for record in got)])
+            fetched = {
+                tp: [("audit" if tp.topic == audit else "label", orjson.loads(r.value), r) for r in got]
+                for tp, got in batch.items()
+            }
+            waiting = await _waiting(consumer, audit)
+            records = pacer.admit(consumer, fetched, waiting)
+            newest = max((r.timestamp for got in fetched.values() for _, _, r in got), default=0)
             before = dict(trainer.learner.learned)
             await trainer.on_batch(records)
             await trainer.maybe_snapshot()
-            if batch:
-                await consumer.commit()
+            if batch or records:
+                await consumer.commit(await pacer.offsets(consumer))  # what is held is not
             await record_lag(consumer, trainer, feedback, newest / 1000.0, before)
     finally:
         await trainer.maybe_snapshot(force=True)
         await consumer.stop()
+
+
+async def _waiting(consumer: Any, topic: str) -> dict[Any, int]:
+    """Records of ``topic`` on the broker this consumer has not fetched yet, per partition
+    (a partition never fetched yet counts as waiting)."""
+    out = {}
+    for tp in consumer.assignment():
+        if tp.topic == topic:
+            highwater = consumer.highwater(tp)
+            out[tp] = 1 if highwater is None else max(highwater - await consumer.position(tp), 0)
+    return out
+
+
+class Pacer:
+    """Keeps the learning order close to event time across partitions and topics.
+
+    A backlog or a replay fetches partitions unevenly: one partition's decisions run
+    hours ahead of another's, labels come before their decisions (parked, retried), and
+    the stream clock the fast ones move matures the slow ones' offers and payments into
+    ignored and legitimate labels before their answers are read. So the pacer learns a
+    record only once its event time is at most the watermark: the event time every
+    decision partition with records still on the broker has reached. Records past it
+    wait in memory, uncommitted, their partition paused (at most one fetch each), until
+    the watermark reaches them, or ``hold_s`` at most (a partition that stalls cannot
+    hold the others longer than that).
+    """
+
+    def __init__(self, audit: str, hold_s: float = 30.0) -> None:
+        self.audit = audit
+        self.hold_s = hold_s
+        self.reached: dict[Any, float] = {}  # decision partition -> newest event time fetched
+        self.held: dict[Any, list[tuple[str, Any, Any]]] = {}  # partition -> records waiting
+        self.since: dict[Any, float] = {}  # partition -> when its records began to wait
+
+    def admit(
+        self, consumer: Any, fetched: dict[Any, list[tuple[str, Any, Any]]], waiting: dict[Any, int]
+    ) -> list[Record]:
+        """The records to learn now, of those held and ``fetched`` ({partition: [(kind,
+        body, record)]}); ``waiting``: records on the broker per decision partition."""
+        assigned = set(consumer.assignment())
+        for tp in [tp for tp in self.held if tp not in assigned]:  # revoked: its new owner reads them
+            del self.held[tp]
+            self.since.pop(tp, None)
+        for tp, got in fetched.items():
+            self.held.setdefault(tp, []).extend(got)
+            if tp.topic == self.audit and got:
+                self.reached[tp] = max(self.reached.get(tp, 0.0), event_ts(got[-1][0], got[-1][1]))
+        behind = [self.reached.get(tp, 0.0) for tp, n in waiting.items() if n > 0]
+        mark = min(behind) if behind else float("inf")
+        now = time.monotonic()
+        out: list[Record] = []
+        for tp, got in list(self.held.items()):
+            overdue = now - self.since.get(tp, now) > self.hold_s
+            n = (
+                len(got)
+                if overdue
+                else next((i for i, r in enumerate(got) if event_ts(r[0], r[1]) > mark), len(got))
+            )
+            out.extend((kind, body) for kind, body, _ in got[:n])
+            if n == len(got):
+                del self.held[tp]
+                if self.since.pop(tp, None) is not None:
+                    consumer.resume(tp)
+            else:
+                self.held[tp] = got[n:]
+                if tp not in self.since:
+                    consumer.pause(tp)
+                    self.since[tp] = now
+        return out
+
+    async def offsets(self, consumer: Any) -> dict[Any, int]:
+        """What to commit: each partition's position, or its first record still held."""
+        out = {}
+        for tp in consumer.assignment():
+            held = self.held.get(tp)
+            out[tp] = held[0][2].offset if held else await consumer.position(tp)
+        return out
 
 
 async def record_lag(

@@ -9,7 +9,11 @@ as legitimate after an hour of stream time). ``contacts``: interactions that sho
 or two offers, each answered (11% accepted) 1,000 events later. Events are 0.5 s apart
 in stream time over 2,000 customers. ``--mode per-record`` is the loop before batching
 (``on_audit`` / ``on_label`` per record, sweep and snapshot check per batch);
-``batch`` is ``Trainer.on_batch``. Prints records/s and labels learned/s.
+``batch`` is ``Trainer.on_batch``. ``--via kafka`` produces the records onto the
+topics of an embedded broker first (each audit record padded to ~2 KB, the size of a
+real one with its explanation), then times the trainer's own Kafka loop
+(``agents.trainer.consume``) from the first record it learns to the last. Prints
+records/s and labels learned/s.
 """
 
 from __future__ import annotations
@@ -108,26 +112,91 @@ async def run(settings: Settings, kind: str, n: int, batch: int, mode: str) -> d
             "decisions_per_s": n / elapsed, "models_published": published}  # fmt: skip
 
 
+async def run_kafka(settings: Settings, kind: str, n: int) -> dict[str, float]:
+    """The stream loop end to end: records on the topics first, then learned."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    from agents.trainer import consume
+    from engine.ops.infra import ensure_topics
+    from engine.store.snapshots import SnapshotStore
+
+    await ensure_topics(settings)
+    records = workload(kind, n)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=20)
+    await producer.start()
+    pad = {"explain": {"kept": [], "dropped": [{"id": f"o{i}", "why": "x" * 60} for i in range(20)]}}
+    for what, body in records:
+        topic = settings.topic("decisions.audit" if what == "audit" else "feedback")
+        value = orjson.dumps({**body, **pad} if what == "audit" else body)
+        await producer.send(topic, value, key=str(body["customer_id"]).encode())
+    await producer.flush()
+    await producer.stop()
+    client = connect(settings)
+    learner = Learner({m: build(m) for m in REGISTRY}, {m: REGISTRY[m].features for m in REGISTRY})
+    store = FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s)
+    trainer = Trainer(settings, learner, store, SnapshotStore(client, settings))
+    seen = {"n": 0, "first": 0.0}
+    if hasattr(trainer, "on_batch"):
+        batch = trainer.on_batch
+
+        async def counted(chunk: Any) -> None:
+            seen["first"] = seen["first"] or time.perf_counter()
+            await batch(chunk)
+            seen["n"] += len(chunk)
+
+        trainer.on_batch = counted  # type: ignore[method-assign]
+    else:  # the loop before on_batch: one call per record
+        for name in ("on_audit", "on_label"):
+            one = getattr(trainer, name)
+
+            async def counted_one(body: Any, retry: bool = False, _one: Any = one) -> None:
+                seen["first"] = seen["first"] or time.perf_counter()
+                await (_one(body, retry) if retry else _one(body))
+                seen["n"] += not retry
+
+            setattr(trainer, name, counted_one)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(trainer, settings, stop))
+    while seen["n"] < len(records) and not task.done():
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - seen["first"]
+    stop.set()
+    await task
+    await client.aclose()
+    learned = sum(learner.learned[m] for m in ("fraud", "offers", "churn"))
+    return {"records": len(records), "seconds": elapsed, "records_per_s": len(records) / elapsed,
+            "labels_learned": learned, "labels_per_s": learned / elapsed,
+            "decisions_per_s": n / elapsed}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=("payments", "contacts"), default="payments")
     p.add_argument("--n", type=int, default=20_000, help="decisions (labels come on top)")
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--mode", choices=("batch", "per-record"), default="batch")
+    p.add_argument("--via", choices=("calls", "kafka"), default="calls")
     args = p.parse_args()
     base = Settings.build()
-    emb = start_embedded(base, broker=False)
+    emb = start_embedded(base, broker=args.via == "kafka")
     try:
         settings = emb.settings_for(base).replace(
             key_prefix=f"bench{random.randrange(10**6)}",
             fraud_maturity_s=3600.0,
             offer_response_window_s=3600.0,
         )
-        result = asyncio.run(run(settings, args.workload, args.n, args.batch, args.mode))
+        if args.via == "kafka":
+            from engine.ops.infra import wait_kafka
+
+            wait_kafka(settings)
+            result = asyncio.run(run_kafka(settings, args.workload, args.n))
+        else:
+            result = asyncio.run(run(settings, args.workload, args.n, args.batch, args.mode))
     finally:
         emb.stop()
     print(
-        f"{args.workload} {args.mode} batch={args.batch}: "
+        f"{args.workload} {'kafka' if args.via == 'kafka' else f'{args.mode} batch={args.batch}'}: "
         + ", ".join(f"{k}={v:,.1f}" for k, v in result.items())
     )
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from engine.domain.decision import decision_id_of, legacy_decision_id_of
 from engine.store.feedback import FeedbackStore, Remembered
 
@@ -64,6 +66,7 @@ class BatchLedger:
         self._remembered: list[Remembered] = []
         self._answered: list[str] = []
         self._corrected: list[str] = []
+        self._retried: set[bytes] = set()  # parked labels taken in this batch
 
     # -- read ahead -------------------------------------------------------------------
 
@@ -72,9 +75,14 @@ class BatchLedger:
         name, offer states, label dedupe (two round trips and a pipelined SET NX)."""
         audits = [b for k, b in records if k == "audit"]
         labels = [b for k, b in records if k == "label"]
-        customers = [
-            str(b.get("customer_id")) for b in (*audits, *labels) if b.get("customer_id") is not None
-        ]
+        customers = [str(b["customer_id"]) for b in audits if b.get("customer_id") is not None]
+        await self._load_for(labels, customers)
+        fresh = await self.store.first_time_many(labels)
+        self._fresh.update(zip((id(label) for label in labels), fresh, strict=True))
+
+    async def _load_for(self, labels: Sequence[Mapping[str, Any]], customers: list[str]) -> None:
+        """What learning ``labels`` reads, and the latest decisions of ``customers``."""
+        customers = customers + [str(b["customer_id"]) for b in labels if b.get("customer_id") is not None]
         dids: list[str] = []
         members: list[str] = []
         for label in labels:
@@ -85,12 +93,10 @@ class BatchLedger:
             elif kind == "fraud" and "event_id" in label and "channel" in label:
                 ref = (str(label["channel"]), str(label["event_id"]))
                 dids += [decision_id_of(str(label.get("customer_id")), *ref), legacy_decision_id_of(*ref)]
-        self._last.update(await self.store.last_of_many(customers))
+        self._last.update(await self.store.last_of_many([c for c in customers if c not in self._last]))
         dids += [str(last["d"]) for last in self._last.values() if last]
-        self._inputs.update(await self.store.recall_many([d for d in dids if d not in self._inputs]))
+        await self._load_inputs(dids)
         self._offers.update(await self.store.offer_states([m for m in members if m not in self._offers]))
-        fresh = await self.store.first_time_many(labels)
-        self._fresh.update(zip((id(label) for label in labels), fresh, strict=True))
 
     async def _load_inputs(self, dids: list[str]) -> None:
         missing = [d for d in dids if d not in self._inputs]
@@ -163,10 +169,18 @@ class BatchLedger:
         return members
 
     async def orphans(self, limit: int = 500) -> list[dict[str, Any]]:
+        """A page of parked labels; ``full`` if it is full of labels not retried yet in
+        this batch (one that waits still is parked again, and comes back)."""
         if self.before_page is not None:
             await self.before_page()
         await self.flush()
-        return await self.store.orphans(min(limit, self.page))
+        limit = min(limit, self.page)
+        labels = await self.store.orphans(limit)
+        keys = {orjson.dumps(label, option=orjson.OPT_SORT_KEYS) for label in labels}
+        self.full = self.full or (len(labels) >= limit and not keys & self._retried)
+        self._retried |= keys
+        await self._load_for(labels, [])
+        return labels
 
     async def flush(self) -> None:
         """Write back what is queued, in the order it was queued (one round trip)."""
