@@ -67,6 +67,7 @@ class BatchLedger:
         self._answered: list[str] = []
         self._corrected: list[str] = []
         self._retried: set[bytes] = set()  # parked labels taken in this batch
+        self._seen: list[str] = []  # digests of labels learned, to mark
 
     # -- read ahead -------------------------------------------------------------------
 
@@ -77,7 +78,9 @@ class BatchLedger:
         labels = [b for k, b in records if k == "label"]
         customers = [str(b["customer_id"]) for b in audits if b.get("customer_id") is not None]
         await self._load_for(labels, customers)
-        fresh = await self.store.first_time_many(labels)
+        # Read now, marked when written back: a batch that fails half way marks none of
+        # its labels learned, so its redelivery learns them (at least once).
+        fresh = await self.store.unseen_many(labels)
         self._fresh.update(zip((id(label) for label in labels), fresh, strict=True))
 
     async def _load_for(self, labels: Sequence[Mapping[str, Any]], customers: list[str]) -> None:
@@ -136,7 +139,11 @@ class BatchLedger:
 
     async def first_time(self, label: Mapping[str, Any]) -> bool:
         fresh = self._fresh.pop(id(label), None)
-        return await self.store.first_time(label) if fresh is None else fresh
+        if fresh is None:
+            return await self.store.first_time(label)
+        if fresh:
+            self._seen.append(self.store.digest(label))
+        return fresh
 
     async def resolve_offer(self, decision_id: str, action: str) -> str:
         member = f"{decision_id}|{action}"
@@ -184,10 +191,10 @@ class BatchLedger:
 
     async def flush(self) -> None:
         """Write back what is queued, in the order it was queued (one round trip)."""
-        if self._remembered or self._answered or self._corrected:
-            remembered, answered, corrected = self._remembered, self._answered, self._corrected
-            self._remembered, self._answered, self._corrected = [], [], []
-            await self.store.write_many(remembered, answered, corrected)
+        if self._remembered or self._answered or self._corrected or self._seen:
+            queued = self._remembered, self._answered, self._corrected, self._seen
+            self._remembered, self._answered, self._corrected, self._seen = [], [], [], []
+            await self.store.write_many(*queued)
 
     def __getattr__(self, name: str) -> Any:
         """Any other call of the store (resolve_fraud, park, waiting...): queued writes

@@ -154,25 +154,21 @@ class FeedbackStore:
         raw = await self._call(self._r.mget([self.keys.last(c) for c in ids])) if ids else []
         return {c: orjson.loads(r) if r else None for c, r in zip(ids, raw, strict=True)}
 
-    async def first_time_many(self, labels: list[Mapping[str, Any]]) -> list[bool]:
-        """``first_time`` of each label, in order (a label repeated in the list is new once)."""
-        digests = [
-            hashlib.blake2s(orjson.dumps(label, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
-            for label in labels
-        ]
+    def digest(self, label: Mapping[str, Any]) -> str:
+        """What ``first_time`` keys a label by."""
+        return hashlib.blake2s(orjson.dumps(label, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
+
+    async def unseen_many(self, labels: list[Mapping[str, Any]]) -> list[bool]:
+        """For each label, in order, whether ``first_time`` would say True, without
+        marking it (``write_many(seen=...)`` marks): a label repeated in the list is
+        new once."""
+        digests = [self.digest(label) for label in labels]
         distinct = list(dict.fromkeys(digests))
-        if not distinct:
-            return []
-        try:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for d in distinct:
-                    pipe.set(self.keys.seen(d), 1, nx=True, ex=self._ttl)
-                fresh = dict(zip(distinct, await pipe.execute(), strict=True))
-        except RedisError as exc:
-            raise StoreError(f"feedback store: {exc}") from exc
+        raw = await self._call(self._r.mget([self.keys.seen(d) for d in distinct])) if distinct else []
+        fresh = {d: r is None for d, r in zip(distinct, raw, strict=True)}
         out = []
         for d in digests:
-            out.append(bool(fresh[d]))
+            out.append(fresh[d])
             fresh[d] = False
         return out
 
@@ -200,12 +196,13 @@ class FeedbackStore:
         remembered: Sequence[Remembered],
         answered: Sequence[str] = (),
         corrected: Sequence[str] = (),
+        seen: Sequence[str] = (),
     ) -> None:
         """``remember`` of each (decision_id, inputs, offer_deadline, fraud_maturity,
         churn_due, churn_labelled) in order, then ``resolve_offer`` of offers answered in
         time (``answered``) and of late answers to offers counted as ignored (``corrected``),
-        all in one round trip."""
-        if not (remembered or answered or corrected):
+        and marks labels learned (``seen``: their ``digest``), all in one round trip."""
+        if not (remembered or answered or corrected or seen):
             return
         try:
             async with self._r.pipeline(transaction=False) as pipe:
@@ -234,6 +231,8 @@ class FeedbackStore:
                     pipe.zrem(self.keys.pending("offer"), *answered)
                 for member in corrected:
                     pipe.delete(self.keys.ignored(member))
+                for digest in seen:
+                    pipe.set(self.keys.seen(digest), 1, ex=self._ttl)
                 await pipe.execute()
         except RedisError as exc:
             raise StoreError(f"feedback store: {exc}") from exc

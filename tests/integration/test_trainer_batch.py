@@ -175,7 +175,9 @@ async def test_bulk_reads_agree_with_one_at_a_time(infra: Settings) -> None:
     assert (await store.recall_many(["d1", "nope"])) == {"d1": inputs, "nope": None}
     assert (await store.last_of_many(["c1"]))["c1"] == await store.last_of("c1")
     label = {"kind": "offer", "decision_id": "d1", "action_id": "gold", "label": True}
-    assert await store.first_time_many([label, label, {**label, "label": False}]) == [True, False, True]
+    assert await store.unseen_many([label, label, {**label, "label": False}]) == [True, False, True]
+    await store.write_many([], seen=[store.digest(label)])
+    assert await store.unseen_many([label]) == [False]
     assert await store.first_time(label) is False
     await client.aclose()
 
@@ -184,3 +186,30 @@ async def _state(store: FeedbackStore, member: str) -> str:
     """What resolve_offer answers (it resolves: read the states before, compare after)."""
     did, _, action = member.partition("|")
     return await store.resolve_offer(did, action)
+
+
+async def test_a_batch_that_fails_half_way_is_learned_again_when_redelivered(infra: Settings) -> None:
+    """Labels are marked learned when the batch writes back, not when it reads ahead:
+    a batch that fails (Redis gone, a bug) before its offsets are committed is redelivered
+    and every label in it is learned then."""
+    s = isolated(infra, offer_response_window_s=3600.0)
+    client = connect(s)
+    records: list[tuple[str, dict[str, Any]]] = []
+    for i in range(20):
+        records.append(("audit", audit(f"r{i}", T0 + i, shown=("gold",))))
+        records.append(("label", offer_label(f"r{i}", "gold", "accepted", T0 + i + 1)))
+    failing = Trainer(s, _learner(), FeedbackStore(client, s.key_prefix, s.feedback_ttl_s))
+    learn = failing.learner.learn
+
+    def learn_then_fail(name: str, *args: Any, **kwargs: Any) -> float:
+        if failing.learner.learned["offers"] >= 10:
+            raise RuntimeError("the trainer died here")
+        return learn(name, *args, **kwargs)
+
+    failing.learner.learn = learn_then_fail  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await failing.on_batch(records)
+    again = Trainer(s, _learner(), FeedbackStore(client, s.key_prefix, s.feedback_ttl_s))
+    await again.on_batch(records)  # redelivered: nothing was committed
+    await client.aclose()
+    assert again.learner.learned["offers"] == 20
