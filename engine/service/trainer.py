@@ -206,9 +206,11 @@ class Trainer:
         for name, model in self.learner.models.items():
             fresh = self.learner.learned[name] - self._since_snapshot[name]
             if self.snapshots is not None and fresh and (due or fresh >= self.s.snapshot_every_labels):
-                # Quality as of the last report: a summary sorts its window (~20 ms), too
-                # dear for a publish every snapshot_every_labels labels.
-                quality = self._summaries.get(name) or self.learner.quality[name].summary()
+                # Quality as of the last report (every snapshot_interval_s): a summary
+                # sorts its window (~20 ms), too dear for every snapshot_every_labels.
+                quality = self._summaries.get(name) or self._summaries.setdefault(
+                    name, self.learner.quality[name].summary()
+                )
                 meta = {"labels": self.learner.learned[name], "quality": quality}
                 # parent: the version this model grew from. If another trainer published
                 # meanwhile, the publish is refused (SnapshotConflict) instead of forking.
