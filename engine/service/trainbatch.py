@@ -198,13 +198,26 @@ class BatchLedger:
 
     def __getattr__(self, name: str) -> Any:
         """Any other call of the store (resolve_fraud, park, waiting...): queued writes
-        first, then the store itself."""
+        first, then the store itself. A call not known to leave decisions' inputs, latest
+        decisions and offer states alone (one added to the store later) also drops what
+        this batch holds of them, so it is read again rather than served stale."""
         attr = getattr(self.store, name)
         if not callable(attr):
             return attr
 
         async def after_flush(*args: Any, **kwargs: Any) -> Any:
             await self.flush()
-            return await attr(*args, **kwargs)
+            result = await attr(*args, **kwargs)
+            if name not in _LEAVES_INPUTS:
+                self._inputs.clear()
+                self._last.clear()
+                self._offers.clear()
+            return result
 
         return after_flush
+
+
+# Store calls that write no decision inputs, latest decision or offer state.
+_LEAVES_INPUTS = frozenset(
+    {"resolve_fraud", "resolve_churn", "park", "waiting", "save_quality", "load_quality"}
+)

@@ -213,3 +213,24 @@ async def test_a_batch_that_fails_half_way_is_learned_again_when_redelivered(inf
     await again.on_batch(records)  # redelivered: nothing was committed
     await client.aclose()
     assert again.learner.learned["offers"] == 20
+
+
+async def test_a_store_call_the_batch_does_not_know_drops_what_it_holds(infra: Settings) -> None:
+    """A store method added later (say, one that rewrites a decision's inputs) goes to
+    Redis after the queued writes, and the batch reads inputs again afterwards."""
+    from engine.service.trainbatch import BatchLedger
+
+    s = isolated(infra)
+    client = connect(s)
+    store = FeedbackStore(client, s.key_prefix, s.feedback_ttl_s)
+    ledger = BatchLedger(store, page=10)
+    await ledger.remember("d1", {"customer_id": "c1", "ts": T0, "shown": [], "f": {"x": 1}}, None, None)
+
+    async def rewrite(did: str) -> None:  # stands for a method the ledger does not know
+        await client.set(store.keys.inputs(did), orjson.dumps({"customer_id": "c1", "ts": T0, "f": {"x": 2}}))
+
+    store.rewrite = rewrite  # type: ignore[attr-defined]
+    await ledger.rewrite("d1")
+    assert (await ledger.recall("d1") or {})["f"] == {"x": 2}
+    await ledger.resolve_churn("c1")  # known to leave inputs alone: still served from memory
+    await client.aclose()
