@@ -57,7 +57,8 @@ async def consume(trainer: Trainer, settings: Settings, stop: asyncio.Event) -> 
             await trainer.maybe_snapshot()
             if batch or records:
                 await consumer.commit(await pacer.offsets(consumer))  # what is held is not
-            await record_lag(consumer, trainer, feedback, newest / 1000.0, before)
+            held = sum(len(got) for tp, got in pacer.held.items() if tp.topic == feedback)
+            await record_lag(consumer, trainer, feedback, newest / 1000.0, before, held)
     finally:
         await trainer.maybe_snapshot(force=True)
         await consumer.stop()
@@ -141,13 +142,14 @@ class Pacer:
 
 
 async def record_lag(
-    consumer: Any, trainer: Trainer, feedback: str, newest_s: float, before: dict[str, int]
+    consumer: Any, trainer: Trainer, feedback: str, newest_s: float, before: dict[str, int], held: int = 0
 ) -> None:
-    """The trainer's lag per partition: high-water mark less its position. It commits
-    after each batch it has learned, so its position is its committed offset. Its lag in
-    labels is that lag on the feedback topic; in seconds, the age of the newest record it
-    learned while records wait (the oldest waiting is at most that old), 0 when none waits."""
-    labels = 0
+    """The trainer's lag per partition: high-water mark less its position (records it
+    has not fetched; it commits what it learned after each batch). Its lag in labels:
+    that lag on the feedback topic plus the labels the pacer ``held``; in seconds: the
+    age (Kafka timestamp) of the newest record it fetched while records wait (the oldest
+    waiting is at most that old, give or take what the pacer holds), 0 when none waits."""
+    labels = held
     metrics = trainer.metrics
     for tp in consumer.assignment():
         highwater = consumer.highwater(tp)

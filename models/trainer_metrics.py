@@ -64,12 +64,12 @@ class TrainerMetrics:
 
         self.lag_labels = Gauge(
             "beacon_trainer_lag_labels",
-            "Labels on the feedback topic the trainer has not learned yet (its consumer lag there)",
+            "Labels on the feedback topic the trainer has not learned yet (not fetched, or held back)",
             registry=r,
         )
         self.lag_seconds = Gauge(
             "beacon_trainer_lag_seconds",
-            "Age of the newest record the trainer learned while records wait (0 when caught up)",
+            "Age of the newest record the trainer fetched while records wait (0 when caught up)",
             registry=r,
         )
         self.labels_learned = Counter(
