@@ -234,3 +234,21 @@ async def test_a_store_call_the_batch_does_not_know_drops_what_it_holds(infra: S
     assert (await ledger.recall("d1") or {})["f"] == {"x": 2}
     await ledger.resolve_churn("c1")  # known to leave inputs alone: still served from memory
     await client.aclose()
+
+
+async def test_one_batch_sweeps_every_matured_label_page_by_page(infra: Settings) -> None:
+    """1,140 payments mature at once: all are learned in the batch that matures them
+    (the sweep used to take 500 a batch), with a snapshot at least every EVERY + PAGE."""
+    s = isolated(infra, snapshot_every_labels=EVERY, snapshot_interval_s=3600.0, fraud_maturity_s=600.0)
+    client = connect(s)
+    snapshots = Published()
+    trainer = Trainer(s, _learner(), FeedbackStore(client, s.key_prefix, s.feedback_ttl_s), snapshots)
+    audits, frauds = _payments(1200)
+    await trainer.on_batch([("audit", b) for b in audits[:-1]] + [("label", b) for b in frauds])
+    learned_before = trainer.learner.learned["fraud"]
+    await trainer.on_batch([("audit", audits[-1])])
+    await client.aclose()
+    assert trainer.learner.learned["fraud"] == 1200 and learned_before < 700
+    published = [0, *snapshots.labels["fraud"]]
+    assert max(b - a for a, b in itertools.pairwise(published)) <= EVERY + PAGE
+    assert trainer.learner.learned["fraud"] - published[-1] < EVERY
