@@ -2,12 +2,17 @@
 
 Model quality comes from :class:`models.quality.QualityMetrics`; this adds what an SRE
 needs to tell a stalled trainer from a quiet bank: snapshots published and when, labels
-waiting for their decision record, and the trainer's consumer lag.
+waiting for their decision record, the trainer's consumer lag, how far behind the
+stream it learns (labels and seconds), how fast, and how many labels each model's
+published snapshot is behind the model the trainer holds.
 
 >>> m = TrainerMetrics()
 >>> m.published("fraud", "fraud-v3-0123456789ab", 1_700_000_000.0)
 >>> m.registry.get_sample_value("beacon_model_snapshot_timestamp_seconds", {"model": "fraud"})
 1700000000.0
+>>> m.behind(labels=1200, seconds=3.5)
+>>> m.registry.get_sample_value("beacon_trainer_lag_labels")
+1200.0
 """
 
 from __future__ import annotations
@@ -56,6 +61,33 @@ class TrainerMetrics:
             "Labels that arrived before their decision record and wait for it",
             registry=r,
         )
+
+        self.lag_labels = Gauge(
+            "beacon_trainer_lag_labels",
+            "Labels on the feedback topic the trainer has not learned yet (not fetched, or held back)",
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "beacon_trainer_lag_seconds",
+            "Age of the newest record the trainer fetched while records wait (0 when caught up)",
+            registry=r,
+        )
+        self.labels_learned = Counter(
+            "beacon_trainer_labels_learned",
+            "Labels the trainer learned, per model (rate: labels learned per second)",
+            ["model"],
+            registry=r,
+        )
+        self.snapshot_gap = Gauge(
+            "beacon_model_snapshot_label_gap",
+            "Labels the trainer's model learned since its last published snapshot",
+            ["model"],
+            registry=r,
+        )
+
+    def behind(self, labels: int, seconds: float) -> None:
+        self.lag_labels.set(labels)
+        self.lag_seconds.set(seconds)
 
     def published(self, model: str, version: str, at: float) -> None:
         self.snapshots.labels(model=model).inc()

@@ -20,7 +20,10 @@ log = logging.getLogger("beacon.trainer")
 
 def add_commands(sub: Any, add: Any) -> None:
     add("trainer", "run the trainer: learn from labels, publish signed model snapshots", cmd_trainer)
-    what = "model quality: progressive ROC AUC, PR AUC, calibration, label delay"
+    what = (
+        "model quality: ROC AUC and PR AUC of the scores the channels received (windows of positives), "
+        "the trainer's current model (progressive), calibration, label delay, the trainer's lag"
+    )
     p = sub.add_parser("models", help=what, description=what)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
     msub = p.add_subparsers(dest="models_command", metavar="{report}")

@@ -27,14 +27,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 from engine.domain.decision import decision_id_of, legacy_decision_id_of
+from engine.service.trainbatch import BatchLedger, Record, event_order
 from engine.settings import Settings
 from engine.store.base import FeedbackLedger
 from engine.store.feedback import FeedbackStore
 from models.learner import MONETARY_TYPES, Learner, inputs_of
+from models.registry import shadows_of
+from models.served import ServedQuality, decided_score
 from models.trainer_metrics import TrainerMetrics
 
 log = logging.getLogger("beacon.trainer")
@@ -60,6 +63,10 @@ class Trainer:
         self._last_snapshot = time.monotonic()
         self.versions: dict[str, str] = {}
         self.metrics: TrainerMetrics | None = None  # when the trainer serves /metrics
+        # The scores the channels got, joined with their labels (beacon models report).
+        self.served = {name: ServedQuality() for name in learner.models}
+        self.lag: dict[str, float] = {}  # labels and seconds behind, set by the stream loop
+        self._summaries: dict[str, dict[str, Any]] = {}  # quality as of the last report
 
     async def on_audit(self, record: Mapping[str, Any]) -> None:
         if record.get("degraded"):
@@ -73,6 +80,7 @@ class Trainer:
             # and the closure would become the decision its own churn label lands on.
             return
         inputs = inputs_of(record, self.learner.specs)
+        inputs["s"] = _decided_scores(record, inputs["shown"])
         self.clock = max(self.clock, inputs["ts"])
         did = str(record["decision_id"])
         labelled = await self._churn_on_return(inputs)
@@ -155,6 +163,11 @@ class Trainer:
         self.learner.fraud_corrections += 1  # learned the other way: turn it over
         delay = float(label.get("ts") or inputs["ts"]) - float(inputs["ts"])
         self.learner.correct("fraud", inputs["f"], inputs["a"], fraud, delay)
+        decided = inputs.get("s") or {}
+        for model in ("fraud", *shadows_of("fraud")):
+            p = decided_score(decided, model)
+            if p is not None and model in self.served:
+                self.served[model].correct(fraud, p, delay, float(inputs["ts"]))
 
     async def sweep(self) -> None:
         """Pending offers past their window are ignored; transactions past maturity are
@@ -173,12 +186,68 @@ class Trainer:
         for label in await self.fb.orphans():
             await self.on_label(label, retry=True)
 
+    async def on_batch(self, records: Sequence[Record]) -> None:
+        """Learn one consumed batch of ("audit" | "label", record): in event-time order
+        (``trainbatch.event_order``), Redis read ahead and written back in bulk, every due
+        label swept page by page until none is due, and a model published as soon as it
+        is ``snapshot_every_labels`` labels ahead of its snapshot (after any record, and
+        before any sweep page), so the scoring model is at most that plus one sweep page
+        (``snapshot_every_labels // 4``) behind the trainer."""
+        store = self.fb
+        if not isinstance(store, FeedbackStore):  # a test double: one record at a time
+            for kind, body in event_order(records):
+                await (self.on_audit(body) if kind == "audit" else self.on_label(body))
+            await self.sweep()
+            return
+        ordered = event_order(records)
+        ledger = BatchLedger(store, self.s.snapshot_every_labels // 4, self._publish_full)
+        self.fb = cast(FeedbackLedger, ledger)
+        try:
+            await ledger.load(ordered)
+            for kind, body in ordered:
+                await (self.on_audit(body) if kind == "audit" else self.on_label(body))
+                await self._publish_full()
+            while True:  # complete: matured and ignored labels, a page at a time
+                ledger.full = False
+                await self.sweep()
+                if not ledger.full:
+                    break
+            await self._publish_full()
+            await ledger.flush()
+        finally:
+            self.fb = store
+
+    async def _publish_full(self) -> None:
+        every = self.s.snapshot_every_labels
+        if self.snapshots is not None and any(
+            self.snapshot_gap(name) >= every for name in self.learner.models
+        ):
+            await self._publish(False)
+
     async def maybe_snapshot(self, force: bool = False) -> None:
         due = force or time.monotonic() - self._last_snapshot >= self.s.snapshot_interval_s
+        report = self.report() if due else {}
+        await self._publish(due)
+        if due:
+            self._last_snapshot = time.monotonic()
+            await self.fb.save_quality(report)
+            if self.metrics is not None:
+                for name in self.learner.models:
+                    self.metrics.quality.update(name, report[name])
+                self.metrics.labels_waiting.set(await self.fb.waiting())
+
+    async def _publish(self, due: bool) -> None:
+        """Publish every model with labels learned since its snapshot if ``due``, else
+        those ``snapshot_every_labels`` or more labels ahead of their snapshot."""
         for name, model in self.learner.models.items():
             fresh = self.learner.learned[name] - self._since_snapshot[name]
             if self.snapshots is not None and fresh and (due or fresh >= self.s.snapshot_every_labels):
-                meta = {"labels": self.learner.learned[name], "quality": self.learner.quality[name].summary()}
+                # Quality as of the last report (every snapshot_interval_s): a summary
+                # sorts its window (~20 ms), too dear for every snapshot_every_labels.
+                quality = self._summaries.get(name) or self._summaries.setdefault(
+                    name, self.learner.quality[name].summary()
+                )
+                meta = {"labels": self.learner.learned[name], "quality": quality}
                 # parent: the version this model grew from. If another trainer published
                 # meanwhile, the publish is refused (SnapshotConflict) instead of forking.
                 self.versions[name] = await self.snapshots.publish(
@@ -188,21 +257,26 @@ class Trainer:
                 if self.metrics is not None:
                     self.metrics.published(name, self.versions[name], time.time())
                 log.info("published %s (%d labels)", self.versions[name], self.learner.learned[name])
-        if due:
-            self._last_snapshot = time.monotonic()
-            report = self.report()
-            await self.fb.save_quality(report)
-            if self.metrics is not None:
-                for name in self.learner.models:
-                    self.metrics.quality.update(name, report[name])
-                self.metrics.labels_waiting.set(await self.fb.waiting())
+        if self.metrics is not None:
+            for name in self.learner.models:
+                self.metrics.snapshot_gap.labels(name).set(self.snapshot_gap(name))
+
+    def snapshot_gap(self, name: str) -> int:
+        """Labels the model learned since its last published snapshot."""
+        return self.learner.learned[name] - self._since_snapshot[name]
 
     def report(self) -> dict[str, Any]:
+        """Per model: the current model's progressive quality, and under ``served`` the
+        quality of the scores the channels got; under ``_trainer``, the trainer's lag."""
         out: dict[str, Any] = {}
         for name, q in self.learner.quality.items():
-            out[name] = {**q.summary(), "version": self.versions.get(name, f"{name}-fresh")}
+            self._summaries[name] = q.summary()
+            out[name] = {**self._summaries[name], "version": self.versions.get(name, f"{name}-fresh")}
+            out[name]["served"] = self.served[name].summary()
         out["offers"]["corrections"] = self.learner.corrections
         out["fraud"]["corrections"] = self.learner.fraud_corrections
+        gap = max((self.snapshot_gap(n) for n in self.learner.models), default=0)
+        out["_trainer"] = {**self.lag, "snapshot_gap": gap}
         return out
 
     async def _learn_stored(
@@ -220,6 +294,12 @@ class Trainer:
         self, inputs: Mapping[str, Any], name: str, label: bool, delay: float | None, offer: str | None = None
     ) -> None:
         self.learner.learn(name, inputs["f"], inputs["a"], label, delay, offer)
+        decided = inputs.get("s")
+        if decided is not None:  # decisions remembered before the trainer kept scores: none
+            for model in (name, *shadows_of(name)):
+                p = decided_score(decided, model, offer)
+                if p is not None and model in self.served:
+                    self.served[model].record(label, p, delay, float(inputs["ts"]))
 
     async def _park(self, label: Mapping[str, Any], retry: bool) -> None:
         parked_at = float(label.get("_parked", self.clock)) if retry else self.clock
@@ -274,7 +354,7 @@ async def quality_report(settings: Settings, client: Any, settle_s: float = 0.0)
     """The trainer's quality report as text, None before it has written one.
 
     With ``settle_s``, waits (at most that long) for its label counts to stop moving."""
-    from models.quality import render_report
+    from models.report import render_full
 
     store = FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s)
     deadline, last, stable = time.monotonic() + settle_s, None, 0
@@ -285,4 +365,17 @@ async def quality_report(settings: Settings, client: Any, settle_s: float = 0.0)
         stable = stable + 1 if counts == last and counts else 0
         last = counts
     summaries = await store.load_quality()
-    return render_report(summaries) if summaries else None
+    return render_full(summaries) if summaries else None
+
+
+def _decided_scores(record: Mapping[str, Any], shown: Sequence[str]) -> dict[str, Any]:
+    """The scores a decision's channel got, as the trainer keeps them with its inputs:
+    fraud, churn, challengers' (``shadow``), and the propensity of each offer shown."""
+    scores = record.get("scores") or {}
+    out: dict[str, Any] = {
+        k: v for k, v in scores.items() if k in ("fraud", "churn") and isinstance(v, int | float)
+    }
+    offers = scores.get("offer") or {}
+    out["offer"] = {a: offers[a] for a in shown if a in offers}
+    out.update({k: v for k, v in (scores.get("shadow") or {}).items() if isinstance(v, int | float)})
+    return out

@@ -6,7 +6,7 @@ Keys: :class:`engine.store.keys.FeedbackKeys` (the trainer is their only writer)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -18,6 +18,9 @@ from engine.store.keys import FeedbackKeys
 from engine.store.redisio import guarded
 
 _ORPHANS_BOUND = 10_000
+# The arguments of one ``remember`` call: decision id, inputs, offer deadline, fraud
+# maturity, churn due, churn labelled.
+Remembered = tuple[str, Mapping[str, Any], float | None, float | None, float, float]
 
 
 class FeedbackStore:
@@ -151,3 +154,104 @@ class FeedbackStore:
 
     async def _call(self, awaitable: Any) -> Any:
         return await guarded("feedback store", awaitable)
+
+    # -- bulk: the trainer's batches (one round trip for many records) ---------------------
+    # The trainer learns a consumed batch through engine.service.trainbatch.BatchLedger,
+    # which reads what the batch needs with these, keeps it in memory while it learns, and
+    # writes back once. Each writes exactly what its one-record counterpart above writes
+    # (tests/integration/test_trainer_batch.py compares them key by key).
+
+    async def recall_many(self, decision_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """``recall`` of each id (None: not kept)."""
+        ids = list(dict.fromkeys(decision_ids))
+        raw = await self._call(self._r.mget([self.keys.inputs(d) for d in ids])) if ids else []
+        return {d: orjson.loads(r) if r else None for d, r in zip(ids, raw, strict=True)}
+
+    async def last_of_many(self, customer_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """``last_of`` of each customer."""
+        ids = list(dict.fromkeys(customer_ids))
+        raw = await self._call(self._r.mget([self.keys.last(c) for c in ids])) if ids else []
+        return {c: orjson.loads(r) if r else None for c, r in zip(ids, raw, strict=True)}
+
+    def digest(self, label: Mapping[str, Any]) -> str:
+        """What ``first_time`` keys a label by."""
+        return hashlib.blake2s(orjson.dumps(label, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
+
+    async def unseen_many(self, labels: list[Mapping[str, Any]]) -> list[bool]:
+        """For each label, in order, whether ``first_time`` would say True, without
+        marking it (``write_many(seen=...)`` marks): a label repeated in the list is
+        new once."""
+        digests = [self.digest(label) for label in labels]
+        distinct = list(dict.fromkeys(digests))
+        raw = await self._call(self._r.mget([self.keys.seen(d) for d in distinct])) if distinct else []
+        fresh = {d: r is None for d, r in zip(distinct, raw, strict=True)}
+        out = []
+        for d in digests:
+            out.append(fresh[d])
+            fresh[d] = False
+        return out
+
+    async def offer_states(self, members: list[str]) -> dict[str, str]:
+        """What ``resolve_offer`` would answer for each ``decision_id|action``, without
+        resolving: 'pending', 'ignored' or 'unknown'."""
+        ids = list(dict.fromkeys(members))
+        if not ids:
+            return {}
+        pending = self.keys.pending("offer")
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.zmscore(pending, ids)
+                pipe.mget([self.keys.ignored(m) for m in ids])
+                scores, ignored = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"feedback store: {exc}") from exc
+        states = {}
+        for m, score, late in zip(ids, scores, ignored, strict=True):
+            states[m] = "pending" if score is not None else "ignored" if late else "unknown"
+        return states
+
+    async def write_many(
+        self,
+        remembered: Sequence[Remembered],
+        answered: Sequence[str] = (),
+        corrected: Sequence[str] = (),
+        seen: Sequence[str] = (),
+    ) -> None:
+        """``remember`` of each (decision_id, inputs, offer_deadline, fraud_maturity,
+        churn_due, churn_labelled) in order, then ``resolve_offer`` of offers answered in
+        time (``answered``) and of late answers to offers counted as ignored (``corrected``),
+        and marks labels learned (``seen``: their ``digest``), all in one round trip."""
+        if not (remembered or answered or corrected or seen):
+            return
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                # Redis ends as after one remember() each, in fewer commands: the
+                # customer's latest decision and its churn watch are last-wins, so one
+                # write per customer and one ZADD per pending set carry the batch.
+                last: dict[str, bytes] = {}
+                churn: dict[str, float] = {}
+                offers: dict[str, float] = {}
+                fraud: dict[str, float] = {}
+                for did, inputs, offer_deadline, fraud_maturity, churn_due, labelled in remembered:
+                    pipe.set(self.keys.inputs(did), orjson.dumps(inputs), ex=self._ttl)
+                    customer = str(inputs["customer_id"])
+                    last[customer] = orjson.dumps({"d": did, "ts": inputs["ts"], "lab": labelled})
+                    churn[customer] = churn_due
+                    if offer_deadline is not None:
+                        offers.update({f"{did}|{a}": offer_deadline for a in inputs["shown"]})
+                    if fraud_maturity is not None:
+                        fraud[did] = fraud_maturity
+                for customer, value in last.items():
+                    pipe.set(self.keys.last(customer), value, ex=self._ttl)
+                for kind, members in (("churn", churn), ("offer", offers), ("fraud", fraud)):
+                    if members:
+                        pipe.zadd(self.keys.pending(kind), members)
+                if answered:
+                    pipe.zrem(self.keys.pending("offer"), *answered)
+                for member in corrected:
+                    pipe.delete(self.keys.ignored(member))
+                for digest in seen:
+                    pipe.set(self.keys.seen(digest), 1, ex=self._ttl)
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"feedback store: {exc}") from exc

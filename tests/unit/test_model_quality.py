@@ -337,7 +337,8 @@ def test_report_table() -> None:
         fraud.record(y, p, delay_s=d)
     churn = quality_of([(False, 0.1)] * 1500)
     report = render_report(
-        {"fraud": fraud.summary(), "churn": churn.summary(), "offer": ProgressiveQuality().summary()}
+        {"fraud": fraud.summary(), "churn": churn.summary(), "offer": ProgressiveQuality().summary()},
+        min_positives=2,  # the default (30) would say "too few positives" for fraud
     )
     lines = report.splitlines()
     assert lines[0].split("  ")[0] == "model" and "ROC AUC" in lines[0] and "delay p90" in lines[0]
@@ -354,3 +355,14 @@ def test_report_table() -> None:
 
 def test_report_of_nothing() -> None:
     assert "no models" in render_report({})
+
+
+def test_a_window_with_one_fraud_is_too_few_positives_to_measure() -> None:
+    """Issue 15 item 9: one fraud among 4,999 legitimate payments read ROC and PR AUC
+    1.000 / 1.000; the report now says there is too little to measure."""
+    fraud = quality_of([(False, 0.1)] * 4999 + [(True, 0.9)])
+    report = render_report({"fraud": fraud.summary()})
+    row = report.splitlines()[1]
+    assert "1.000" not in row and "too few positives to measure (1 < 30)" in row
+    plenty = quality_of([(False, 0.1)] * 500 + [(True, 0.9)] * 30)
+    assert render_report({"fraud": plenty.summary()}).splitlines()[1].split()[5:7] == ["1.000", "1.000"]
