@@ -24,8 +24,8 @@ Without both classes in the window, ROC AUC is undefined rather than a made-up n
 >>> q.roc_auc() is None and q.pr_auc() is None
 True
 
-``QualityMetrics`` exports summaries to Prometheus and ``render_report`` prints them for
-a human (``beacon models report``, ``beacon replay``).
+``QualityMetrics`` exports summaries to Prometheus; ``models.report`` prints them for a
+human (``beacon models report``, ``beacon replay``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-__all__ = ["ProgressiveQuality", "QualityMetrics", "render_report"]
+__all__ = ["ProgressiveQuality", "QualityMetrics"]
 
 # Clipping for log loss, so one confident mistake costs a lot but never infinity.
 _EPS = 1e-15
@@ -465,8 +465,3 @@ def _follow(counter: Counter, model_name: str, old: int, new: int) -> None:
 def _remove(metric: Gauge | Counter, labels: tuple[str, ...]) -> None:
     with contextlib.suppress(KeyError):
         metric.remove(*labels)
-
-
-# The report moved to models.report (this module had grown past 500 lines); kept here
-# for the callers that import it from models.quality.
-from models.report import render_report  # noqa: E402

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MIN_POSITIVES", "render_full", "render_report", "render_served"]
+from models.served import MAX_ROWS, MIN_POSITIVES, POSITIVES
 
-MIN_POSITIVES = 30
+__all__ = ["MIN_POSITIVES", "render_full", "render_report", "render_served"]
 
 # -- report -------------------------------------------------------------------------------
 
@@ -181,7 +181,6 @@ def _fixed3(value: Any) -> str:
 def render_full(report: Mapping[str, Any]) -> str:
     """``beacon models report``: the scores the channels received first, then the
     trainer's current model, then the trainer's lag (``Trainer.report()`` as saved)."""
-    from models.served import MAX_ROWS, POSITIVES
 
     models = {k: v for k, v in report.items() if not k.startswith("_")}
     served = {k: v["served"] for k, v in models.items() if isinstance(v.get("served"), Mapping)}

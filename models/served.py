@@ -29,9 +29,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from models.quality import _average_precision, _quantile, _roc_auc
-from models.report import MIN_POSITIVES
 
-__all__ = ["MAX_ROWS", "POSITIVES", "ServedQuality", "decided_score", "too_few"]
+__all__ = ["MAX_ROWS", "MIN_POSITIVES", "POSITIVES", "ServedQuality", "decided_score", "too_few"]
+
+MIN_POSITIVES = 30  # below this, a window's AUC is noise: the report says so instead
 
 POSITIVES = 100  # positives a window holds: the AUC's standard error is a few hundredths
 MAX_ROWS = 100_000  # labels a window holds at most (fraud at 0.1%: 100 positives)

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from models.quality import ProgressiveQuality, QualityMetrics, render_report
+from models.quality import ProgressiveQuality, QualityMetrics
+from models.report import render_report
 
 # Scores from a small grid force ties; free floats give (mostly) distinct scores.
 grid_scores = st.integers(0, 10).map(lambda i: i / 10)
