@@ -237,8 +237,13 @@ async def _read_audit(settings: Settings, into: dict[str, dict[str, Any]], stop:
                 for rec in records:
                     with contextlib.suppress(orjson.JSONDecodeError, TypeError):
                         body = orjson.loads(rec.value)
-                        into[str(body.get("event_id"))] = {"scores": body.get("scores"),
-                                                           "versions": body.get("versions")}  # fmt: skip
+                        dropped = (body.get("explain") or {}).get("dropped") or []
+                        into[str(body.get("event_id"))] = {
+                            "scores": body.get("scores"),
+                            "dropped": [d.get("stage") for d in dropped if d.get("id") == OFFER_ID],
+                        }
+                        if not offer_shown(body):  # why not, for the run's record
+                            into[str(body.get("event_id"))]["explain"] = body.get("explain")
     finally:
         await consumer.stop()
 
@@ -329,6 +334,8 @@ def evaluate(
     used: dict[str, int] = {}
     ys, beacon, direct, versions, kept = [], [], [], set(), []
     excluded = {"no_answer": 0, "offer_not_shown": 0}
+    examples: list[dict[str, Any]] = []
+    degraded = 0  # answered without the customer's state (Redis too slow): fallback, models as loaded
     for k, row in enumerate(rows):
         answer = rep.answers[k]
         if not answer:
@@ -336,6 +343,12 @@ def evaluate(
             continue
         if ds.kind != "fraud" and not offer_shown(answer):
             excluded["offer_not_shown"] += 1
+            stages = (rep.audit.get(f"{run}-{row.index}") or {}).get("dropped") or ["unknown"]
+            why = "offer_not_shown_degraded" if answer.get("degraded") else f"offer_not_shown_at_{stages[0]}"
+            excluded[why] = excluded.get(why, 0) + 1
+            if len(examples) < 3:
+                audit_record = rep.audit.get(f"{run}-{row.index}")
+                examples.append({"row": row.index, "answer": answer, "audit": audit_record})
             continue
         audit = rep.audit.get(f"{run}-{row.index}")
         score, source = score_of(ds.kind, answer, audit)
@@ -343,6 +356,7 @@ def evaluate(
             excluded["no_answer"] += 1
             continue
         used[source] = used.get(source, 0) + 1
+        degraded += bool(answer.get("degraded"))
         model_versions = (answer.get("versions") or {}).get("models") or {}
         versions.add(str(model_versions.get("fraud" if ds.kind == "fraud" else "offers")))
         kept.append(row.index)
@@ -354,6 +368,8 @@ def evaluate(
         "scored_rows": len(ys),
         "positives": sum(ys),
         "excluded": excluded,
+        "not_shown_examples": examples,
+        "degraded_scored": degraded,
         "score_source": used,
         "model_versions_seen": len(versions),
         "beacon": modeleval.summary(ys, beacon),
@@ -521,9 +537,12 @@ def main(argv: list[str] | None = None) -> int:
     res = asyncio.run(run(args))
     row = table_row(res)
     ev = res["evaluation"]
-    print(orjson.dumps({k: ev[k] for k in ("scored_rows", "positives", "excluded", "score_source",
-                                          "model_versions_seen", "beacon", "river_direct")},
-                       option=orjson.OPT_INDENT_2).decode())  # fmt: skip
+    shown = ("scored_rows", "positives", "excluded", "score_source", "model_versions_seen", "degraded_scored")
+    print(
+        orjson.dumps(
+            {k: ev[k] for k in (*shown, "beacon", "river_direct")}, option=orjson.OPT_INDENT_2
+        ).decode()
+    )
     print(f"statuses {res['statuses']} labels sent {res['labels_sent']} {res['label_statuses']}")
     print(f"audit records {res['audit_records']} elapsed {res['elapsed_s']} s results {res['run_dir']}")
     print(TABLE_HEAD)
