@@ -180,9 +180,11 @@ def _model_score(kind: str, block: dict[str, Any]) -> float | None:
         value = block.get("fraud")
     else:
         offers = block.get("offer", block.get("offers"))
+        if isinstance(offers, list):  # [{"id": ..., "propensity": p}, ...]
+            offers = {o.get("id"): o for o in offers if isinstance(o, dict)}
         value = offers.get(OFFER_ID) if isinstance(offers, dict) else None
         if isinstance(value, dict):  # {"propensity": p, ...}
-            value = value.get("propensity")
+            value = value.get("propensity", value.get("score"))
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
@@ -333,6 +335,7 @@ def evaluate(
     )
     used: dict[str, int] = {}
     ys, beacon, direct, versions, kept = [], [], [], set(), []
+    fresh: list[int] = []  # positions (in ys) of rows answered with the customer's state
     excluded = {"no_answer": 0, "offer_not_shown": 0}
     examples: list[dict[str, Any]] = []
     degraded = 0  # answered without the customer's state (Redis too slow): fallback, models as loaded
@@ -363,6 +366,8 @@ def evaluate(
         ys.append(row.label)
         beacon.append(score)
         direct.append(river[k])
+        if not answer.get("degraded"):
+            fresh.append(len(ys) - 1)
     return {
         "per_row": {"index": kept, "label": ys, "beacon": beacon, "river_direct": direct},
         "scored_rows": len(ys),
@@ -375,6 +380,9 @@ def evaluate(
         "beacon": modeleval.summary(ys, beacon),
         "river_direct": modeleval.summary(ys, direct),
         "river_direct_all_rows": modeleval.summary([r.label for r in rows], river),
+        # Diagnostic: both sides over the rows whose answer was not degraded.
+        "beacon_not_degraded": modeleval.summary([ys[i] for i in fresh], [beacon[i] for i in fresh]),
+        "river_direct_not_degraded": modeleval.summary([ys[i] for i in fresh], [direct[i] for i in fresh]),
     }
 
 

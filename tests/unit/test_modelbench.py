@@ -91,6 +91,10 @@ def test_the_score_comes_from_the_scores_block_then_the_audit_then_the_answer() 
     block = {**answer, "scores": {"fraud": 0.02, "offers": {OFFER_ID: {"propensity": 0.09}}}}
     assert score_of("fraud", block, audit) == (0.02, "scores")
     assert score_of("offer", block, audit) == (0.09, "scores")
+    listed = {
+        "scores": {"offers": [{"id": "other", "propensity": 0.5}, {"id": OFFER_ID, "propensity": 0.04}]}
+    }
+    assert score_of("offer", listed, audit) == (0.04, "scores")
 
 
 def test_rows_are_read_from_a_csv_inside_a_wheel_and_thinned(tmp_path: Path) -> None:
