@@ -5,10 +5,11 @@ against River used directly on the same rows, features and label delays.
 
 It starts the stack as the load tests do (embedded Redis and broker, one worker, the
 trainer; every setting at its default but the run's isolation, no rate limit, the data
-set's columns as ``BEACON_MODEL_ATTRIBUTES_NUMERIC``, and any ``--set NAME=VALUE``), turns
-each row into an interaction event, sends the rows in file order open loop at ``--rate``
-through ``POST /v1/decisions``, and records the score each answer carried. ``--label-delay
-K`` rows later the row's label goes in through the same API:
+set's columns as event attributes of the model they label, in a ``BEACON_MODEL_FEATURES``
+file, and any ``--set NAME=VALUE``), turns each row into an interaction event, sends the
+rows in file order open loop at ``--rate`` through ``POST /v1/decisions``, and records the
+score each answer carried. ``--label-delay K`` rows later the row's label goes in through
+the same API:
 
 - fraud data (``--data fraud``): a ``card_payment`` on ``internet`` per row (``amount``
   and every feature as event attributes); a ``fraud_report`` (``ref_event_id``,
@@ -436,7 +437,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     run_dir = new_run_dir("modelbench")
     tag = uuid.uuid4().hex[:6]
     run_id = f"mb{tag}"
-    extra: dict[str, Any] = {"model_attributes_numeric": tuple(ds.features)}
+    # The data set's columns feed the model its labels teach, and that one only (a model
+    # features file, as a bank would write it: models/featureconfig.py).
+    model = "fraud" if ds.kind == "fraud" else "offers"
+    features_file = run_dir / "model-features.yaml"
+    features_file.write_text(
+        f"{model}:\n  attributes:\n" + "".join(f"    {c}: number\n" for c in ds.features)
+    )
+    extra: dict[str, Any] = {"model_features": str(features_file)}
     rules_dir = None
     if ds.kind != "fraud":
         rules_dir = Path(tempfile.mkdtemp(prefix="modelbench-rules-"))
