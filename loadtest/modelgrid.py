@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     ds = modeldata.DATASETS[args.data]
     rows = modeldata.load(args.data, args.rows)
     ys = [r.label for r in rows]
-    xs = [{**{"attr_" + k: v for k, v in r.features.items()}, "log_amount": math.log1p(r.amount or 0.0)}
+    xs = [{**{"attr_" + k: v for k, v in r.features.items()}, "log_amount": math.log1p(max(r.amount or 0.0, 0.0))}
           for r in rows]  # fmt: skip
     num = tuple(xs[0])
     print(f"{args.data}: {len(rows)} rows, {sum(ys)} positives, label delay {args.label_delay}")
