@@ -260,8 +260,17 @@ async def replay(
     negatives: str,
     run: str,
     settings: Settings,
+    row_seconds: float | None = None,
 ) -> Replay:
     out = Replay(rows, answers=[None] * len(rows))
+    # Event times: the moment of sending, or the data set's own pace (row i at t0 + i x
+    # row_seconds, ending now), so label rules in stream time (fraud maturity) see the
+    # hours the rows span and not the minutes the replay takes.
+    t0 = time.time() - len(rows) * (row_seconds or 0.0)
+
+    def event_time(i: int) -> float:
+        return t0 + i * row_seconds if row_seconds else time.time()
+
     decide = url + "/v1/decisions?scores=true"
     late_labels: set[int] = set()
     tasks: set[asyncio.Task[None]] = set()
@@ -276,17 +285,17 @@ async def replay(
         if ds.kind == "fraud":
             if not row.label and negatives != "confirm":
                 return
-            body = label_event(ds, row, run, time.time())
+            body = label_event(ds, row, run, event_time(j + delay))
         else:
             if not offer_shown(answer):
                 return
-            body = label_event(ds, row, run, time.time(), answer.get("decision_id"))
+            body = label_event(ds, row, run, event_time(j + delay), answer.get("decision_id"))
         out.labels_sent += 1
         status, _ = await _post(session, decide, body)
         count(out.label_statuses, status)
 
     async def one(session: aiohttp.ClientSession, i: int) -> None:
-        status, body = await _post(session, decide, interaction(ds, rows[i], run, time.time()))
+        status, body = await _post(session, decide, interaction(ds, rows[i], run, event_time(i)))
         count(out.statuses, status)
         out.answers[i] = body if isinstance(body, dict) else {}
         if i in late_labels:  # its label fell due before its answer came back
@@ -465,7 +474,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         trainer = await asyncio.to_thread(launcher.start_trainer, settings, run_dir / "logs")
         started = time.time()
         rep = await replay(
-            ds, rows, worker.url, args.rate, args.label_delay, args.negatives, run_id, settings
+            ds,
+            rows,
+            worker.url,
+            args.rate,
+            args.label_delay,
+            args.negatives,
+            run_id,
+            settings,
+            args.row_seconds,
         )
     finally:
         if trainer is not None:
@@ -542,6 +559,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label-delay", type=int, default=1000, help="rows between a row and its label")
     p.add_argument("--negatives", choices=("none", "confirm"), default="none",
                    help="fraud: also confirm each legitimate row (legitimate: true)")  # fmt: skip
+    p.add_argument(
+        "--row-seconds",
+        type=float,
+        help="event time between rows (the data's own pace, e.g. 1.53 for the fraud rows: 20,000 in 8.5 h); "
+        "default: the time of sending",
+    )
     p.add_argument("--weight-pos", type=float, default=5.0, help="River direct: positive weight (fraud)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a worker/trainer setting")
     p.add_argument("--append", type=Path, help="also append the table row to this Markdown file")

@@ -97,6 +97,10 @@ def offer_replay(
     return out
 
 
+def _log_amount(amount: float | None) -> float:
+    return math.log1p(max(amount or 0.0, 0.0))  # a credit balance (negative) is no amount
+
+
 def _row(name: str, ys: Sequence[bool], scores: Sequence[float], seconds: float) -> str:
     pr, roc = average_precision(ys, scores), roc_auc(ys, scores)
     return f"| {name} | {pr:.3f} | {roc:.3f} | {recall_at_top(ys, scores):.3f} | {seconds:.1f} |"
@@ -112,8 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     ds = modeldata.DATASETS[args.data]
     rows = modeldata.load(args.data, args.rows)
     ys = [r.label for r in rows]
-    xs = [{**{"attr_" + k: v for k, v in r.features.items()}, "log_amount": math.log1p(max(r.amount or 0.0, 0.0))}
-          for r in rows]  # fmt: skip
+    xs = [
+        {**{"attr_" + k: v for k, v in r.features.items()}, "log_amount": _log_amount(r.amount)} for r in rows
+    ]
     num = tuple(xs[0])
     print(f"{args.data}: {len(rows)} rows, {sum(ys)} positives, label delay {args.label_delay}")
     print("| design | PR AUC | ROC AUC | recall top 0.1% | seconds |\n| --- | --- | --- | --- | --- |")
