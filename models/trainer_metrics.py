@@ -72,6 +72,13 @@ class TrainerMetrics:
             "Age of the newest record the trainer fetched while records wait (0 when caught up)",
             registry=r,
         )
+        self.labels_dropped = Counter(
+            "beacon_trainer_labels_dropped",
+            "Labels the trainer could not learn, by kind and reason: not_shown (an offer response"
+            " for an offer its decision did not show), other_customer, unknown_decision",
+            ["kind", "reason"],
+            registry=r,
+        )
         self.labels_learned = Counter(
             "beacon_trainer_labels_learned",
             "Labels the trainer learned, per model (rate: labels learned per second)",

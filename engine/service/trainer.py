@@ -317,6 +317,8 @@ class Trainer:
         self.unmatched += 1
         key = (str(label.get("kind") or "unknown"), reason)
         self.unmatched_by[key] = self.unmatched_by.get(key, 0) + 1
+        if self.metrics is not None:
+            self.metrics.labels_dropped.labels(*key).inc()
         what = {k: label.get(k) for k in ("kind", "decision_id", "event_id")}
         log.warning("label dropped, %s (inputs are kept %ss): %s", reason, self.s.feedback_ttl_s, what)
 

@@ -207,6 +207,9 @@ async def test_offer_responses_teach_the_churn_model_nothing(
 
 async def test_unmatched_offer_responses_are_counted_by_reason(trainer: Trainer) -> None:
     """Item 4: an offer_response for an offer not shown was dropped with a log line only."""
+    from models.trainer_metrics import TrainerMetrics
+
+    trainer.metrics = TrainerMetrics(process=False)
     did = decision_id_of("c1", "mobile", "e1")
     await trainer.on_audit({
         "decision_id": did, "customer_id": "c1", "actions": [{"id": "gold", "kind": "offer"}],
@@ -230,3 +233,7 @@ async def test_unmatched_offer_responses_are_counted_by_reason(trainer: Trainer)
     assert trainer.unmatched_by == {("offer", "not_shown"): 1}
     await trainer.on_label({**lost, "_parked": T0 - 3600.0, "_parked_wall": 0.0}, retry=True)
     assert trainer.unmatched_by == {("offer", "not_shown"): 1, ("offer", "unknown_decision"): 1}
+    dropped = {r: trainer.metrics.registry.get_sample_value(
+        "beacon_trainer_labels_dropped_total", {"kind": "offer", "reason": r}
+    ) for r in ("not_shown", "other_customer", "unknown_decision")}  # fmt: skip
+    assert dropped == {"not_shown": 2.0, "other_customer": 1.0, "unknown_decision": 1.0}
