@@ -263,13 +263,13 @@ async def replay(
     row_seconds: float | None = None,
 ) -> Replay:
     out = Replay(rows, answers=[None] * len(rows))
-    # Event times: the moment of sending, or the data set's own pace (row i at t0 + i x
+    # Event times: the moment of sending, or the data set's own pace (row i at first_ts + i x
     # row_seconds, ending now), so label rules in stream time (fraud maturity) see the
     # hours the rows span and not the minutes the replay takes.
-    t0 = time.time() - len(rows) * (row_seconds or 0.0)
+    first_ts = time.time() - len(rows) * (row_seconds or 0.0)
 
     def event_time(i: int) -> float:
-        return t0 + i * row_seconds if row_seconds else time.time()
+        return first_ts + i * row_seconds if row_seconds else time.time()
 
     decide = url + "/v1/decisions?scores=true"
     late_labels: set[int] = set()
@@ -297,6 +297,8 @@ async def replay(
     async def one(session: aiohttp.ClientSession, i: int) -> None:
         status, body = await _post(session, decide, interaction(ds, rows[i], run, event_time(i)))
         count(out.statuses, status)
+        if status.startswith("4") and out.statuses[status] == 1:
+            print("first", status, "answer:", body)
         out.answers[i] = body if isinstance(body, dict) else {}
         if i in late_labels:  # its label fell due before its answer came back
             late_labels.discard(i)
