@@ -523,12 +523,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     per_row = res["evaluation"].pop("per_row")
     with (run_dir / "scores.csv").open("w") as f:  # one line per scored row, for a closer look
-        f.write("row,label,beacon,river_direct\n")
+        f.write("row,label,beacon,river_direct,model_version\n")
         for k, y, b, r in zip(per_row["index"], per_row["label"], per_row["beacon"], per_row["river_direct"],
                               strict=True):  # fmt: skip
-            f.write(f"{k},{int(y)},{b!r},{r!r}\n")
+            f.write(f"{k},{int(y)},{b!r},{r!r},{_version(rep.answers[k], ds.kind)}\n")
     (run_dir / "results.json").write_bytes(orjson.dumps(res, option=orjson.OPT_INDENT_2))
     return res
+
+
+def _version(answer: dict[str, Any] | None, kind: str) -> str:
+    """The model version that scored a row (the answer's ``versions.models``)."""
+    models = ((answer or {}).get("versions") or {}).get("models") or {}
+    return str(models.get("fraud" if kind == "fraud" else "offers", ""))
 
 
 def _typed(base: Settings, extra: dict[str, Any]) -> dict[str, Any]:
