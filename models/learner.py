@@ -37,6 +37,14 @@ class Learner:
         self.corrections = 0  # late acceptances after an offer was counted as ignored
         self.fraud_corrections = 0  # fraud labels turned over: a late report, or a confirmation
 
+    def observe(self, features: Mapping[str, Any], attributes: Mapping[str, Any]) -> None:
+        """A decision's inputs, labelled or not: every model fits its input scaling on the
+        whole population it scores (models/online.py, _Inputs), not on labels alone."""
+        for name, model in self.models.items():
+            observe = getattr(model, "observe_one", None)
+            if observe is not None:
+                observe(self.specs[name].extract(features, attributes))
+
     def learn(
         self,
         name: str,

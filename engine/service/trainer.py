@@ -81,6 +81,7 @@ class Trainer:
             return
         inputs = inputs_of(record, self.learner.specs)
         inputs["s"] = _decided_scores(record, inputs["shown"])
+        self.learner.observe(inputs["f"], inputs["a"])
         self.clock = max(self.clock, inputs["ts"])
         did = str(record["decision_id"])
         labelled = await self._churn_on_return(inputs)

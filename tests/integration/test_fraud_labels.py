@@ -157,3 +157,41 @@ async def test_legitimate_confirmations(trainer: Trainer) -> None:
     assert (model.n_labels, model.n_positive) == (3, 1)  # ... and not again at maturity
     await trainer.on_label(report(reported, T0 + 7 * HOUR, legitimate=True))  # the dispute resolved
     assert (model.n_labels, model.n_positive) == (3, 0) and trainer.learner.fraud_corrections == 1
+
+
+async def test_the_first_night_does_not_make_every_night_payment_fraud(trainer: Trainer) -> None:
+    """Found replaying real card payments through the API (docs/models.md): a day of
+    payments, then the first fraud reported at night. The inputs' scaling was fitted on
+    labelled payments only, all of them by day, so ``night`` had a variance of almost
+    nothing; one night fraud made every night payment's z-score ~100 and its score 1.0
+    (every payment stepped up) until the night's legitimate labels matured two hours
+    later. Now the scaling is fitted on every decision the trainer sees."""
+    import random
+
+    rng = random.Random(5)
+
+    def payment(i: int, ts: float, fraud: bool) -> Payment:
+        night = 1.0 if ts >= T0 + 14 * HOUR else 0.0  # from 14 h on, every payment is at night
+        signal = 6.0 if fraud and not night else 0.0  # the night's frauds look like its payments
+        f = {"log_amount": rng.gauss(3.5, 0.7), "night": night,
+             "amount_ratio_30d": rng.uniform(0.5, 1.5) + signal,
+             "channel": "mobile", "type": "card_payment"}  # fmt: skip
+        return Payment(i, ts, f"c{i}", "mobile", fraud, f)
+
+    data = [payment(i, T0 + i * 10.0, rng.random() < 0.03) for i in range(7200)]  # 20 h
+    due = {p.i + 300: p for p in data if p.fraud}  # reported 50 minutes later
+    night_scores: list[float] = []
+    for p in data:
+        await trainer.on_audit(audit(p))
+        if p.i in due:
+            await trainer.on_label(report(due[p.i], p.ts))
+        if p.i % 50 == 49:
+            await trainer.sweep()
+        if p.features["night"] and not p.fraud:
+            night_scores.append(score(trainer, p))
+    assert trainer.learner.models["fraud"].n_positive > 100
+    blocks = [statistics.median(night_scores[k : k + 200]) for k in range(0, len(night_scores), 200)]
+    # Before: [0.004, 1.0, 1.0, 1.0, 0.008, ...]. While the night's frauds are reported and
+    # its legitimate payments not yet matured, the labels say "night is fraud"; the score
+    # may rise on that, but not to a step-up (0.5), and settles once they mature.
+    assert max(blocks) < 0.5 and blocks[-1] < 0.05, [round(b, 4) for b in blocks]
