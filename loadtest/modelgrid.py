@@ -83,7 +83,15 @@ def fraud_replay(
             model.learn_one(xs[reported], True)
             learned[reported] = True
         out.append(float(model.predict_proba_one(x)[True]))
+        _observe(model, x)
     return out
+
+
+def _observe(model: Any, x: dict[str, Any]) -> None:
+    """What the trainer does with every decision it sees: fit the inputs' scaling."""
+    observe = getattr(model, "observe_one", None)
+    if observe is not None:
+        observe(x)
 
 
 def offer_replay(
@@ -94,6 +102,7 @@ def offer_replay(
         if i - delay >= 0:
             model.learn_one({**xs[i - delay], "offer": "o"}, ys[i - delay])
         out.append(model.predict_offers(x, ("o",))["o"])
+        _observe(model, x)
     return out
 
 
