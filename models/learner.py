@@ -53,19 +53,23 @@ class Learner:
         label: bool,
         delay_s: float | None = None,
         offer: str | None = None,
+        take_back: bool = False,
     ) -> float:
-        """Score, record, learn; returns the score the model gave before learning."""
+        """Score, record, learn; returns the score the model gave before learning. With
+        ``take_back``, first take back ``not label`` learned earlier (see :meth:`correct`)."""
         x = self.specs[name].extract(features, attributes)
         if offer is not None:
             x["offer"] = offer
         model = self.models[name]
         p = float(model.predict_proba_one(x)[True])
         self.quality[name].record(label, p, delay_s)
+        if take_back:
+            model.learn_one(x, not label, w=-1.0)
         model.learn_one(x, label)
         self.learned[name] += 1
         for challenger in shadows_of(name):  # same label, same inputs: a fair comparison
             if challenger in self.models:
-                self.learn(challenger, features, attributes, label, delay_s, offer)
+                self.learn(challenger, features, attributes, label, delay_s, offer, take_back)
         return p
 
     def correct(
@@ -80,17 +84,7 @@ class Learner:
         w=-1)``, a step the other way on the same inputs) and learn ``label``; returns the
         score before. The model must accept ``w`` (the fraud models do). Recorded in the
         quality window as a new label: the one taken back stays there too."""
-        x = self.specs[name].extract(features, attributes)
-        model = self.models[name]
-        p = float(model.predict_proba_one(x)[True])
-        self.quality[name].record(label, p, delay_s)
-        model.learn_one(x, not label, w=-1.0)
-        model.learn_one(x, label)
-        self.learned[name] += 1
-        for challenger in shadows_of(name):
-            if challenger in self.models:
-                self.correct(challenger, features, attributes, label, delay_s)
-        return p
+        return self.learn(name, features, attributes, label, delay_s, take_back=True)
 
 
 def inputs_of(audit: Mapping[str, Any], specs: Mapping[str, FeatureSpec]) -> dict[str, Any]:
