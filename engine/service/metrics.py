@@ -108,7 +108,7 @@ class Metrics:
         self.decisions = Counter(
             "beacon_decisions_total",
             "Fresh decisions by risk verdict and the kind of the first action shown "
-            "(offer, service, retention, risk, fallback, none)",
+            "(offer, service, retention, risk, fallback, none; feedback: a label event acknowledged)",
             ["path", "channel", "verdict", "action"],
             registry=r,
         )
@@ -295,7 +295,9 @@ class Metrics:
         ``label`` is its event's (``engine.domain.labels.label_of``, as the outcome carries it)."""
         event = decision.event
         shown = decision.actions or ((decision.fallback,) if decision.fallback else ())
-        self.decided(path, event.channel, decision.risk.verdict, shown[0].kind if shown else "none")
+        # A label event's acknowledgement is no decision: counted apart, not as a fallback.
+        kind = "feedback" if decision.feedback else shown[0].kind if shown else "none"
+        self.decided(path, event.channel, decision.risk.verdict, kind)
         if decision.degraded:
             self.degraded.labels(path).inc()
         for action in decision.actions:

@@ -95,6 +95,11 @@ def test_offer_responses_take_label_values_from_the_rule_pack_only() -> None:
         event = Event(f"r{i}", "c1", "mobile", "offer_response", TS, attributes=attrs)
         decision = decide(event, Snapshot(windows={}), rules, BuiltinScorer(), DecisionPolicy())
         m.observe_decision("http", decision, label_of(event))
+    # The acknowledgements are counted as such, not as fallbacks shown (before: "fallback").
+    ack = {"path": "http", "channel": "mobile", "verdict": "allow", "action": "feedback"}
+    assert m.registry.get_sample_value("beacon_decisions_total", ack) == 4.0
+    fallback = {**ack, "action": "fallback"}
+    assert m.registry.get_sample_value("beacon_decisions_total", fallback) is None
     got = {
         (s.labels["offer"], s.labels["response"]): s.value
         for f in m.registry.collect()
