@@ -73,6 +73,13 @@ DEFAULT_EVENT_TYPES = (
 class Settings:
     # Where the servers are. Empty means: start the embedded ones (development, CI).
     redis_url: str = field(default="", repr=False)
+    # Redis Cluster (engine/store/layout.py): redis_url names any one node, and the client
+    # finds the rest. A customer's keys carry the tag of one of redis_slot_groups groups
+    # (each a slot spread evenly over the 16,384), so a batch is split into one script
+    # call per group, and each group has its own outbox stream. Fixed for the life of the
+    # data: changing it moves every customer's keys (they would start afresh).
+    redis_cluster: bool = False
+    redis_slot_groups: int = 64
     kafka_bootstrap: str = ""
     kafka_sasl_password: str = field(default="", repr=False)
     # Namespacing, so tests and several deployments can share one broker / Redis.
@@ -252,6 +259,8 @@ class Settings:
         for name in ("max_event_bytes", "batch_max", "partitions", "http_port", *positive):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 1 <= self.redis_slot_groups <= 1024:
+            raise ConfigError(f"redis_slot_groups must be 1 to 1024, got {self.redis_slot_groups}")
         if self.event_clock not in EVENT_CLOCKS:
             clocks = ", ".join(EVENT_CLOCKS)
             raise ConfigError(f"event_clock must be one of {clocks}, got {self.event_clock!r}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -50,6 +51,20 @@ def text(value: Any) -> str:
 
 
 def connect(settings: Settings) -> aioredis.Redis:
+    """The client for ``settings.redis_url``: a single Redis, or with ``redis_cluster`` any
+    node of a Redis Cluster (the client learns the others and follows MOVED and failover).
+
+    Typed as the single-node client: the cluster client speaks the same commands, and
+    what differs (script calls split by slot, pub/sub) is handled where it is used."""
+    if settings.redis_cluster:
+        return cast(
+            aioredis.Redis,
+            RedisCluster.from_url(
+                settings.redis_url,
+                socket_timeout=settings.store_timeout_s,
+                socket_connect_timeout=settings.store_timeout_s,
+            ),
+        )
     return aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.store_timeout_s,
