@@ -81,15 +81,15 @@ class Relay:
                 sent.append((entry, futures))
         except Exception as exc:  # noqa: BLE001 - the producer is closed or its buffer stayed full
             log.warning("outbox records not handed to the broker (%r); retried later", exc)
-        done: list[bytes] = []
+        done: list[Entry] = []
         for entry, futures in sent:
             results = await asyncio.gather(*futures, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if not failed:
-                done.append(entry.id)
+                done.append(entry)
             elif not any(worth_retrying(r) for r in failed):
                 self._lost(entry, failed[0])
-                done.append(entry.id)
+                done.append(entry)
         if len(done) < len(entries):
             self.metrics.broker.failed("produce")
         else:

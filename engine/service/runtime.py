@@ -15,6 +15,7 @@ from engine.service.modelwatch import ModelWatcher
 from engine.service.rulewatch import RuleWatcher
 from engine.settings import Settings
 from engine.store.alerts import AlertDesk
+from engine.store.layout import KeyLayout
 from engine.store.outbox import Outbox
 from engine.store.redisio import connect
 from engine.store.rules import RuleStore
@@ -63,6 +64,7 @@ class Runtime:
             settings.alert_retention_s,
             settings.alert_group_window_s,
             {"critical": settings.alert_sla_critical_s, "high": settings.alert_sla_high_s},
+            KeyLayout.of(settings.key_prefix, settings.redis_cluster, settings.redis_slot_groups),
         )
         auth = AuthStore(
             client,

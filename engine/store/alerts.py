@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from engine.errors import BeaconError
 from engine.store import keys
 from engine.store.changefeed import ChangeFeed
+from engine.store.layout import KeyLayout
 from engine.store.redisio import guarded, text
 
 DISPOSITIONS = ("fraud", "legitimate", "needs_information")
@@ -75,9 +76,11 @@ class AlertPage:
 
 class AlertDesk:
     def __init__(self, client: aioredis.Redis, key_prefix: str, retention_s: int, group_window_s: int,
-                 sla_s: Mapping[str, float]) -> None:  # fmt: skip
+                 sla_s: Mapping[str, float], layout: KeyLayout | None = None) -> None:  # fmt: skip
         self._r = client
         self.key_prefix = key_prefix
+        # Where the customers' keys are (the suppression keys are theirs): one Redis unless told.
+        self.layout = layout or KeyLayout.of(key_prefix, cluster=False, groups=1)
         self.keys = keys.DeskKeys.of(key_prefix)
         self.retention_s = retention_s
         self.group_window_s = group_window_s
@@ -184,7 +187,7 @@ class AlertDesk:
     async def snooze(self, customer_id: str, rule_id: str, seconds: int) -> None:
         """No alert of this rule for this customer for a while (the commit script's
         suppression key: the verdict still applies, only the alert is held back)."""
-        key = keys.suppression(self.key_prefix, customer_id, rule_id)
+        key = self.layout.suppression(customer_id, rule_id)
         await self._call(self._r.set(key, "snoozed", ex=seconds))
 
     def changes(self) -> contextlib.AbstractAsyncContextManager[AsyncIterator[dict[str, Any] | None]]:

@@ -67,23 +67,31 @@ def ingest_config(settings: Settings) -> bytes:
             "device_customers": DEVICE_CUSTOMERS_BOUND,
             "declined_bound": DECLINED_BOUND,
         }
+        # On a Redis Cluster the device's customers are counted beside the call.
+        | ({"devices_apart": True} if settings.redis_cluster else {})
     )
 
 
-def commit_config(settings: Settings) -> bytes:
+def commit_config(
+    settings: Settings, outbox: str | None = None, granted: Iterable[str] | None = None
+) -> bytes:
     """The commit script's first argument: only what it reads, since it decodes it on
-    every call (the windows and type lists would be most of the bytes)."""
-    return orjson.dumps(
-        {
-            "state_ttl": settings.state_ttl_s,
-            "recent_decisions": settings.recent_decisions,
-            "contact_window": CONTACT_WINDOW_S,
-            "contact_history": settings.contact_history,
-            "open_alerts": settings.open_alerts,
-            "key_prefix": settings.key_prefix,
-            "outbox": keys.outbox(settings.key_prefix),
-        }
-    )
+    every call (the windows and type lists would be most of the bytes). On a Redis
+    Cluster: the group's outbox stream, and the daily-capped candidates granted an
+    impression before the call (``<decision>|<offer>``), since the day's counts are in
+    another slot."""
+    config: dict[str, Any] = {
+        "state_ttl": settings.state_ttl_s,
+        "recent_decisions": settings.recent_decisions,
+        "contact_window": CONTACT_WINDOW_S,
+        "contact_history": settings.contact_history,
+        "open_alerts": settings.open_alerts,
+        "key_prefix": settings.key_prefix,
+        "outbox": outbox or keys.outbox(settings.key_prefix),
+    }
+    if granted is not None:
+        config["granted"] = dict.fromkeys(granted, True)
+    return orjson.dumps(config)
 
 
 def ingest_payload(event: Event) -> bytes:

@@ -255,9 +255,10 @@ def model_channel(key_prefix: str) -> str:
 
 @dataclass(frozen=True)
 class FeedbackKeys:
-    """The trainer's inputs and pending labels (engine/store/feedback.py): ``P:fb:...``, the
-    trainer their only writer. No tag: each command touches one key, except ``remember``'s
-    MULTI over ``x``, ``last`` and ``pending:*``, which Redis Cluster would refuse across slots.
+    """The trainer's inputs and pending labels (engine/store/feedback.py):
+    ``P:fb:{P:fb}:...``, the trainer their only writer. Tag {P:fb}: ``remember``'s MULTI
+    over ``x``, ``last`` and ``pending:*`` and the MGETs over many decisions need one slot;
+    one trainer writes them all, so one node holding them costs no spread.
 
     ``x:<decision>`` inputs the decision used (learner.inputs_of); ``last:<customer>`` the
     customer's latest decision id and time; ``ignored:<decision>|<action>`` counted as
@@ -276,7 +277,7 @@ class FeedbackKeys:
 
     @classmethod
     def of(cls, prefix: str) -> FeedbackKeys:
-        return cls(f"{prefix}:fb")
+        return cls(f"{prefix}:fb:{{{prefix}:fb}}")
 
     def inputs(self, decision_id: str) -> str:
         return f"{self.base}:x:{decision_id}"

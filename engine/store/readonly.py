@@ -26,6 +26,7 @@ import orjson
 from engine.decide.outbound import Contacts
 from engine.domain.state import CONTACT_WINDOW_S, MARKED, WINDOWS, Snapshot, Tally
 from engine.store import keys
+from engine.store.layout import KeyLayout
 from engine.store.redisio import text
 
 __all__ = ["Contacts", "decode", "queue_reads", "window_tallies_at"]
@@ -35,9 +36,9 @@ READS = ("profile", "last", "devices", "seen", "pins", "contact", "alerts", "dec
          *(f"wb:{w.name}" for w in WINDOWS))  # fmt: skip
 
 
-def queue_reads(pipe: Any, prefix: str, customer_id: str, now: float, offer_ids: Sequence[str]) -> None:
+def queue_reads(pipe: Any, layout: KeyLayout, customer_id: str, now: float, offer_ids: Sequence[str]) -> None:
     """Queue :data:`READS` on a pipeline: read commands only (no write, no TTL touched)."""
-    k = keys.customer(prefix, customer_id)
+    k = layout.customer(customer_id)
     pipe.get(k + keys.PROFILE)
     pipe.hgetall(k + keys.LAST)
     pipe.zcard(k + keys.DEVICES)
@@ -47,7 +48,7 @@ def queue_reads(pipe: Any, prefix: str, customer_id: str, now: float, offer_ids:
     pipe.hlen(k + keys.ALERTS)
     pipe.hgetall(k + keys.DECLINED)
     # The global daily-cap hash of the day, named as the commit script names it.
-    daily = prefix + keys.DAILY_CAPS + datetime.fromtimestamp(now, UTC).strftime("%Y%m%d")
+    daily = layout.caps(datetime.fromtimestamp(now, UTC).strftime("%Y%m%d"))
     if offer_ids:
         pipe.hmget(daily, list(offer_ids))
     else:

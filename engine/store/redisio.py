@@ -10,7 +10,7 @@ from typing import Any, TypeVar, cast
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import StoreError
@@ -24,12 +24,18 @@ def redis_errors(what: str) -> Iterator[None]:
     """``with redis_errors("rules publish"):`` -> StoreError("rules publish failed: ...")."""
     try:
         yield
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         raise StoreError(f"{what} failed: {exc}", kind_of(exc)) from exc
 
 
-def kind_of(exc: RedisError) -> str:
-    """What an SRE tells apart: Redis gone, Redis slow, or Redis saying no (OOM, scripts)."""
+def kind_of(exc: RedisError | RedisClusterException) -> str:
+    """What an SRE tells apart: Redis gone, Redis slow, Redis saying no (OOM, scripts), or
+    a command whose keys are in more than one slot of a Redis Cluster (a defect: every
+    layout in engine/store/keys.py keeps what one command touches in one slot)."""
+    if "same key slot" in str(exc) or "same slot" in str(exc) or "CROSSSLOT" in str(exc):
+        return "cross_slot"
+    if isinstance(exc, RedisClusterException):  # no node reachable, slots not covered
+        return "connection"
     if isinstance(exc, RedisTimeoutError):
         return "timeout"
     if isinstance(exc, RedisConnectionError):

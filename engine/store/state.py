@@ -17,9 +17,12 @@ import redis.asyncio as aioredis
 from engine.domain.decision import Decision
 from engine.domain.events import Event
 from engine.domain.state import Snapshot
+from engine.errors import StoreError
 from engine.rules.ruleset import Offer
 from engine.settings import Settings
 from engine.store import codec, keys, readonly
+from engine.store.clustersplit import ClusterSplit, Scripts
+from engine.store.layout import KeyLayout
 from engine.store.redisio import redis_errors
 from engine.store.scriptline import ScriptLine
 
@@ -33,22 +36,35 @@ class StateStore:
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self._redis = client
-        self._line = ScriptLine(client)
+        # One Redis: the batch's one call on a connection of its own (scriptline.py).
+        self._line: ScriptLine | None = None if settings.redis_cluster else ScriptLine(client)
         self._prefix = settings.key_prefix
+        self.layout = KeyLayout.of(settings.key_prefix, settings.redis_cluster, settings.redis_slot_groups)
         self._ingest = client.register_script(_lua("ingest.lua"))
         self._commit = client.register_script(_lua("commit.lua"))
         self._ingest_config = codec.ingest_config(settings)
         self._commit_config = codec.commit_config(settings)
+        self._cluster: ClusterSplit | None = None
+        if settings.redis_cluster:
+            scripts = Scripts(self._ingest, self._commit, self._ingest_config)
+            self._cluster = ClusterSplit(client, self.layout, settings, scripts)
+
+    def _one_redis(self) -> ScriptLine:
+        if self._line is None:
+            raise StoreError("the script line is for one Redis; this store is on a cluster", "other")
+        return self._line
 
     def key(self, customer_id: str) -> str:
-        return keys.customer(self._prefix, customer_id)
+        return self.layout.customer(customer_id)
 
     async def ingest(self, events: Sequence[Event]) -> list[Snapshot]:
         """Dedupe, update and read state for a batch of events in one round trip."""
+        if self._cluster is not None:
+            return await self._cluster.ingest(events)
         customer_keys = [self.key(e.customer_id) for e in events]
         args = [self._ingest_config, *(codec.ingest_payload(e) for e in events)]
         with redis_errors("state ingest"):
-            raw = await self._line.run(self._ingest, customer_keys, args)
+            raw = await self._one_redis().run(self._ingest, customer_keys, args)
         return [
             codec.snapshot_from_reply(r, e.channel, e.type)
             for r, e in zip(orjson.loads(raw), events, strict=True)
@@ -65,10 +81,12 @@ class StateStore:
         instead of the decision if it was committed before (a resent call)."""
         if not decisions:
             return []
+        if self._cluster is not None:
+            return await self._cluster.commit(decisions, offers, timings_ms)
         customer_keys = [self.key(d.event.customer_id) for d in decisions]
         payloads = [codec.commit_payload(d, offers, timings_ms) for d in decisions]
         with redis_errors("decision commit"):
-            raw = await self._line.run(self._commit, customer_keys, [self._commit_config, *payloads])
+            raw = await self._one_redis().run(self._commit, customer_keys, [self._commit_config, *payloads])
         replies: list[dict[str, Any]] = orjson.loads(raw)
         return [codec.apply_commit(d, r) for d, r in zip(decisions, replies, strict=True)]
 
@@ -111,6 +129,6 @@ class StateStore:
         customer with neither a profile nor any state."""
         with redis_errors("customer read"):
             async with self._redis.pipeline(transaction=False) as pipe:
-                readonly.queue_reads(pipe, self._prefix, customer_id, now, offer_ids)
+                readonly.queue_reads(pipe, self.layout, customer_id, now, offer_ids)
                 replies = await pipe.execute()
         return readonly.decode(replies, offer_ids, now)

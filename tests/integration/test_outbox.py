@@ -30,7 +30,7 @@ from engine.rules.ruleset import Offer
 from engine.service.decisions import DecisionService
 from engine.service.metrics import Metrics
 from engine.settings import Settings
-from engine.store import keys
+from engine.store.layout import KeyLayout
 from engine.store.outbox import Outbox
 from engine.store.redisio import connect
 from engine.store.state import StateStore
@@ -77,8 +77,18 @@ async def redis(settings: Settings) -> AsyncIterator[Any]:
     await client.aclose()
 
 
+def layout_of(settings: Settings) -> KeyLayout:
+    return KeyLayout.of(settings.key_prefix, settings.redis_cluster, settings.redis_slot_groups)
+
+
 async def entries(redis: Any, settings: Settings) -> list[dict[bytes, bytes]]:
-    return [fields for _, fields in await redis.xrange(keys.outbox(settings.key_prefix))]
+    """Every outbox entry, oldest first (on a Redis Cluster, over every group's stream)."""
+    found: list[tuple[tuple[int, int], dict[bytes, bytes]]] = []
+    for stream in layout_of(settings).outboxes:
+        for entry_id, fields in await redis.xrange(stream):
+            ms, seq = entry_id.split(b"-")
+            found.append(((int(ms), int(seq)), fields))
+    return [fields for _, fields in sorted(found, key=lambda f: f[0])]
 
 
 async def test_a_resent_commit_keeps_the_alert_and_counts_nothing_twice(
@@ -206,10 +216,11 @@ async def test_the_audit_record_the_commit_writes_is_the_one_python_builds(
         for outcome in await service.decide_batch(batch):
             if outcome.decision is not None:
                 committed.append((outcome.decision, outcome.timings_ms))
-    outbox = await entries(redis, settings)
+    outbox = {orjson.loads(fields[b"a"])["decision_id"]: fields for fields in await entries(redis, settings)}
     assert len(outbox) == len(committed)
     seen = {"capped": 0, "suppressed": 0, "alerts": 0, "labels": 0}
-    for (decision, timings), fields in zip(committed, outbox, strict=True):
+    for decision, timings in committed:
+        fields = outbox[decision.decision_id]
         stage = {k: v for k, v in timings.items() if k != "record_ms"}  # known after the commit only
         assert orjson.loads(fields[b"a"]) == orjson.loads(decision.audit_bytes(stage)), decision.decision_id
         alerts = [orjson.loads(v) for k, v in fields.items() if k.startswith(b"al")]
@@ -233,8 +244,9 @@ async def test_consumers_of_workers_gone_are_forgotten(settings: Settings, redis
     await service.decide_batch(pins("fc", 2))
     assert len(await gone.read(1, None)) == 1  # gone holds one, undelivered
     [delivered] = await idle.read(1, None)
-    await idle.done([delivered.id])  # idle delivered its own: it holds nothing
+    await idle.done([delivered])  # idle delivered its own: it holds nothing
     await asyncio.sleep(0.05)
     assert await Outbox(redis, settings, consumer="me").forget_idle_consumers(idle_ms=10) == 1
-    names = {c["name"] for c in await redis.xinfo_consumers(keys.outbox(settings.key_prefix), "relay")}
+    stream = layout_of(settings).outbox(layout_of(settings).group_of("fc"))
+    names = {c["name"] for c in await redis.xinfo_consumers(stream, "relay")}
     assert names == {b"gone"}, names

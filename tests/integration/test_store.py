@@ -13,7 +13,6 @@ from engine.domain.scoring import BuiltinScorer
 from engine.domain.state import Tally
 from engine.service.decisions import DecisionService
 from engine.settings import Settings
-from engine.store import keys as keys_module
 from engine.store.redisio import connect
 from engine.store.state import StateStore
 from tests.helpers import isolated
@@ -112,11 +111,11 @@ async def test_state_is_bounded_and_every_key_expires(service: DecisionService) 
     assert len(view["recent_interactions"]) == s.recent_events
     assert len(view["recent_decisions"]) == s.recent_decisions
     client = connect(s)
-    outbox = keys_module.outbox(s.key_prefix).encode()
-    keys = [k async for k in client.scan_iter(match=f"{s.key_prefix}:*") if k != outbox]
+    outboxes = [k.encode() for k in service.store.layout.outboxes]  # type: ignore[attr-defined]
+    keys = [k async for k in client.scan_iter(match=f"{s.key_prefix}:*") if k not in outboxes]
     ttls = {k: await client.ttl(k) for k in keys}
     # The outbox has no TTL: the relay deletes each entry once delivered (none runs here).
-    waiting = await client.xlen(outbox)
+    waiting = sum([await client.xlen(k) for k in outboxes])
     await client.aclose()
     assert keys and all(ttl > 0 for ttl in ttls.values()), ttls
     assert waiting == len(events), "one outbox entry per decision"

@@ -58,6 +58,24 @@ local function count(seen, r, kind, window, id)
   return n
 end
 
+-- Whether an offer with a daily cap may be shown. On a Redis Cluster (cfg.granted) the
+-- day's counts are in another slot: the worker reserved an impression there for each
+-- such candidate before this call, and gives back the ones not shown after it
+-- (engine/store/clustersplit.py). On one Redis they are counted here.
+local function daily_full(r, c)
+  if cfg.granted then
+    return not cfg.granted[r.did .. '|' .. c.id]
+  end
+  return (tonumber(redis.call('HGET', cfg.key_prefix .. ':caps:' .. r.day, c.id)) or 0) >= c.daily
+end
+
+local function count_daily(r, id)
+  if cfg.granted then return end  -- reserved before the call
+  local k = cfg.key_prefix .. ':caps:' .. r.day
+  redis.call('HINCRBY', k, id, 1)
+  keep(k, 3 * 86400)
+end
+
 -- Why a candidate cannot be shown now, or nil.
 local function capped(p, r, c, seen)
   for _, cap in ipairs(c.caps) do
@@ -72,8 +90,7 @@ local function capped(p, r, c, seen)
     end
   end
   if c.daily > 0 then
-    local shown = tonumber(redis.call('HGET', cfg.key_prefix .. ':caps:' .. r.day, c.id)) or 0
-    if shown >= c.daily then
+    if daily_full(r, c) then
       return 'daily cap reached: ' .. c.daily .. ' impressions today'
     end
   end
@@ -94,11 +111,7 @@ local function pick(p, r)
       ids[#ids + 1] = '"' .. c.id .. '"'
       seen[#seen + 1] = {c.id, r.ch, r.ts}  -- shown together counts too
       redis.call('ZADD', p .. ':contact', r.ts, r.did .. '|' .. c.id .. '|' .. r.ch)
-      if c.daily > 0 then
-        local k = cfg.key_prefix .. ':caps:' .. r.day
-        redis.call('HINCRBY', k, c.id, 1)
-        keep(k, 3 * 86400)
-      end
+      if c.daily > 0 then count_daily(r, c.id) end
     end
   end
   if #picked > 0 then

@@ -378,7 +378,8 @@ local function ingest_one(p, ev, dd, stored)
     mark_seen(p, ev, facts)
     res.facts = facts
   end
-  res.dev_customers = device_customers(ev, not stored)
+  -- On a Redis Cluster the device's key is in another slot: engine/store/layout.py.
+  if not cfg.devices_apart then res.dev_customers = device_customers(ev, not stored) end
   res.windows = window_summary(tot, ev)
   res.profile = call('GET', p .. ':profile')
   res.contact = contact_history(p, ev.ts)
