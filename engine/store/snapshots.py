@@ -260,6 +260,7 @@ class SnapshotStore:
         pubsub: Any = self._redis.pubsub()  # redis-py's PubSub is not fully typed
         try:
             with redis_errors("model snapshot subscribe"):
+                await self._redis.initialize()  # a cluster client must know its slots (redis-py#4296)
                 await pubsub.subscribe(self.channel)
                 await pubsub.get_message(timeout=1.0)  # the confirmation, so waits start clean
             yield Notifications(pubsub)
