@@ -48,11 +48,13 @@ rules-check: prometheus
 	promtool check rules config/prometheus/rules/*.yml
 	promtool test rules config/prometheus/tests/*.yml
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && echo placeholder > "$$tmp/token" && \
-	  sed -e "s#/run/secrets/beacon_metrics_token#$$tmp/token#" \
-	      -e "s#/etc/prometheus/rules/#$(CURDIR)/config/prometheus/rules/#" \
-	      config/prometheus/prometheus.yml > "$$tmp/prometheus.yml" && \
-	  echo "promtool check config config/prometheus/prometheus.yml (paths rewritten)" && \
-	  promtool check config "$$tmp/prometheus.yml"
+	  for f in config/prometheus/prometheus.yml config/prometheus/prometheus.prod.yml; do \
+	    sed -e "s#/run/secrets/beacon_metrics_token#$$tmp/token#" \
+	        -e "s#/etc/prometheus/rules/#$(CURDIR)/config/prometheus/rules/#" \
+	        "$$f" > "$$tmp/prometheus.yml" && \
+	    echo "promtool check config $$f (paths rewritten)" && \
+	    promtool check config "$$tmp/prometheus.yml" || exit 1; \
+	  done
 	amtool check-config config/alertmanager/alertmanager.yml
 
 install: $(STAMP)

@@ -1,6 +1,8 @@
-"""docker-compose.yml and the Dockerfile, checked without Docker.
+"""docker-compose.yml, docker-compose.prod.yml and the Dockerfile, checked without Docker.
 
-The compose file is validated against the Compose Specification JSON schema (vendored in
+Both compose files get the same checks (the tests taking the ``compose`` fixture run once
+per file); the production file's Redis Cluster and three-node Kafka have checks of their
+own at the end. Each compose file is validated against the Compose Specification JSON schema (vendored in
 tests/data, see its README), then against Beacon itself: every BEACON_* variable a worker
 sets is a real setting, the worker command is a real ``beacon`` subcommand, the topics the
 init service creates are the ones the engine uses. Then against the files around it: the
@@ -12,6 +14,7 @@ README's table of settings lists every setting.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import re
 import shlex
@@ -33,12 +36,29 @@ from engine.settings import SECRET_FIELDS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+PROD_COMPOSE_FILE = ROOT / "docker-compose.prod.yml"
+COMPOSE_FILES = (COMPOSE_FILE, PROD_COMPOSE_FILE)
+# The workers each file runs, all in one consumer group.
+EXPECTED_WORKERS = {
+    COMPOSE_FILE.name: {"worker-1", "worker-2"},
+    PROD_COMPOSE_FILE.name: {"worker-1", "worker-2", "worker-3"},
+}
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA_FILE = ROOT / "tests" / "data" / "compose-spec.json"
 ENV_EXAMPLE = ROOT / ".env.example"
 README = ROOT / "README.md"
 README_SECTION = "Running in production (docker compose)"
+# The production file is described in a subsection of README_SECTION.
+README_PROD_SUBSECTION = "Production compose (Redis Cluster)"
+# The commands each file's README text must show.
+README_COMMANDS = {
+    COMPOSE_FILE.name: ("cp .env.example .env", "docker compose up -d --build"),
+    PROD_COMPOSE_FILE.name: (
+        "cp .env.example .env",
+        "docker compose -f docker-compose.prod.yml up -d --build",
+    ),
+}
 PROMETHEUS_CONFIG = ROOT / "config" / "prometheus" / "prometheus.yml"
 GRAFANA_PROVISIONING = ROOT / "config" / "grafana" / "provisioning"
 
@@ -61,11 +81,21 @@ REQUIRED_TOPICS = {
 # ---- helpers ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE_FILE.read_text())
-    assert isinstance(data, dict), "docker-compose.yml must be a mapping"
+def load_compose(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), f"{path.name} must be a mapping"
     return data
+
+
+@pytest.fixture(scope="module", params=COMPOSE_FILES, ids=[p.name for p in COMPOSE_FILES])
+def compose_file(request: pytest.FixtureRequest) -> Path:
+    path: Path = request.param
+    return path
+
+
+@pytest.fixture(scope="module")
+def compose(compose_file: Path) -> dict[str, Any]:
+    return load_compose(compose_file)
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +276,43 @@ def env_example() -> dict[str, str]:
     return result
 
 
+def has_image(service: dict[str, Any], name: str) -> bool:
+    return re.match(rf"{re.escape(name)}[:@]", str(service.get("image", ""))) is not None
+
+
+def kafka_brokers(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The Kafka nodes (long-running services of the Kafka image; not the one-shot init)."""
+    return {n: s for n, s in services.items() if has_image(s, "apache/kafka") and s.get("restart") != "no"}
+
+
+def redis_nodes(services: dict[str, dict[str, Any]], one_shot: bool = False) -> dict[str, dict[str, Any]]:
+    """The Redis servers, or with one_shot the jobs run from the Redis image (a cluster's init)."""
+    return {
+        n: s for n, s in services.items() if has_image(s, "redis") and (s.get("restart") == "no") == one_shot
+    }
+
+
+def script_of(service: dict[str, Any]) -> str:
+    """A service's command as one text (a shell script is usually one item of a list)."""
+    command = service.get("command") or ""
+    return command if isinstance(command, str) else "\n".join(map(str, command))
+
+
+def redis_server_options(service: dict[str, Any]) -> dict[str, str]:
+    """The --option value pairs redis-server is started with, from an argument list or a
+    shell script that ends by exec'ing it (a config file before the options is skipped)."""
+    tokens = shlex.split(script_of(service).replace("\\\n", " "))
+    assert "redis-server" in tokens, "the service does not start redis-server"
+    rest = tokens[tokens.index("redis-server") + 1 :]
+    if rest and rest[0].endswith(".conf"):
+        rest = rest[1:]
+    options = {}
+    while len(rest) >= 2 and rest[0].startswith("--"):
+        options[rest[0][2:]] = rest[1]
+        rest = rest[2:]
+    return options
+
+
 def is_prometheus(service: dict[str, Any]) -> bool:
     return str(service.get("image", "")).startswith(("prom/prometheus:", "prom/prometheus@"))
 
@@ -309,9 +376,9 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 # ---- (a) the Compose Specification -----------------------------------------------------
 
 
-def test_compose_file_matches_the_compose_specification(compose: dict[str, Any]) -> None:
+def test_compose_file_matches_the_compose_specification(compose: dict[str, Any], compose_file: Path) -> None:
     errors = schema_errors(compose)
-    assert not errors, "docker-compose.yml does not follow the Compose Specification:\n" + "\n".join(errors)
+    assert not errors, f"{compose_file.name} does not follow the Compose Specification:\n" + "\n".join(errors)
 
 
 @pytest.mark.parametrize(
@@ -371,8 +438,19 @@ def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str,
     unused = sorted(declared - {vol for _, vol in used})
     assert not unused, f"named volumes declared but used by no service: {unused}"
     stateful = {name for name, _ in used}
-    assert {"kafka", "redis", "prometheus", "alertmanager", "grafana"} <= stateful, (
-        "every service with data to keep needs a named volume"
+    with_data = {
+        name
+        for name, svc in services.items()
+        if svc.get("restart") != "no"
+        and any(
+            has_image(svc, i)
+            for i in ("apache/kafka", "redis", "prom/prometheus", "prom/alertmanager", "grafana/grafana")
+        )
+    }
+    assert {"prometheus", "alertmanager", "grafana"} <= with_data
+    assert kafka_brokers(services) and redis_nodes(services), "no Kafka or no Redis"
+    assert with_data <= stateful, (
+        f"every service with data to keep needs a named volume: {sorted(with_data - stateful)}"
     )
 
 
@@ -447,8 +525,10 @@ def test_every_service_rotates_its_logs(services: dict[str, dict[str, Any]]) -> 
         assert options.get("max-size") and options.get("max-file"), f"{name}: logs grow without bound"
 
 
-def test_two_workers_in_one_consumer_group(workers: dict[str, dict[str, Any]]) -> None:
-    assert set(workers) == {"worker-1", "worker-2"}
+def test_the_workers_are_in_one_consumer_group(
+    workers: dict[str, dict[str, Any]], compose_file: Path
+) -> None:
+    assert set(workers) == EXPECTED_WORKERS[compose_file.name]
     app_ids = {env_of(w).get("BEACON_APP_ID", Settings().app_id) for w in workers.values()}
     assert len(app_ids) == 1, f"workers must share BEACON_APP_ID (one consumer group), got {app_ids}"
 
@@ -507,8 +587,13 @@ def test_services_wait_for_what_they_need_to_be_healthy(services: dict[str, dict
             one_shot = services[target].get("restart") == "no"
             expected = "service_completed_successfully" if one_shot else "service_healthy"
             assert spec.get("condition") == expected, f"{name} -> {target}: condition should be {expected}"
-    for worker in ("worker-1", "worker-2", "trainer"):
-        assert {"kafka", "kafka-init", "redis"} <= set(depends_on(services[worker])), worker
+    needed = set(kafka_brokers(services)) | {"kafka-init"} | set(redis_nodes(services))
+    needed |= set(redis_nodes(services, one_shot=True))  # a Redis Cluster's init
+    beacon = [name for name, svc in services.items() if "build" in svc]
+    assert {"worker-1", "worker-2", "trainer"} <= set(beacon)
+    for worker in beacon:
+        missing = needed - set(depends_on(services[worker]))
+        assert not missing, f"{worker} does not wait for {sorted(missing)}"
     assert "prometheus" in depends_on(services["grafana"])
     assert "alertmanager" in depends_on(services["prometheus"])
 
@@ -540,6 +625,43 @@ def test_init_service_creates_every_topic_with_worker_partitions(
     partitions |= {Settings.build(env=env_of(w)).partitions for w in workers.values()}
     assert len(partitions) == 1, f"workers' BEACON_PARTITIONS must match the topics: {partitions}"
     assert "--if-not-exists" in script, "topic creation must be idempotent"
+
+
+def script_flag(script: str, flag: str, env: dict[str, str]) -> str | None:
+    """The value a script passes to flag, a literal or "$$VAR" resolved from env."""
+    m = re.search(rf"{re.escape(flag)}[ =]\"?(\$\$\w+|[\w.]+)\"?", script)
+    if m is None:
+        return None
+    value = m[1]
+    return env[value[2:]] if value.startswith("$$") else value
+
+
+def test_topics_are_replicated_as_the_brokers_allow(services: dict[str, dict[str, Any]]) -> None:
+    brokers = kafka_brokers(services)
+    init = services["kafka-init"]
+    script = script_of(init)
+    replication = int(script_flag(script, "--replication-factor", env_of(init)) or 0)
+    assert 1 <= replication <= len(brokers), f"replication factor {replication} with {len(brokers)} brokers"
+    min_isr_topic = script_flag(script, "min.insync.replicas", env_of(init))
+    for name, broker in brokers.items():
+        env = env_of(broker)
+        assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == replication, name
+        assert int(env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == replication, name
+        assert int(env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"]) == replication, name
+        for min_isr in (env["KAFKA_MIN_INSYNC_REPLICAS"], min_isr_topic or env["KAFKA_MIN_INSYNC_REPLICAS"]):
+            # Below the replication factor (when there is more than one copy), or one node
+            # down stops every acks=all producer.
+            assert int(min_isr) == 1 if replication == 1 else 1 < int(min_isr) < replication, name
+
+
+def test_redis_keeps_state_durably_and_never_evicts(services: dict[str, dict[str, Any]]) -> None:
+    for name, node in redis_nodes(services).items():
+        options = redis_server_options(node)
+        assert options.get("appendonly") == "yes", f"{name}: AOF persistence off"
+        assert options.get("appendfsync") in {"everysec", "always"}, name
+        # Beacon's state must not be silently evicted: a full Redis refuses writes instead.
+        assert options.get("maxmemory-policy") == "noeviction", f"{name}: maxmemory-policy noeviction"
+        assert options.get("maxmemory"), f"{name}: set maxmemory (below the container's limit)"
 
 
 # ---- (c) the Dockerfile ----------------------------------------------------------------
@@ -679,11 +801,30 @@ def datasource_problems(documents: list[Any], services: dict[str, dict[str, Any]
     return problems
 
 
+def prometheus_config_file(services: dict[str, dict[str, Any]]) -> Path:
+    """The repository file the Prometheus service reads as its --config.file."""
+    prometheus = services[prometheus_name(services)]
+    flags = [arg for arg in command_of(prometheus) if arg.startswith("--config.file=")]
+    in_container = flags[-1].partition("=")[2] if flags else "/etc/prometheus/prometheus.yml"
+    path = repo_path(prometheus, in_container)
+    assert path is not None, f"Prometheus' {in_container} is not bind-mounted from the repository"
+    return path.resolve()
+
+
+def test_prometheus_configs_are_the_ones_the_compose_files_mount() -> None:
+    mounted = {prometheus_config_file(load_compose(f)["services"]) for f in COMPOSE_FILES}
+    assert PROMETHEUS_CONFIG.resolve() in mounted
+    assert mounted == {p.resolve() for p in PROMETHEUS_CONFIG.parent.glob("prometheus*.yml")}, (
+        "a Prometheus configuration no compose file mounts (or one missing)"
+    )
+
+
 @pytest.fixture(scope="module")
-def prometheus_config() -> dict[str, Any]:
-    if not PROMETHEUS_CONFIG.is_file():
-        pytest.skip(f"{PROMETHEUS_CONFIG.relative_to(ROOT)} missing (the bind-mount test fails for it)")
-    config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+def prometheus_config(services: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    path = prometheus_config_file(services)
+    if not path.is_file():
+        pytest.skip(f"{path.relative_to(ROOT)} missing (the bind-mount test fails for it)")
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
     return config
 
 
@@ -691,7 +832,7 @@ def prometheus_config() -> dict[str, Any]:
     ("targets", "alertmanagers", "wrong"),
     [
         (["worker-1:6066", "worker-2:6066", "trainer:6068", "localhost:9090"], ["alertmanager:9093"], 0),
-        (["worker-3:6066"], [], 1),  # no such service
+        (["worker-9:6066"], [], 1),  # no such service
         (["worker-1:9999"], [], 1),  # not its port
         (["trainer:6066"], [], 1),  # the trainer serves no API, only its metrics port
         (["redis:6379", "worker-1"], ["alertmanager:9094"], 3),
@@ -753,7 +894,7 @@ def test_prometheus_reads_the_metrics_token_from_the_secret(
         assert auth.get("type", "Bearer") == "Bearer", f"{where}: Bearer authorization"
         assert auth.get("credentials_file") in mounted, f"{where}: credentials_file must be a mounted secret"
     # The token lives in .env and the secret only, never in the configuration.
-    text = PROMETHEUS_CONFIG.read_text()
+    text = prometheus_config_file(services).read_text()
     assert not re.search(r"^\s*(credentials|bearer_token|password)\s*:", text, flags=re.MULTILINE)
 
 
@@ -819,16 +960,25 @@ def test_grafana_has_no_default_secret_and_no_anonymous_access(services: dict[st
 # ---- (e) what an operator reads: .env.example and the README ---------------------------
 
 
+def variables_needed(compose: dict[str, Any]) -> set[str]:
+    """Variables the file interpolates, and those its secrets are read from."""
+    return set(compose_variables(compose)) | {
+        str(s["environment"]) for s in (compose.get("secrets") or {}).values() if "environment" in s
+    }
+
+
 def test_env_example_names_every_variable_compose_reads(compose: dict[str, Any]) -> None:
     example = env_example()
     variables = compose_variables(compose)
     secret_vars = {
         str(s["environment"]) for s in (compose.get("secrets") or {}).values() if "environment" in s
     }
-    needed = set(variables) | secret_vars
+    needed = variables_needed(compose)
     assert needed <= set(example), f"missing from .env.example: {sorted(needed - set(example))}"
-    assert set(example) <= needed, (
-        f".env.example names what compose never reads: {sorted(set(example) - needed)}"
+    # One .env.example serves both compose files: each of its variables is read by one.
+    all_needed = set().union(*(variables_needed(load_compose(f)) for f in COMPOSE_FILES))
+    assert set(example) <= all_needed, (
+        f".env.example names what no compose file reads: {sorted(set(example) - all_needed)}"
     )
     required = {name for name, req in variables.items() if req}
     assert {"BEACON_MODEL_SIGNING_KEY", "BEACON_METRICS_TOKEN", "GRAFANA_ADMIN_PASSWORD"} <= required
@@ -869,9 +1019,154 @@ def test_readme_lists_every_setting_with_its_default() -> None:
         assert ("**secret**" in meaning) == (f.name in SECRET_FIELDS), f"{var}: mark secrets, and only them"
 
 
-def test_readme_describes_every_service(services: dict[str, dict[str, Any]]) -> None:
+def readme_subsection(section: str, title: str) -> str:
+    heading = f"\n### {title}\n"
+    assert heading in section, f"README.md has no subsection '### {title}' in '## {README_SECTION}'"
+    start = section.index(heading) + 1
+    end = section.find("\n### ", start)
+    return section[start : end if end != -1 else len(section)]
+
+
+def test_readme_describes_every_service(services: dict[str, dict[str, Any]], compose_file: Path) -> None:
     section = readme_section(README_SECTION)
+    if compose_file == PROD_COMPOSE_FILE:
+        section = readme_subsection(section, README_PROD_SUBSECTION)
     described = {name for row in table_rows(section) for name in re.findall(r"`([\w-]+)`", row[0])}
     assert set(services) <= described, f"README: services not described: {sorted(set(services) - described)}"
-    for command in ("cp .env.example .env", "docker compose up -d --build"):
+    for command in README_COMMANDS[compose_file.name]:
         assert command in section
+
+
+# ---- (f) docker-compose.prod.yml: Redis Cluster and a three-node Kafka -----------------
+
+
+@pytest.fixture(scope="module")
+def prod() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = load_compose(PROD_COMPOSE_FILE)["services"]
+    return services
+
+
+def test_prod_runs_six_redis_cluster_nodes(prod: dict[str, dict[str, Any]]) -> None:
+    nodes = redis_nodes(prod)
+    assert sorted(nodes) == [f"redis-{i}" for i in range(1, 7)], "3 masters + 3 replicas = 6 nodes"
+    for name, node in nodes.items():
+        options = redis_server_options(node)
+        assert options.get("cluster-enabled") == "yes", f"{name}: --cluster-enabled yes"
+        assert options.get("port") == "6379", name
+        assert "redis_password" in (node.get("secrets") or []), f"{name}: needs the redis_password secret"
+        script = script_of(node)
+        # requirepass for clients, masterauth for a replica to sync from its master (and a
+        # promoted master's old master to follow it), both read from the secret.
+        for directive in ("requirepass", "masterauth"):
+            assert directive in script, f"{name}: no {directive}"
+        assert "/run/secrets/redis_password" in script
+        assert "/run/secrets/redis_password" in " ".join(node["healthcheck"]["test"]), (
+            f"{name}: the health check must authenticate"
+        )
+
+
+def test_prod_redis_nodes_have_fixed_distinct_addresses() -> None:
+    compose = load_compose(PROD_COMPOSE_FILE)
+    ipam = compose["networks"]["default"]["ipam"]["config"][0]
+    subnet, dynamic = ipaddress.IPv4Network(ipam["subnet"]), ipaddress.IPv4Network(ipam["ip_range"])
+    assert dynamic.subnet_of(subnet)
+    addresses = {
+        name: ipaddress.ip_address(node["networks"]["default"]["ipv4_address"])
+        for name, node in redis_nodes(compose["services"]).items()
+    }
+    assert len(set(addresses.values())) == len(addresses), "two nodes share an address"
+    for name, address in addresses.items():
+        assert address in subnet and address not in dynamic, (
+            f"{name}: {address} outside {subnet} or in ip_range"
+        )
+        assert address not in {subnet.network_address, subnet.network_address + 1, subnet.broadcast_address}
+
+
+def test_prod_cluster_init_forms_the_cluster_once(prod: dict[str, dict[str, Any]]) -> None:
+    inits = redis_nodes(prod, one_shot=True)
+    assert list(inits) == ["redis-cluster-init"]
+    init = inits["redis-cluster-init"]
+    nodes = redis_nodes(prod)
+    assert {n: s.get("condition") for n, s in depends_on(init).items()} == dict.fromkeys(
+        nodes, "service_healthy"
+    )
+    env = env_of(init)
+    assert sorted(env["NODES"].split()) == sorted(f"{n}:6379" for n in nodes), "every node joins the cluster"
+    replicas = int(env["REPLICAS"])
+    assert replicas == 1 and len(nodes) // (replicas + 1) == 3, "3 masters, one replica each"
+    script = script_of(init)
+    assert re.search(
+        r'redis-cli --cluster create \$\$NODES --cluster-replicas "\$\$REPLICAS" --cluster-yes', script
+    )
+    # Idempotent: a formed cluster (redis-1 knows other nodes) is not created again.
+    guard, create = script.find("cluster_known_nodes"), script.find("--cluster create")
+    assert -1 < guard < create, "check whether the cluster is already formed before creating it"
+    assert "cluster_state:ok" in script, "finish only once every slot is served"
+    assert "redis_password" in (init.get("secrets") or []) and "REDISCLI_AUTH" in script
+
+
+def test_prod_beacon_processes_use_the_cluster_once_formed(prod: dict[str, dict[str, Any]]) -> None:
+    beacon = {name: svc for name, svc in prod.items() if "build" in svc}
+    assert set(beacon) == EXPECTED_WORKERS[PROD_COMPOSE_FILE.name] | {"trainer"}
+    for name, svc in beacon.items():
+        settings = Settings.build(env=env_of(svc))
+        assert settings.redis_cluster, f"{name}: set BEACON_REDIS_CLUSTER"
+        assert redis_url_parts(settings.redis_url)[1] in redis_nodes(prod), f"{name}: name a cluster node"
+        deps = depends_on(svc)
+        assert deps.get("redis-cluster-init", {}).get("condition") == "service_completed_successfully", (
+            f"{name} must wait for the cluster to be formed"
+        )
+        # The slot groups are fixed for the life of the data: every process uses the same.
+        assert len({Settings.build(env=env_of(s)).redis_slot_groups for s in beacon.values()}) == 1
+
+
+def test_prod_kafka_is_three_nodes_with_one_quorum(prod: dict[str, dict[str, Any]]) -> None:
+    brokers = kafka_brokers(prod)
+    assert sorted(brokers) == ["kafka-1", "kafka-2", "kafka-3"]
+    envs = {name: env_of(b) for name, b in brokers.items()}
+    assert len({e["CLUSTER_ID"] for e in envs.values()}) == 1, "one CLUSTER_ID for the three nodes"
+    ids = {name: e["KAFKA_NODE_ID"] for name, e in envs.items()}
+    assert len(set(ids.values())) == 3
+    voters = {f"{ids[name]}@{name}:9093" for name in brokers}
+    for name, env in envs.items():
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters, name
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092", name
+    for name, svc in prod.items():
+        if "build" in svc:
+            bootstrap = Settings.build(env=env_of(svc)).kafka_bootstrap.split(",")
+            assert sorted(bootstrap) == sorted(f"{b}:9092" for b in brokers), (
+                f"{name}: bootstrap every broker"
+            )
+
+
+def redis_url_parts(url: str) -> tuple[str, str]:
+    """(password, host) of a Redis URL as written in the file: the password may be a
+    ${VAR:?message} interpolation, which urlsplit cannot take apart ('?' starts a query)."""
+    m = re.match(r"^rediss?://(?:(?P<auth>.*)@)?(?P<host>[^:/@]+)", url)
+    assert m, f"not a Redis URL: {url!r}"
+    return (m["auth"] or "").partition(":")[2], m["host"]
+
+
+SECRET_VALUE = re.compile(r"\$\{[A-Za-z_]\w*:\?[^}]+\}")
+
+
+def test_prod_holds_no_secret_literal() -> None:
+    compose = load_compose(PROD_COMPOSE_FILE)
+    # Secrets come from the environment (.env, not committed), never from a file beside it.
+    for name, secret in (compose.get("secrets") or {}).items():
+        assert set(secret) == {"environment"}, f"secret {name}: read it from .env (environment:)"
+    secret_vars = {"BEACON_" + f.upper() for f in SECRET_FIELDS}
+    for name, svc in compose["services"].items():
+        for var, value in env_of(svc).items():
+            if var == "BEACON_REDIS_URL":
+                password = redis_url_parts(value)[0]
+                assert SECRET_VALUE.fullmatch(password), (
+                    f"{name}: the Redis URL's password must be ${{VAR:?...}}"
+                )
+            elif var in secret_vars or re.search(r"PASSWORD|SECRET|TOKEN|KEY", var):
+                assert not value or SECRET_VALUE.fullmatch(value), f"{name}: {var} must be ${{VAR:?...}}"
+    for text in strings_in(compose):
+        # A password on a command line shows in `ps` and `docker inspect`.
+        assert not re.search(r"--(requirepass|masterauth)\b|redis-cli[^\n]*\s-a\s", text), text
+        for m in re.finditer(r"\b(requirepass|masterauth)\s+([^\s\\]+)", text):
+            assert m[2] in {'"%s"', "%s"}, f"{m[1]} is given a value in the file: {m[2]}"

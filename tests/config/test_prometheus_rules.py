@@ -30,6 +30,8 @@ PROM_DIR = ROOT / "config" / "prometheus"
 RULE_FILES = sorted((PROM_DIR / "rules").glob("*.yml"))
 TEST_FILES = sorted((PROM_DIR / "tests").glob("*.yml"))
 PROMETHEUS_YML = PROM_DIR / "prometheus.yml"
+# docker-compose.yml mounts prometheus.yml, docker-compose.prod.yml prometheus.prod.yml.
+PROMETHEUS_YMLS = sorted(PROM_DIR.glob("prometheus*.yml"))
 ALERTMANAGER_YML = ROOT / "config" / "alertmanager" / "alertmanager.yml"
 # Paths that exist only inside the container (docker-compose mounts them).
 CONTAINER_TOKEN = "/run/secrets/beacon_metrics_token"
@@ -273,12 +275,13 @@ def test_promtool_unit_tests_pass() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
+@pytest.mark.parametrize("config", PROMETHEUS_YMLS, ids=[p.name for p in PROMETHEUS_YMLS])
+def test_promtool_accepts_the_scrape_config(config: Path, tmp_path: Path) -> None:
     """promtool opens the credentials file and expands the rule_files glob; both paths
     exist only in the container, so check a copy with just those two pointed here."""
     token = tmp_path / "token"
     token.write_text("placeholder\n")
-    text = PROMETHEUS_YML.read_text()
+    text = config.read_text()
     assert CONTAINER_TOKEN in text and CONTAINER_RULES in text
     copy = tmp_path / "prometheus.yml"
     copy.write_text(
