@@ -24,7 +24,7 @@ from engine.domain.decision import Decision
 from engine.errors import StoreError
 from engine.http.api import Api
 from engine.http.guard import Guard
-from engine.service.metrics import Metrics
+from engine.service.metrics import Metrics, record_nodes
 from engine.service.runtime import Runtime
 
 log = logging.getLogger("beacon.app")
@@ -143,6 +143,7 @@ def create_app(rt: Runtime) -> BeaconApp:
         record_lag(app.consumer, rt.metrics)
         with contextlib.suppress(StoreError):  # counted where decisions meet it
             rt.metrics.outbox_backlog.set(await rt.outbox.backlog())
+        record_nodes(rt.metrics, await rt.probe_nodes())
 
     async def flush(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # In-flight records finish and are acknowledged; bounded, so a dead Redis cannot

@@ -16,8 +16,9 @@ and typologies by the published rule pack, partitions by the topics' partition c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -28,6 +29,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.platform_collector import PlatformCollector
+
+if TYPE_CHECKING:
+    from engine.store.nodes import NodeReport
 from prometheus_client.process_collector import ProcessCollector
 
 from engine import __version__
@@ -225,6 +229,26 @@ class Metrics:
             "Outbox entries (one per decision) delivered to Kafka and deleted by this worker's relay",
             registry=r,
         )
+        node = ["node"]
+        self.redis_node_up = Gauge(
+            "beacon_redis_node_up",
+            "1 if the Redis node answered this worker's last probe (every 5 s), by role (primary, "
+            "replica; unknown when it did not answer)",
+            ["node", "role"],
+            registry=r,
+        )
+        self.redis_node_memory = Gauge(
+            "beacon_redis_node_used_memory_bytes", "Memory the Redis node reports in use (INFO used_memory)",
+            node, registry=r,
+        )  # fmt: skip
+        self.redis_node_ops = Gauge(
+            "beacon_redis_node_ops_per_second", "Commands per second the Redis node reports (instantaneous)",
+            node, registry=r,
+        )  # fmt: skip
+        self.redis_node_probe = Gauge(
+            "beacon_redis_node_probe_seconds", "How long the node took to answer the last probe (INFO)",
+            node, registry=r,
+        )  # fmt: skip
         self.queue_depth = Gauge(
             "beacon_decision_queue_depth", "Events waiting for the decision loop", registry=r
         )
@@ -322,3 +346,18 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def record_nodes(metrics: Metrics, reports: Sequence[NodeReport]) -> None:
+    """Per-node gauges from one probe (engine/store/nodes.py). A node that moved from primary
+    to replica (a failover) loses its old role's series."""
+    for report in reports:
+        for role in ("primary", "replica", "unknown"):
+            if role != report.role:
+                with contextlib.suppress(KeyError):
+                    metrics.redis_node_up.remove(report.node, role)
+        metrics.redis_node_up.labels(report.node, report.role).set(1 if report.up else 0)
+        if report.up:
+            metrics.redis_node_memory.labels(report.node).set(report.used_memory_bytes)
+            metrics.redis_node_ops.labels(report.node).set(report.ops_per_second)
+            metrics.redis_node_probe.labels(report.node).set(report.info_seconds)

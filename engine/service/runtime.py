@@ -8,14 +8,17 @@ ready), because Redis may not be reachable yet when the process starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.service.decisions import DecisionService
 from engine.service.metrics import Metrics
 from engine.service.modelwatch import ModelWatcher
 from engine.service.rulewatch import RuleWatcher
 from engine.settings import Settings
+from engine.store import nodes
 from engine.store.alerts import AlertDesk
 from engine.store.layout import KeyLayout
+from engine.store.nodes import NodeReport
 from engine.store.outbox import Outbox
 from engine.store.redisio import connect
 from engine.store.rules import RuleStore
@@ -41,6 +44,10 @@ class Runtime:
     readiness: dict[str, bool] = field(
         default_factory=lambda: {"redis": False, "broker": False, "rules": False}
     )
+    redis: Any = None  # the shared client: per-node metrics probe it (engine/store/nodes.py)
+
+    async def probe_nodes(self) -> list[NodeReport]:
+        return await nodes.probe(self.redis) if self.redis is not None else []
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics | None = None) -> Runtime:
@@ -73,7 +80,8 @@ class Runtime:
             settings.login_failures_per_minute,
             settings.login_hash_threads,
         )
-        return cls(settings, service, metrics, watch, models, desk, auth, Outbox(client, settings), readiness)
+        outbox = Outbox(client, settings)
+        return cls(settings, service, metrics, watch, models, desk, auth, outbox, readiness, client)
 
     async def load_models(self) -> None:
         """Warm start from the latest snapshots (fresh models where there are none)."""

@@ -45,17 +45,23 @@ from engine.store import keys
 
 @functools.cache
 def group_tags(groups: int) -> tuple[str, ...]:
-    """One hash tag per group, group k's slot inside the k-th of ``groups`` equal ranges.
+    """One hash tag per group, group k's slot in the middle quarter of the k-th of ``groups``
+    equal ranges: away from the ends, so masters that split the slots in even ranges (as
+    ``redis-cli --cluster create`` does) get even shares of the groups.
 
     >>> tags = group_tags(4)
     >>> [key_slot(t.encode()) * 4 // REDIS_CLUSTER_HASH_SLOTS for t in tags]
     [0, 1, 2, 3]
     """
+    width = REDIS_CLUSTER_HASH_SLOTS / groups
     found: dict[int, str] = {}
     n = 0
     while len(found) < groups:
         tag = f"g{n}"
-        found.setdefault(key_slot(tag.encode()) * groups // REDIS_CLUSTER_HASH_SLOTS, tag)
+        slot = key_slot(tag.encode())
+        k = int(slot // width)
+        if abs(slot - (k + 0.5) * width) <= width / 8:
+            found.setdefault(k, tag)
         n += 1
     return tuple(found[k] for k in range(groups))
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar, cast
+from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -24,8 +25,29 @@ def redis_errors(what: str) -> Iterator[None]:
     """``with redis_errors("rules publish"):`` -> StoreError("rules publish failed: ...")."""
     try:
         yield
+    except AttributeError as exc:
+        if not _client_race(exc):
+            raise
+        raise StoreError(f"{what} failed: connection dropped under the client ({exc})", "connection") from exc
     except (RedisError, RedisClusterException) as exc:
-        raise StoreError(f"{what} failed: {exc}", kind_of(exc)) from exc
+        kind = kind_of(exc)
+        hint = _CROSS_SLOT_HINT if kind == "cross_slot" else ""
+        raise StoreError(f"{what} failed: {exc}{hint}", kind) from exc
+
+
+def _client_race(exc: AttributeError) -> bool:
+    """redis-py 8.1's cluster client, when a node fails, drops connections other tasks are
+    still writing on: they fail with this AttributeError, not a RedisError (seen up to ~1 s
+    after a failover; tests/clusterkit.py CLIENT_RACE). It is a lost connection."""
+    return "'NoneType' object has no attribute" in str(exc) and any(
+        name in str(exc) for name in ("'writelines'", "'write'", "'read'", "'readline'")
+    )
+
+
+_CROSS_SLOT_HINT = (
+    " (Redis Cluster: one command's keys must share one slot; each layout in engine/store/keys.py"
+    " and engine/store/layout.py says why its keys do)"
+)
 
 
 def kind_of(exc: RedisError | RedisClusterException) -> str:
@@ -57,16 +79,19 @@ def text(value: Any) -> str:
 
 
 def connect(settings: Settings) -> aioredis.Redis:
-    """The client for ``settings.redis_url``: a single Redis, or with ``redis_cluster`` any
-    node of a Redis Cluster (the client learns the others and follows MOVED and failover).
+    """The client for ``settings.redis_url``: a single Redis, or with ``redis_cluster`` a
+    Redis Cluster, named by one or more of its nodes (the client learns the others and
+    follows MOVED and failover).
 
     Typed as the single-node client: the cluster client speaks the same commands, and
     what differs (script calls split by slot, pub/sub) is handled where it is used."""
     if settings.redis_cluster:
+        first, others = cluster_nodes(settings.redis_url)
         return cast(
             aioredis.Redis,
             RedisCluster.from_url(
-                settings.redis_url,
+                first,
+                startup_nodes=[ClusterNode(host, port) for host, port in others],
                 socket_timeout=settings.store_timeout_s,
                 socket_connect_timeout=settings.store_timeout_s,
             ),
@@ -77,3 +102,19 @@ def connect(settings: Settings) -> aioredis.Redis:
         socket_connect_timeout=settings.store_timeout_s,
         health_check_interval=30,
     )
+
+
+def cluster_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A cluster's ``redis_url``: the first node's URL (its credentials and TLS scheme are
+    the cluster's) and the other nodes' addresses. Naming several means that the client
+    can start, and learn the slots again after a failover, while any one of them is down.
+
+    >>> cluster_nodes("redis://:pw@r1:6379/0, r2:6380,rediss://r3")
+    ('redis://:pw@r1:6379/0', [('r2', 6380), ('r3', 6379)])
+    """
+    first, *others = [part.strip() for part in url.split(",") if part.strip()] or [""]
+    nodes = []
+    for other in others:
+        parsed = urlparse(other if "://" in other else f"redis://{other}")
+        nodes.append((parsed.hostname or "", parsed.port or 6379))
+    return first, nodes

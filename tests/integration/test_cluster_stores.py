@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import CrossSlotTransactionError, RedisClusterException
+from redis.exceptions import CrossSlotTransactionError
 
 from engine.errors import StoreError
 from engine.ops.infra import start_embedded
@@ -248,30 +248,24 @@ async def test_a_fresh_clients_call_across_slots_is_a_store_error(settings: Sett
             await guarded("cross-slot probe", fresh.mget(CROSS))
     finally:
         await fresh.aclose()
-    assert info.value.kind == "response"
+    assert info.value.kind == "cross_slot" and "engine/store/keys.py" in str(info.value)
     print(f"\ncross-slot, first command of a client: StoreError({info.value}, kind={info.value.kind})")
 
 
 async def test_a_script_across_slots_is_refused_by_the_client(client: aioredis.Redis) -> None:
-    await client.ping()  # the client now knows the slots
+    await client.ping()  # the client now knows the slots: redis-py refuses before sending
     script = client.register_script("return redis.call('GET', KEYS[1])")
-    with pytest.raises(
-        RedisClusterException, match="EVALSHA - all keys must map to the same key slot"
-    ) as info:
+    with pytest.raises(StoreError, match="EVALSHA - all keys must map to the same key slot") as info:
         await guarded("cross-slot probe", script(keys=CROSS))
-    print(f"\ncross-slot script, known slots: {type(info.value).__name__}: {info.value}")
+    assert info.value.kind == "cross_slot"
+    print(f"\ncross-slot script, known slots: {info.value}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RedisClusterException,
-    reason="redis-py's RedisClusterException (cross-slot, no route) is not a RedisError: "
-    "engine.store.redisio.redis_errors lets it through unconverted",
-)
 async def test_a_call_across_slots_becomes_a_store_error(client: aioredis.Redis) -> None:
     await client.ping()
-    with pytest.raises(StoreError, match="cross-slot probe failed"):
+    with pytest.raises(StoreError, match="cross-slot probe failed") as info:
         await guarded("cross-slot probe", client.mget(CROSS))
+    assert info.value.kind == "cross_slot"
 
 
 async def test_a_transaction_across_slots_is_refused(client: aioredis.Redis) -> None:

@@ -31,6 +31,7 @@ BOUNDED_LABELS = {
     "path", "channel", "type", "outcome", "reason", "stage", "severity", "rule", "typology",
     "offer", "response", "verdict", "action", "model", "quantile", "topic", "partition",
     "component", "kind", "change", "by", "status", "disposition",
+    "node", "role",  # the deployment's Redis nodes (host:port) and primary/replica/unknown
 }  # fmt: skip
 _SUFFIX = {"counter": "_total", "info": "_info"}
 
