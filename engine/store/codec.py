@@ -76,6 +76,7 @@ def commit_config(settings: Settings) -> bytes:
     return orjson.dumps(
         {
             "state_ttl": settings.state_ttl_s,
+            "answer_ttl": min(settings.dedupe_answer_ttl_s, settings.dedupe_ttl_s),
             "recent_decisions": settings.recent_decisions,
             "contact_window": CONTACT_WINDOW_S,
             "contact_history": settings.contact_history,
@@ -130,10 +131,14 @@ def event_summary(event: Event) -> dict[str, Any]:
     return summary
 
 
-def snapshot_from_reply(reply: dict[str, Any], channel: str, etype: str) -> Snapshot:
+def snapshot_from_reply(
+    reply: dict[str, Any], channel: str, etype: str, event: Event | None = None
+) -> Snapshot:
     """Turn one element of the ingest script's reply into a :class:`Snapshot`."""
     if reply.get("conflict"):  # a repeat with another payload: the script read nothing
         return Snapshot(windows={}, duplicate=True, conflict=True)
+    if reply.get("late") and event is not None:  # a repeat whose answer is no longer kept
+        return Snapshot(windows={}, duplicate=True, stored_decision=late_repeat_body(event, reply["late"]))
     duplicate = bool(reply.get("dup"))
     stored_decision: bytes | None = None
     facts: dict[str, Any] = reply.get("facts") or {}
@@ -158,6 +163,33 @@ def snapshot_from_reply(reply: dict[str, Any], channel: str, etype: str) -> Snap
         device_customers_24h=int(reply.get("dev_customers") or 0),
         duplicate=duplicate,
         stored_decision=stored_decision,
+    )
+
+
+def late_repeat_body(event: Event, first_seen: float) -> bytes:
+    """What a repeat gets once its answer has expired (``BEACON_DEDUPE_ANSWER_TTL_S``) but
+    not its dedupe window (``BEACON_DEDUPE_TTL_S``): an acknowledgement that it is a repeat,
+    nothing to show, nothing decided or counted again. The decision it got is in
+    ``decisions.audit`` (by event id).
+
+    >>> body = late_repeat_body(Event("e1", "C1", "atm", "login", 1795428000.0), 1795428000)
+    >>> orjson.loads(body)["replay"]["code"], orjson.loads(body)["actions"]
+    ('answer_expired', [])
+    """
+    return orjson.dumps(
+        {
+            "event_id": event.event_id,
+            "customer_id": event.customer_id,
+            "channel": event.channel,
+            "actions": [],
+            "alerts": [],
+            "replay": {
+                "code": "answer_expired",
+                "first_seen": datetime.fromtimestamp(float(first_seen), UTC).isoformat(),
+                "message": "a repeat of an event already decided; its answer is no longer kept"
+                " (the decision is in decisions.audit)",
+            },
+        }
     )
 
 
