@@ -50,16 +50,26 @@ from engine.ops.infra import start_embedded
 from engine.ops.traffic import Population, TrafficGenerator
 from engine.rules.pack import read_bundle
 from engine.service.decisions import DecisionService
+from engine.service.trainer import _decided_scores
 from engine.settings import Settings
 from engine.store import keys
+from engine.store.keys import FeedbackKeys
 from engine.store.redisio import connect, text
 from engine.store.state import StateStore
 from loadtest.tables import table
+from models.featureconfig import BUILT_IN
+from models.learner import inputs_of
 
 # The families holding what dedupe keeps per event: the answer, and (before issue 16) the
 # payload digest beside it, (since) the customer's id-only markers.
 ANSWER = keys.DEDUPE
 MARKERS = (":dh:", getattr(keys, "DEDUPE_MARKS", ":dm"))
+
+
+# The trainer's copy of each decision's inputs (engine/store/feedback.py ``x:<decision>``),
+# kept feedback_ttl_s for late labels. No trainer runs here: it is written from the audit
+# records in the outbox as Trainer.on_audit writes it.
+TRAINER = "fb:x:* (trainer)"
 
 
 @dataclass
@@ -74,6 +84,8 @@ def family_of(key: str, prefix: str) -> str:
     """The family a key belongs to: a customer's suffix (``:wb:`` per window), the device
     index, or a key shared by every customer."""
     rest = key.removeprefix(prefix)
+    if rest.startswith(":fb:x:"):
+        return TRAINER
     if rest.startswith(keys.DEVICE_TAG):
         return "{dev:*" + keys.DEVICE_CUSTOMERS
     if not rest.startswith(":{"):
@@ -120,6 +132,29 @@ async def measure_keys(client: aioredis.Redis, prefix: str) -> dict[str, Family]
     return dict(families)
 
 
+async def trainer_inputs(client: aioredis.Redis, settings: Settings) -> int:
+    """Write what the trainer keeps of each decision in the outbox (Trainer.on_audit:
+    ``inputs_of`` plus the scores served), with its TTL; returns how many."""
+    fb, n, start = FeedbackKeys.of(settings.key_prefix), 0, "-"
+    while True:
+        page: list[Any] = await client.xrange(keys.outbox(settings.key_prefix), min=start, count=1000) or []
+        async with client.pipeline(transaction=False) as pipe:
+            for _, fields in page:
+                record = orjson.loads(fields[b"a"])
+                if record.get("feedback") or record.get("degraded"):
+                    continue
+                inputs = inputs_of(record, BUILT_IN)
+                inputs["s"] = _decided_scores(record, inputs["shown"])
+                pipe.set(
+                    fb.inputs(str(record["decision_id"])), orjson.dumps(inputs), ex=settings.feedback_ttl_s
+                )
+                n += 1
+            await pipe.execute()
+        if len(page) < 1000:
+            return n
+        start = "(" + text(page[-1][0])
+
+
 async def drop(client: aioredis.Redis, prefix: str, pattern: str) -> int:
     gone = [k async for k in client.scan_iter(match=f"{prefix}:{pattern}", count=1000)]
     for i in range(0, len(gone), 500):
@@ -145,9 +180,12 @@ async def measure(args: argparse.Namespace) -> str:
         await store.put_profiles([(c.customer_id, c.profile) for c in pop.customers], settings.profile_ttl_s)
         for i in range(0, len(events), args.batch):
             await service.decide_batch(events[i : i + args.batch])
+        decisions = await trainer_inputs(client, settings)
         await client.delete(keys.outbox(settings.key_prefix))  # the relay's, not state
-        m1 = await used_memory(client)
+        m_fb = await used_memory(client)
         families = await measure_keys(client, settings.key_prefix)
+        await drop(client, settings.key_prefix, "fb:x:*")
+        m1 = await used_memory(client)
         answers = await drop(client, settings.key_prefix, "{*}" + ANSWER + "*")
         m2 = await used_memory(client)
         markers = sum([await drop(client, settings.key_prefix, "{*}" + m + ("*" if m.endswith(":") else ""))
@@ -156,27 +194,31 @@ async def measure(args: argparse.Namespace) -> str:
         await client.aclose()
     finally:
         emb.stop()
-    return report(args, settings, server, families, len(events), (m0, m1, m2, m3), answers, markers)
+    mem = (m0, m1, m2, m3, m_fb - m1)
+    return report(args, settings, server, families, len(events), mem, answers, markers, decisions)
 
 
 def report(args: argparse.Namespace, settings: Settings, server: str, families: dict[str, Family],
-           n_events: int, mem: tuple[int, int, int, int], answers: int, markers: int) -> str:  # fmt: skip
+           n_events: int, mem: tuple[int, int, int, int, int], answers: int, markers: int,
+           decisions: int) -> str:  # fmt: skip
     customers = args.customers
     dedupe_ttl = settings.dedupe_ttl_s
     answer_ttl = min(getattr(settings, "dedupe_answer_ttl_s", dedupe_ttl), dedupe_ttl)
     dedupe = {ANSWER + "*", *(m + "*" if m.endswith(":") else m for m in MARKERS)}
-    shared = {f for f in families if not f.startswith(":") and not f.startswith("{dev")}
+    shared = {f for f in families if not f.startswith(":") and not f.startswith("{dev") and f != TRAINER}
     rows = []
     for name, fam in sorted(families.items(), key=lambda kv: -kv[1].bytes):
         per = f"{fam.bytes / n_events:,.0f} / event" if name in dedupe else (
+            f"{fam.bytes / max(decisions, 1):,.0f} / decision" if name == TRAINER else
             "shared" if name in shared else f"{fam.bytes / customers:,.0f} / customer")  # fmt: skip
         rows.append([f"`{name}`", f"{fam.keys:,}", f"{fam.elements:,}", f"{fam.bytes:,}", per,
                      ", ".join(sorted(fam.encodings))])  # fmt: skip
-    cust_bytes = sum(f.bytes for n, f in families.items() if n not in dedupe and n not in shared)
+    cust_bytes = sum(f.bytes for n, f in families.items() if n not in dedupe | shared | {TRAINER})
+    trainer = families.get(TRAINER, Family()).bytes
     answer_b = families.get(ANSWER + "*", Family()).bytes / n_events
     marker_b = sum(families.get(n, Family()).bytes for n in dedupe - {ANSWER + "*"}) / n_events
     steady = marker_b + answer_b * answer_ttl / dedupe_ttl
-    m0, m1, m2, m3 = mem
+    m0, m1, m2, m3, m_fb = mem
     line = (f"python -m loadtest.memory --customers {customers} --events {args.events} --seed {args.seed} "
             f"--span-days {args.span_days} --batch {args.batch}")  # fmt: skip
     out = [
@@ -195,6 +237,11 @@ def report(args: argparse.Namespace, settings: Settings, server: str, families: 
         f"deleting the {answers:,} stored answers freed {(m1 - m2) / max(answers, 1):,.0f} bytes each; "
         f"deleting the {markers:,} dedupe marker keys freed {(m2 - m3) / n_events:,.0f} bytes per event; "
         f"the rest, {(m3 - m0) / customers:,.0f} bytes per customer.",
+        "- Not customer state but per decision, for `BEACON_FEEDBACK_TTL_S` "
+        f"({settings.feedback_ttl_s:,} s): "
+        f"the trainer's inputs (`fb:x:<decision>`, written here from the {decisions:,} audit records as "
+        f"Trainer.on_audit writes them): **{trainer / max(decisions, 1):,.0f} bytes per decision** "
+        f"(used_memory {m_fb / max(decisions, 1):,.0f}).",
     ]
     return "\n".join(out) + "\n"
 
