@@ -50,15 +50,12 @@ from engine.ops.infra import start_embedded
 from engine.ops.traffic import Population, TrafficGenerator
 from engine.rules.pack import read_bundle
 from engine.service.decisions import DecisionService
-from engine.service.trainer import _decided_scores
+from engine.service.trainer import build_trainer
 from engine.settings import Settings
 from engine.store import keys
-from engine.store.keys import FeedbackKeys
 from engine.store.redisio import connect, text
 from engine.store.state import StateStore
 from loadtest.tables import table
-from models.featureconfig import BUILT_IN
-from models.learner import inputs_of
 
 # The families holding what dedupe keeps per event: the answer, and (before issue 16) the
 # payload digest beside it, (since) the customer's id-only markers.
@@ -67,8 +64,8 @@ MARKERS = (":dh:", getattr(keys, "DEDUPE_MARKS", ":dm"))
 
 
 # The trainer's copy of each decision's inputs (engine/store/feedback.py ``x:<decision>``),
-# kept feedback_ttl_s for late labels. No trainer runs here: it is written from the audit
-# records in the outbox as Trainer.on_audit writes it.
+# kept feedback_ttl_s for late labels, written by a real trainer fed the run's audit
+# records; its other keys (``fb:last:<customer>``, the pending zsets) are measured too.
 TRAINER = "fb:x:* (trainer)"
 
 
@@ -86,6 +83,8 @@ def family_of(key: str, prefix: str) -> str:
     rest = key.removeprefix(prefix)
     if rest.startswith(":fb:x:"):
         return TRAINER
+    if rest.startswith(":fb:"):
+        return "fb:" + rest.split(":")[2] + (":*" if rest.count(":") > 2 and "pending" not in rest else "")
     if rest.startswith(keys.DEVICE_TAG):
         return "{dev:*" + keys.DEVICE_CUSTOMERS
     if not rest.startswith(":{"):
@@ -118,9 +117,9 @@ async def used_memory(client: aioredis.Redis) -> int:
     return int((await client.info("memory"))["used_memory"])
 
 
-async def measure_keys(client: aioredis.Redis, prefix: str) -> dict[str, Family]:
+async def measure_keys(client: aioredis.Redis, prefix: str, under: str = "") -> dict[str, Family]:
     families: dict[str, Family] = defaultdict(Family)
-    async for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
+    async for raw in client.scan_iter(match=f"{prefix}{under}:*", count=1000):
         key = text(raw)
         fam = families[family_of(key, prefix)]
         fam.keys += 1
@@ -132,24 +131,16 @@ async def measure_keys(client: aioredis.Redis, prefix: str) -> dict[str, Family]
     return dict(families)
 
 
-async def trainer_inputs(client: aioredis.Redis, settings: Settings) -> int:
-    """Write what the trainer keeps of each decision in the outbox (Trainer.on_audit:
-    ``inputs_of`` plus the scores served), with its TTL; returns how many."""
-    fb, n, start = FeedbackKeys.of(settings.key_prefix), 0, "-"
+async def trainer_writes(client: aioredis.Redis, settings: Settings) -> int:
+    """Feed the run's audit records (the outbox) to a real trainer's ``on_audit``, which
+    keeps each decision's inputs and its pending labels; returns the records fed."""
+    trainer = await build_trainer(settings, client)
+    n, start = 0, "-"
     while True:
         page: list[Any] = await client.xrange(keys.outbox(settings.key_prefix), min=start, count=1000) or []
-        async with client.pipeline(transaction=False) as pipe:
-            for _, fields in page:
-                record = orjson.loads(fields[b"a"])
-                if record.get("feedback") or record.get("degraded"):
-                    continue
-                inputs = inputs_of(record, BUILT_IN)
-                inputs["s"] = _decided_scores(record, inputs["shown"])
-                pipe.set(
-                    fb.inputs(str(record["decision_id"])), orjson.dumps(inputs), ex=settings.feedback_ttl_s
-                )
-                n += 1
-            await pipe.execute()
+        for _, fields in page:
+            await trainer.on_audit(orjson.loads(fields[b"a"]))
+            n += 1
         if len(page) < 1000:
             return n
         start = "(" + text(page[-1][0])
@@ -180,21 +171,26 @@ async def measure(args: argparse.Namespace) -> str:
         await store.put_profiles([(c.customer_id, c.profile) for c in pop.customers], settings.profile_ttl_s)
         for i in range(0, len(events), args.batch):
             await service.decide_batch(events[i : i + args.batch])
-        decisions = await trainer_inputs(client, settings)
-        await client.delete(keys.outbox(settings.key_prefix))  # the relay's, not state
-        m_fb = await used_memory(client)
-        families = await measure_keys(client, settings.key_prefix)
-        await drop(client, settings.key_prefix, "fb:x:*")
         m1 = await used_memory(client)
+        families = await measure_keys(client, settings.key_prefix)
+        families.pop(":outbox", None)  # the relay's, deleted once delivered: not state
         answers = await drop(client, settings.key_prefix, "{*}" + ANSWER + "*")
         m2 = await used_memory(client)
         markers = sum([await drop(client, settings.key_prefix, "{*}" + m + ("*" if m.endswith(":") else ""))
                        for m in MARKERS])  # fmt: skip
         m3 = await used_memory(client)
+        # Last, so the keyspace it adds does not weigh on the figures above.
+        await trainer_writes(client, settings)
+        m4 = await used_memory(client)
+        trainer_families = await measure_keys(client, settings.key_prefix, ":fb")
+        decisions = trainer_families.get(TRAINER, Family()).keys
+        families.update(trainer_families)
+        await client.delete(keys.outbox(settings.key_prefix))
+        outbox = m4 - await used_memory(client)
         await client.aclose()
     finally:
         emb.stop()
-    mem = (m0, m1, m2, m3, m_fb - m1)
+    mem = (m0, m1 - outbox, m2 - outbox, m3 - outbox, m4 - m3)
     return report(args, settings, server, families, len(events), mem, answers, markers, decisions)
 
 
@@ -205,16 +201,18 @@ def report(args: argparse.Namespace, settings: Settings, server: str, families: 
     dedupe_ttl = settings.dedupe_ttl_s
     answer_ttl = min(getattr(settings, "dedupe_answer_ttl_s", dedupe_ttl), dedupe_ttl)
     dedupe = {ANSWER + "*", *(m + "*" if m.endswith(":") else m for m in MARKERS)}
-    shared = {f for f in families if not f.startswith(":") and not f.startswith("{dev") and f != TRAINER}
+    trained = {f for f in families if f.startswith("fb:")}  # the trainer's: per decision
+    shared = {f for f in families if not f.startswith(":") and not f.startswith("{dev")} - trained
     rows = []
     for name, fam in sorted(families.items(), key=lambda kv: -kv[1].bytes):
         per = f"{fam.bytes / n_events:,.0f} / event" if name in dedupe else (
-            f"{fam.bytes / max(decisions, 1):,.0f} / decision" if name == TRAINER else
+            f"{fam.bytes / max(decisions, 1):,.0f} / decision" if name in trained else
             "shared" if name in shared else f"{fam.bytes / customers:,.0f} / customer")  # fmt: skip
         rows.append([f"`{name}`", f"{fam.keys:,}", f"{fam.elements:,}", f"{fam.bytes:,}", per,
                      ", ".join(sorted(fam.encodings))])  # fmt: skip
-    cust_bytes = sum(f.bytes for n, f in families.items() if n not in dedupe | shared | {TRAINER})
-    trainer = families.get(TRAINER, Family()).bytes
+    cust_bytes = sum(f.bytes for n, f in families.items() if n not in dedupe | shared | trained)
+    inputs = families.get(TRAINER, Family()).bytes
+    trainer = sum(families[n].bytes for n in trained)
     answer_b = families.get(ANSWER + "*", Family()).bytes / n_events
     marker_b = sum(families.get(n, Family()).bytes for n in dedupe - {ANSWER + "*"}) / n_events
     steady = marker_b + answer_b * answer_ttl / dedupe_ttl
@@ -233,15 +231,15 @@ def report(args: argparse.Namespace, settings: Settings, server: str, families: 
         f"ones and the shared keys; {args.events} events each).",
         f"- **Per event in the dedupe window: {steady:,.0f} bytes** in steady state = id-only marker "
         f"{marker_b:,.0f} + stored answer {answer_b:,.0f} x {answer_ttl:,} / {dedupe_ttl:,} s.",
-        f"- used_memory cross-check: +{(m1 - m0) / customers:,.0f} bytes per customer with everything; "
+        f"- used_memory cross-check (less the outbox): +{(m1 - m0) / customers:,.0f} bytes per customer with "
+        "everything; "
         f"deleting the {answers:,} stored answers freed {(m1 - m2) / max(answers, 1):,.0f} bytes each; "
         f"deleting the {markers:,} dedupe marker keys freed {(m2 - m3) / n_events:,.0f} bytes per event; "
         f"the rest, {(m3 - m0) / customers:,.0f} bytes per customer.",
         "- Not customer state but per decision, for `BEACON_FEEDBACK_TTL_S` "
-        f"({settings.feedback_ttl_s:,} s): "
-        f"the trainer's inputs (`fb:x:<decision>`, written here from the {decisions:,} audit records as "
-        f"Trainer.on_audit writes them): **{trainer / max(decisions, 1):,.0f} bytes per decision** "
-        f"(used_memory {m_fb / max(decisions, 1):,.0f}).",
+        f"({settings.feedback_ttl_s:,} s): what a trainer fed the run's {decisions:,} audit records keeps, "
+        f"**{trainer / max(decisions, 1):,.0f} bytes per decision** (the inputs `fb:x:` "
+        f"{inputs / max(decisions, 1):,.0f}; used_memory {m_fb / max(decisions, 1):,.0f}).",
     ]
     return "\n".join(out) + "\n"
 

@@ -169,28 +169,17 @@ def snapshot_from_reply(
 def late_repeat_body(event: Event, first_seen: float) -> bytes:
     """What a repeat gets once its answer has expired (``BEACON_DEDUPE_ANSWER_TTL_S``) but
     not its dedupe window (``BEACON_DEDUPE_TTL_S``): an acknowledgement that it is a repeat,
-    nothing to show, nothing decided or counted again. The decision it got is in
-    ``decisions.audit`` (by event id).
+    nothing to show, nothing decided or counted again (its decision is in decisions.audit).
 
-    >>> body = late_repeat_body(Event("e1", "C1", "atm", "login", 1795428000.0), 1795428000)
-    >>> orjson.loads(body)["replay"]["code"], orjson.loads(body)["actions"]
+    >>> body = orjson.loads(late_repeat_body(Event("e1", "C1", "atm", "login", 1795428000.0), 1795428000))
+    >>> body["replay"]["code"], body["actions"]
     ('answer_expired', [])
     """
-    return orjson.dumps(
-        {
-            "event_id": event.event_id,
-            "customer_id": event.customer_id,
-            "channel": event.channel,
-            "actions": [],
-            "alerts": [],
-            "replay": {
-                "code": "answer_expired",
-                "first_seen": datetime.fromtimestamp(float(first_seen), UTC).isoformat(),
-                "message": "a repeat of an event already decided; its answer is no longer kept"
-                " (the decision is in decisions.audit)",
-            },
-        }
-    )
+    ev, first = event, datetime.fromtimestamp(float(first_seen), UTC).isoformat()
+    replay = {"code": "answer_expired", "first_seen": first, "message": "a repeat of an event already"
+              " decided; its answer is no longer kept (the decision is in decisions.audit)"}  # fmt: skip
+    return orjson.dumps({"event_id": ev.event_id, "customer_id": ev.customer_id, "channel": ev.channel,
+                         "actions": [], "alerts": [], "replay": replay})  # fmt: skip
 
 
 def _as_map(value: Any) -> dict[str, str]:
