@@ -106,6 +106,10 @@ class Settings:
     # Bounds and lifetimes of per-customer state (nothing grows forever).
     state_ttl_s: int = 35 * 86400
     dedupe_ttl_s: int = 7 * 86400
+    # How long the full answer is kept for a repeat (byte for byte); after that, until
+    # dedupe_ttl_s, an id-only marker acknowledges a repeat as one (engine/store/keys.py).
+    # An hour: past HTTP client retries and Kafka redeliveries after a restart.
+    dedupe_answer_ttl_s: int = 3600
     profile_ttl_s: int = 400 * 86400
     recent_events: int = 50
     known_devices: int = 20
@@ -255,7 +259,8 @@ class Settings:
     def check(self) -> None:
         if not self.channels:
             raise ConfigError("channels: at least one channel is required")
-        positive = ("login_failures_per_minute", "login_concurrency", "login_hash_threads")
+        positive: tuple[str, ...] = ("login_failures_per_minute", "login_concurrency", "login_hash_threads")
+        positive += ("dedupe_answer_ttl_s",)
         for name in ("max_event_bytes", "batch_max", "partitions", "http_port", *positive):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

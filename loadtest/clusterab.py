@@ -46,7 +46,7 @@ def rows_of(mode: str, n: int, data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = "| mode | round | phase | answered | p50 ms | p99 ms | worker CPU ms/decision | Redis CPU % | per batch |"
+    head = "| mode | round | phase | answered | p50 ms | p99 ms | worker CPU ms/decision | Redis CPU % | per batch |"  # noqa: E501
     lines = [head, "| --- " * 9 + "|"]
     for r in rows:
         cells = [r["mode"], r["round"], r["phase"], r["answered"], f"{r['p50']:.2f}", f"{r['p99']:.2f}"]

@@ -110,7 +110,7 @@ class ClusterSplit:
                 out[i] = reply
         for i, n in zip(devices, replies[len(groups) :], strict=True):
             out[i]["dev_customers"] = n
-        return [codec.snapshot_from_reply(r, e.channel, e.type) for r, e in zip(out, events, strict=True)]
+        return [codec.snapshot_from_reply(r, e.channel, e.type, e) for r, e in zip(out, events, strict=True)]
 
     async def commit(
         self, decisions: Sequence[Decision], offers: Mapping[str, Offer], timings_ms: dict[str, float]

@@ -82,6 +82,7 @@ def commit_config(
     another slot."""
     config: dict[str, Any] = {
         "state_ttl": settings.state_ttl_s,
+        "answer_ttl": min(settings.dedupe_answer_ttl_s, settings.dedupe_ttl_s),
         "recent_decisions": settings.recent_decisions,
         "contact_window": CONTACT_WINDOW_S,
         "contact_history": settings.contact_history,
@@ -138,10 +139,14 @@ def event_summary(event: Event) -> dict[str, Any]:
     return summary
 
 
-def snapshot_from_reply(reply: dict[str, Any], channel: str, etype: str) -> Snapshot:
+def snapshot_from_reply(
+    reply: dict[str, Any], channel: str, etype: str, event: Event | None = None
+) -> Snapshot:
     """Turn one element of the ingest script's reply into a :class:`Snapshot`."""
     if reply.get("conflict"):  # a repeat with another payload: the script read nothing
         return Snapshot(windows={}, duplicate=True, conflict=True)
+    if reply.get("late") and event is not None:  # a repeat whose answer is no longer kept
+        return Snapshot(windows={}, duplicate=True, stored_decision=late_repeat_body(event, reply["late"]))
     duplicate = bool(reply.get("dup"))
     stored_decision: bytes | None = None
     facts: dict[str, Any] = reply.get("facts") or {}
@@ -167,6 +172,22 @@ def snapshot_from_reply(reply: dict[str, Any], channel: str, etype: str) -> Snap
         duplicate=duplicate,
         stored_decision=stored_decision,
     )
+
+
+def late_repeat_body(event: Event, first_seen: float) -> bytes:
+    """What a repeat gets once its answer has expired (``BEACON_DEDUPE_ANSWER_TTL_S``) but
+    not its dedupe window (``BEACON_DEDUPE_TTL_S``): an acknowledgement that it is a repeat,
+    nothing to show, nothing decided or counted again (its decision is in decisions.audit).
+
+    >>> body = orjson.loads(late_repeat_body(Event("e1", "C1", "atm", "login", 1795428000.0), 1795428000))
+    >>> body["replay"]["code"], body["actions"]
+    ('answer_expired', [])
+    """
+    ev, first = event, datetime.fromtimestamp(float(first_seen), UTC).isoformat()
+    replay = {"code": "answer_expired", "first_seen": first, "message": "a repeat of an event already"
+              " decided; its answer is no longer kept (the decision is in decisions.audit)"}  # fmt: skip
+    return orjson.dumps({"event_id": ev.event_id, "customer_id": ev.customer_id, "channel": ev.channel,
+                         "actions": [], "alerts": [], "replay": replay})  # fmt: skip
 
 
 def _as_map(value: Any) -> dict[str, str]:

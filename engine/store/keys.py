@@ -36,12 +36,20 @@ WINDOW_BUCKETS = ":wb:"  # + window name: hash '<bucket>|<dim>|c|a' -> counts   
 SEEN = ":seen"  # hash marked event type -> last ts (engine.domain.state.MARKED)
 DECLINED = ":declined"  # hash offer -> ts of the last decline (cool-down), newest 64 kept
 CONTACT = ":contact"  # zset '<decision>|<action>|<channel>' -> ts   bound contact_history, 7 d
-DEDUPE = ":dd:"  # + '<channel>:<event_id>': the answer given (or pending facts)  TTL dedupe_ttl_s
+DEDUPE = ":dd:"  # + '<channel>:<event_id>': the answer given  TTL dedupe_answer_ttl_s;
+#                   pending facts until the commit stores it    TTL dedupe_ttl_s
+# hash: an id-only marker per event id seen in the window: field = SHA-1('<channel>:<event_id>')
+# [:8 bytes], value = first-seen server time (4 bytes, big endian) + payload digest (8 bytes);
+# field '' = the oldest marker's time. Old markers dropped once the oldest is 1/8 window over.
+DEDUPE_MARKS = ":dm"  # TTL dedupe_ttl_s (refreshed by each new event id)    bound the window
+# Before the markers (issue 16): the payload digest's own key. Only read now (a repeat of
+# an event decided before the upgrade); none are left a dedupe window after it.
 DIGEST = ":dh:"  # + '<channel>:<event_id>': the payload digest bound to it   TTL dedupe_ttl_s
 SUPPRESS = ":sup:"  # + rule id: that rule alerted (or was snoozed)   TTL the suppression window
 
 CUSTOMER_SUFFIXES = (PROFILE, LAST, DEVICES, EVENTS, DECISIONS, ALERTS, PINS, WINDOW_TOTALS,
-                     WINDOW_BUCKETS, SEEN, DECLINED, CONTACT, DEDUPE, DIGEST, SUPPRESS)  # fmt: skip
+                     WINDOW_BUCKETS, SEEN, DECLINED, CONTACT, DEDUPE, DEDUPE_MARKS, DIGEST,
+                     SUPPRESS)  # fmt: skip
 
 # --- Written by the scripts beside a customer's keys, outside the customer's slot.
 # ``P:{dev:<device>}:customers``: zset customer -> ts, the customers seen on a device in 24 h

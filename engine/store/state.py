@@ -66,7 +66,7 @@ class StateStore:
         with redis_errors("state ingest"):
             raw = await self._one_redis().run(self._ingest, customer_keys, args)
         return [
-            codec.snapshot_from_reply(r, e.channel, e.type)
+            codec.snapshot_from_reply(r, e.channel, e.type, e)
             for r, e in zip(orjson.loads(raw), events, strict=True)
         ]
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
+import redis
 
 from engine.ops.launcher import WorkerProcess
 from engine.settings import Settings
@@ -52,6 +53,23 @@ def test_decision_then_same_decision_on_repeat(http: httpx.Client) -> None:
     again = http.post("/v1/decisions", content=body)
     assert again.status_code == 200 and again.content == first.content
     assert again.headers["Beacon-Replayed"] == "true"
+
+
+def test_a_repeat_after_its_answer_expired_is_acknowledged(http: httpx.Client, worker: WorkerProcess) -> None:
+    """Issue 16: past BEACON_DEDUPE_ANSWER_TTL_S (the answer's key gone, as its TTL does)
+    and within BEACON_DEDUPE_TTL_S, a repeat is a repeat: 200, Beacon-Replayed, no actions,
+    a machine-readable code; another payload is still refused."""
+    body = orjson.dumps(event("h-late"))
+    assert http.post("/v1/decisions", content=body).status_code == 200
+    s = worker.settings
+    with redis.Redis.from_url(s.redis_url) as r:
+        assert r.delete(f"{s.key_prefix}:{{H1}}:dd:internet:h-late") == 1
+    late = http.post("/v1/decisions", content=body)
+    assert late.status_code == 200 and late.headers["Beacon-Replayed"] == "true"
+    got = late.json()
+    assert got["replay"]["code"] == "answer_expired" and got["actions"] == [] and got["event_id"] == "h-late"
+    other = http.post("/v1/decisions", content=orjson.dumps(event("h-late", type="logout")))
+    assert other.status_code == 409 and other.json()["error"]["code"] == "conflicting_replay"
 
 
 def test_explain_gives_every_candidate_and_rule_with_values(http: httpx.Client) -> None:

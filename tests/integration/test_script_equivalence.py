@@ -1,9 +1,11 @@
 """The state scripts against their first versions (fixtures/ingest_v0.lua and
 fixtures/commit_v0.lua, one redis.call per field and per TTL): the same calls give
 byte-identical replies and leave the same Redis contents (every key's type, value, field
-order and TTL; the new ingest adds one key per event id, its payload digest: see
-``assert_digests_bound``), whether the state starts empty or was written by the old scripts first
-(no migration: existing customers keep working).
+order and TTL; the new ingest adds one hash per customer, a marker per event id with its
+payload digest: see ``assert_marked``), whether the state starts empty or was written by the
+old scripts first (no migration: existing customers keep working). The answer is kept as
+long as the whole dedupe window here (BEACON_DEDUPE_ANSWER_TTL_S = BEACON_DEDUPE_TTL_S), as
+the old scripts kept it; tests/integration/test_store.py covers a shorter one.
 
 A reference run drives the decision service with the old scripts under one key prefix
 and records every script call; the replay sends the same calls to the scripts under test
@@ -21,6 +23,7 @@ never had; tests/integration/test_label_events.py covers them, decline cool-down
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 from pathlib import Path
@@ -48,7 +51,7 @@ T0 = 1795428000.0
 TTL_SLACK_S = 5  # the two sides run a moment apart
 RICH = {"income_band": "high", "products": ["current"], "kyc_risk": "low"}
 CUSTOMERS = ("c1", "c2", "c3", "rich")
-DIGEST = ":dh:"  # engine.store.keys.DIGEST: the new scripts' one intended addition
+MARKS = ":dm"  # engine.store.keys.DEDUPE_MARKS: the new scripts' one intended addition
 
 Call = tuple[str, list[str], list[bytes], bytes]
 
@@ -171,38 +174,44 @@ async def test_new_scripts_match_the_old_ones(
     client: aioredis.Redis, infra: Settings, seed: int, old_first: int
 ) -> None:
     tag = uuid.uuid4().hex[:8]
-    small = infra.replace(open_alerts=2)  # so the alert inbox is trimmed too
+    # open_alerts: so the alert inbox is trimmed too; the answer kept the window, as before
+    small = infra.replace(open_alerts=2, dedupe_answer_ttl_s=infra.dedupe_ttl_s)
     ref, under_test = small.replace(key_prefix=f"eq{tag}a"), small.replace(key_prefix=f"eq{tag}b")
     calls = await reference_run(client, ref, seed)
     await replay(client, under_test, calls, old_first)
     before, after = await contents(client, ref.key_prefix), await contents(client, under_test.key_prefix)
-    digests = {k: v for k, v in after.items() if DIGEST in k}
-    after = {k: v for k, v in after.items() if DIGEST not in k}
+    marks = {k: v for k, v in after.items() if k.endswith(MARKS)}
+    after = {k: v for k, v in after.items() if not k.endswith(MARKS)}
     assert sorted(before) == sorted(after)
     for key, (kind, value, ttl) in before.items():
         kind_new, value_new, ttl_new = after[key]
         assert (kind_new, value_new) == (kind, value), key
         assert abs(ttl_new - ttl) <= TTL_SLACK_S and (ttl > 0) == (ttl_new > 0), key
-    assert_digests_bound(calls, after, digests, every=old_first == 0)
+    assert_marked(calls, marks, small.dedupe_ttl_s, every=old_first == 0)
 
 
-def assert_digests_bound(
-    calls: list[Call],
-    after: dict[str, tuple[str, Any, int]],
-    digests: dict[str, tuple[str, Any, int]],
-    every: bool,
+def assert_marked(
+    calls: list[Call], marks: dict[str, tuple[str, Any, int]], window: int, every: bool
 ) -> None:
-    """The one intended difference (issue 14, finding 7): the new ingest binds each event id
-    it sees first to its payload's digest, in a key of its own beside the dedupe key (the
-    commit script overwrites that one with the answer), with the same TTL. Dedupe keys the
-    old script wrote have none: the new one takes their repeats as repeats (the replies
-    above are the old ones, byte for byte)."""
-    sent = {orjson.loads(a)["h"].encode() for kind, _, args, _ in calls if kind == "ingest" for a in args[1:]}
-    for key, (kind, value, ttl) in digests.items():
-        dedupe = after[key.replace(DIGEST, ":dd:")]
-        assert kind == "string" and value in sent and abs(dedupe[2] - ttl) <= TTL_SLACK_S, key
-    bound = {k.replace(":dd:", DIGEST) for k in after if ":dd:" in k}
-    assert digests and set(digests) <= bound and (set(digests) == bound or not every)
+    """The one intended difference (issue 14, finding 7; issue 16): the new ingest marks
+    each event id it sees first in the customer's marker hash, field SHA-1('<channel>:<id>')
+    [:8], value the time (4 bytes) and the payload's digest (8 bytes), plus the oldest time
+    under field '', for the dedupe window. Dedupe keys the old script wrote have no marker:
+    the new one takes their repeats as repeats (the replies above are the old ones, byte
+    for byte)."""
+    sent: dict[str, dict[bytes, bytes]] = {}
+    for kind, keys, args, _ in calls:
+        for key, a in zip(keys, args[1:], strict=True) if kind == "ingest" else ():
+            ev = orjson.loads(a)
+            field = hashlib.sha1(f"{ev['ch']}:{ev['id']}".encode()).digest()[:8]
+            sent.setdefault(key.split("{", 1)[1].rstrip("}"), {})[field] = bytes.fromhex(ev["h"])
+    assert marks
+    for key, (kind, value, ttl) in marks.items():
+        fields = {f: v for f, v in value if f != b""}
+        expected = sent[key.split("{", 1)[1].split("}")[0]]
+        assert kind == "hash" and abs(ttl - window) <= TTL_SLACK_S, key
+        assert all(expected[f] == v[4:] for f, v in fields.items()), key
+        assert set(fields) == set(expected) or not every, key
 
 
 async def test_the_reference_run_reaches_every_path(client: aioredis.Redis, infra: Settings) -> None:

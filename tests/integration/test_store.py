@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 
-from engine.domain.events import Event
+from engine.domain.events import Event, payload_digest
 from engine.domain.scoring import BuiltinScorer
 from engine.domain.state import Tally
 from engine.service.decisions import DecisionService
@@ -166,9 +167,9 @@ async def test_a_repeat_with_another_payload_is_a_conflict_and_changes_nothing(
     first = ev(1, T0, device_id="d1")
     [decided] = await service.decide_batch([first])
     before = await _keys_of(store, "c1")
-    assert any(k.endswith(b":dh:atm:e1") for k in before)  # bound, beside the dedupe key
     k = store.key("c1")
-    assert abs(await store._redis.ttl(k + ":dh:atm:e1") - await store._redis.ttl(k + ":dd:atm:e1")) <= 1
+    assert await store._redis.hlen(k + ":dm") == 2  # bound in the marker (and the oldest's time)
+    assert not any(b":dh:" in key for key in before)
     changed = ev(1, T0, device_id="d2", amount=99.0)
     [snap] = await store.ingest([changed])
     assert snap.conflict and snap.stored_decision is None
@@ -185,6 +186,84 @@ async def test_a_dedupe_key_written_before_digests_were_bound_replays_any_payloa
     store = service.store
     assert isinstance(store, StateStore)
     [decided] = await service.decide_batch([ev(1, T0)])
-    await store._redis.delete(store.key("c1") + ":dh:atm:e1")  # as the old script left it
+    await store._redis.delete(store.key("c1") + ":dm")  # as the scripts before issue 14 left it
     [outcome] = await service.decide_batch([ev(1, T0, amount=99.0)])
     assert outcome.replayed and outcome.body == decided.body and not outcome.conflict
+
+
+async def test_a_digest_key_written_before_the_markers_still_binds_the_payload(
+    service: DecisionService,
+) -> None:
+    """Issue 16: a repeat of an event decided before the markers (a ':dd:' answer and a
+    ':dh:' digest, no marker) is checked against that digest."""
+    store = service.store
+    assert isinstance(store, StateStore)
+    first = ev(1, T0)
+    [decided] = await service.decide_batch([first])
+    k = store.key("c1")
+    await store._redis.delete(k + ":dm")
+    await store._redis.set(k + ":dh:atm:e1", payload_digest(first), ex=600)
+    [conflict] = await service.decide_batch([ev(1, T0, amount=99.0)])
+    [again] = await service.decide_batch([first])
+    assert conflict.conflict and again.replayed and again.body == decided.body
+
+
+async def test_the_answer_is_kept_for_retries_and_the_marker_for_the_window(
+    service: DecisionService,
+) -> None:
+    """Issue 16: pending facts live the whole window (a first delivery that never finished
+    is redone however late), the answer BEACON_DEDUPE_ANSWER_TTL_S, the marker the window."""
+    store = service.store
+    assert isinstance(store, StateStore)
+    settings, k, r = service.settings, store.key("c1"), store._redis
+    await store.ingest([ev(1, T0)])
+    assert settings.dedupe_ttl_s - 5 <= await r.ttl(k + ":dd:atm:e1") <= settings.dedupe_ttl_s
+    await service.decide_batch([ev(2, T0)])
+    assert 0 < await r.ttl(k + ":dd:atm:e2") <= settings.dedupe_answer_ttl_s < settings.dedupe_ttl_s
+    assert settings.dedupe_ttl_s - 5 <= await r.ttl(k + ":dm") <= settings.dedupe_ttl_s
+
+
+async def test_a_repeat_after_its_answer_expired_is_acknowledged_and_changes_nothing(
+    service: DecisionService,
+) -> None:
+    """Issue 16: once the answer is gone (BEACON_DEDUPE_ANSWER_TTL_S) but not the marker
+    (BEACON_DEDUPE_TTL_S), a repeat is acknowledged as one (code answer_expired): not decided
+    again, nothing counted, no TTL refreshed; another payload is still a conflict."""
+    store = service.store
+    assert isinstance(store, StateStore)
+    first = ev(1, T0, device_id="d1")
+    [decided] = await service.decide_batch([first])
+    assert decided.decision is not None
+    await store._redis.delete(store.key("c1") + ":dd:atm:e1")  # as its TTL would
+    before = await _keys_of(store, "c1")
+    [late, late_again] = await service.decide_batch([first, first])
+    assert late.replayed and late.decision is None and not late.conflict
+    body = orjson.loads(late.body)
+    assert body["replay"]["code"] == "answer_expired" and body["actions"] == []
+    assert (body["event_id"], body["customer_id"], body["channel"]) == ("e1", "c1", "atm")
+    assert late_again.body == late.body
+    [conflict] = await service.decide_batch([ev(1, T0, device_id="d2", amount=99.0)])
+    assert conflict.conflict
+    assert await _keys_of(store, "c1") == before  # nothing changed, not even a TTL
+    view = await store.customer_view("c1")
+    assert view["windows"]["24h"]["all"]["count"] == 1 and len(view["recent_decisions"]) == 1
+
+
+async def test_a_marker_older_than_the_window_counts_as_none_and_old_ones_are_dropped(
+    service: DecisionService,
+) -> None:
+    store = service.store
+    assert isinstance(store, StateStore)
+    r, k, window = store._redis, store.key("c1") + ":dm", service.settings.dedupe_ttl_s
+    await service.decide_batch([ev(1, T0)])
+    await store._redis.delete(store.key("c1") + ":dd:atm:e1")
+    [field] = [f for f in await r.hkeys(k) if f]
+    aged = int(time.time()) - window - window // 8 - 60
+    await r.hset(k, mapping={field: struct.pack(">I", aged) + (await r.hget(k, field))[4:], b"": aged})
+    [again] = await service.decide_batch([ev(1, T0)])
+    assert again.decision is not None and not again.replayed  # decided afresh, as before issue 16
+    await r.hset(k, mapping={b"old-mark": struct.pack(">I", aged) + b"12345678", b"": aged})
+    await service.decide_batch([ev(2, T0 + 1)])
+    marks = await r.hgetall(k)
+    assert b"old-mark" not in marks and len(marks) == 3  # e1 (marked again), e2, the oldest time
+    assert int(marks[b""]) >= int(time.time()) - 60

@@ -210,8 +210,9 @@ local function commit_one(i, p, r)
   -- The channel's answer: what was shown and raised (caps are explained in the audit).
   local body = r.head .. '[' .. table.concat(action_frags, ',') .. ']' .. r.mid .. '['
     .. table.concat(alert_frags, ',') .. ']' .. r.tail
-  -- XX: never resurrect a dedupe key that expired; KEEPTTL: keep the ingest TTL.
-  redis.call('SET', p .. ':dd:' .. r.dd, body, 'XX', 'KEEPTTL')
+  -- XX: never resurrect a dedupe key that expired. The answer is kept answer_ttl (as long
+  -- as a channel retries); the id-only marker ingest.lua wrote covers the rest of the window.
+  redis.call('SET', p .. ':dd:' .. r.dd, body, 'XX', 'EX', cfg.answer_ttl)
   local dc = p .. ':decisions'
   local n = redis.call('LPUSH', dc, r.sumhead .. table.concat(action_ids, ',') .. '],"alerts":['
     .. table.concat(alert_rules, ',') .. ']}')
@@ -235,7 +236,7 @@ end
 -- dd, body, audit, label}): stored for repeats and its records sent, nothing else. No
 -- caps, impressions or alerts, and no entry among the customer's recent decisions.
 local function commit_feedback(i, p, r)
-  redis.call('SET', p .. ':dd:' .. r.dd, r.body, 'XX', 'KEEPTTL')
+  redis.call('SET', p .. ':dd:' .. r.dd, r.body, 'XX', 'EX', cfg.answer_ttl)
   to_outbox(r, r.audit, {})
   out[i] = {body = r.body}
 end

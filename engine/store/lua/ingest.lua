@@ -1,7 +1,9 @@
 -- Beacon ingest: for each event of a batch, atomically
 --   1. dedupe by (channel, event_id): a repeat changes nothing and returns what the
 --      first delivery stored (its decision, or the pre-event facts if it has none yet);
---      a repeat whose payload digest differs from the first's is answered {conflict=1};
+--      once that answer has expired (cfg.answer_ttl) but the event's id-only marker has
+--      not (cfg.dedupe_ttl), the repeat is answered {dup=1, late=<first seen>}; a repeat
+--      whose payload digest differs from the first's is answered {conflict=1};
 --   2. update the rolling state (bucketed sliding windows, last seen, devices, PINs,
 --      recent events); a label event only joins the recent events (ingest_label);
 --   3. read profile + state + contact history for the decision.
@@ -361,6 +363,51 @@ local function contact_history(p, ts)
     'WITHSCORES')
 end
 
+-- Dedupe markers: one hash per customer (':dm'), a field per event id seen within the
+-- dedupe window, small enough for Redis' compact encoding. Field: the first 8 bytes of
+-- SHA-1('<channel>:<event_id>'); value: the server time it was first seen (4 bytes, big
+-- endian) and the payload digest (ev.h, 8 bytes). The answer itself (':dd:') is kept only
+-- cfg.answer_ttl (commit.lua); the marker, for the whole window, so a late repeat is still
+-- a repeat and another payload under the id still a conflict. A marker older than the
+-- window counts as none; the old ones are dropped when the oldest is 1/8 window overdue.
+local NOW = tonumber(call('TIME')[1])
+local NOW_S = string.format('%d', NOW)
+local DEDUPE_TTL = string.format('%d', cfg.dedupe_ttl)
+local function unhex(h)
+  return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end))
+end
+
+-- The event's marker field, its marker if one is alive ({first seen, digest}), and the
+-- oldest marker's time, kept under the empty field (no event's field is empty).
+local function marker_of(p, ev)
+  local field = unhex(string.sub(redis.sha1hex(ev.ch .. ':' .. ev.id), 1, 16))
+  local v, oldest = unpack(call('HMGET', p .. ':dm', field, ''))
+  if v then
+    local first = struct.unpack('>I4', v)
+    if first > NOW - cfg.dedupe_ttl then return field, {first, string.sub(v, 5)}, tonumber(oldest) end
+  end
+  return field, nil, tonumber(oldest)
+end
+
+local function mark(p, ev, field, oldest)
+  local k = p .. ':dm'
+  call('HSET', k, field, struct.pack('>I4', NOW) .. unhex(ev.h or ''))
+  keep(k, DEDUPE_TTL)
+  if not oldest then
+    call('HSET', k, '', NOW_S)
+  elseif oldest < NOW - cfg.dedupe_ttl - floor(cfg.dedupe_ttl / 8) then
+    local flat, gone, lo = call('HGETALL', k), {}, NOW
+    for j = 1, #flat, 2 do
+      if flat[j] ~= '' then
+        local t = struct.unpack('>I4', flat[j + 1])
+        if t <= NOW - cfg.dedupe_ttl then gone[#gone + 1] = flat[j] elseif t < lo then lo = t end
+      end
+    end
+    if #gone > 0 then call_chunked('HDEL', k, gone) end
+    call('HSET', k, '', string.format('%d', lo))
+  end
+end
+
 local function ingest_one(p, ev, dd, stored)
   local res = {}
   local tot
@@ -370,10 +417,9 @@ local function ingest_one(p, ev, dd, stored)
     tot = totals(p .. ':wt')
   else
     local facts = prior_facts(p, ev)
+    -- Pending until the commit stores the answer: kept the whole window, so a first
+    -- delivery that never finished is redone with these facts however late its repeat.
     call('SET', dd, cjson.encode({pending = 1, facts = facts}), 'EX', cfg.dedupe_ttl)
-    -- The payload's digest (ev.h), bound to the event id for as long as the dedupe key
-    -- lives. Its own key: the commit script overwrites the dedupe key with the answer.
-    if ev.h then call('SET', p .. ':dh:' .. ev.ch .. ':' .. ev.id, ev.h, 'EX', cfg.dedupe_ttl) end
     tot = update_state(p, ev, facts)
     mark_seen(p, ev, facts)
     res.facts = facts
@@ -396,7 +442,6 @@ local NO_FACTS = {}
 local function ingest_label(p, ev, dd, stored)
   if stored then return {dup = 1, stored = stored} end
   call('SET', dd, '{"pending":1}', 'EX', cfg.dedupe_ttl)
-  if ev.h then call('SET', p .. ':dh:' .. ev.ch .. ':' .. ev.id, ev.h, 'EX', cfg.dedupe_ttl) end
   mark_seen(p, ev, NO_FACTS)
   log_recent(p, ev)
   return {fb = 1}
@@ -408,15 +453,26 @@ local function ingest_all()
     if not ev.fb then prepare(ev) end
     local dd = p .. ':dd:' .. ev.ch .. ':' .. ev.id
     local stored = call('GET', dd)
+    local field, marker, oldest = marker_of(p, ev)
+    -- The digest bound to the id: the marker's, or for a dedupe key written before the
+    -- markers (a dedupe window after the upgrade there are none left) its ':dh:' key's.
+    local bound = marker and marker[2]
+    if stored and not marker and ev.h then
+      bound = call('GET', p .. ':dh:' .. ev.ch .. ':' .. ev.id)
+      bound = bound and unhex(bound)
+    end
     -- A repeat must carry the payload its event id was first seen with: another one is a
     -- conflict, which reads and changes nothing (not even a TTL). A dedupe key without a
     -- digest was written before digests were bound: a repeat, as it was then.
-    if stored and ev.h and ev.h ~= (call('GET', p .. ':dh:' .. ev.ch .. ':' .. ev.id) or ev.h) then
+    if (stored or marker) and ev.h and bound and bound ~= '' and bound ~= unhex(ev.h) then
       results[i] = {conflict = 1}
-    elseif ev.fb then
-      results[i] = ingest_label(p, ev, dd, stored)
+    elseif marker and not stored then
+      -- Seen within the window, its answer no longer kept: a repeat, acknowledged as
+      -- such; nothing is read, changed or decided again.
+      results[i] = {dup = 1, late = marker[1]}
     else
-      results[i] = ingest_one(p, ev, dd, stored)
+      results[i] = (ev.fb and ingest_label or ingest_one)(p, ev, dd, stored)
+      if not stored then mark(p, ev, field, oldest) end
     end
   end
 end
