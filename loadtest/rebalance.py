@@ -52,6 +52,7 @@ from loadtest.rebalance_phases import (
 )
 
 CHANNELS = ("atm", "internet", "mobile")
+HEARTBEAT_S = 1.0  # the workers' broker_heartbeat_interval (agents/app.py)
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,10 @@ def phases_of(out: Outcome) -> tuple[list[Phase], list[int]]:
     """The five phases, from the marks and the workers' logs (loadtest.rebalance_phases)."""
     lines = merged_logs(out.logs)
     end_sent = max(out.sent.values())
-    join_start = first_heartbeat_failure(lines, after=out.marks["join"]) or out.marks["joined"]
+    # The coordinator began the join's rebalance when the new worker joined; the members
+    # learn of it at their next heartbeat (every HEARTBEAT_S), the first of them logs it.
+    noticed = first_heartbeat_failure(lines, after=out.marks["join"])
+    join_start = noticed - HEARTBEAT_S if noticed is not None else out.marks["joined"]
     join_end, join_gen = rebalance_end(lines, after=join_start) or (out.marks["joined"], -1)
     stop_start = out.marks["stop"]
     stop_end, stop_gen = rebalance_end(lines, after=stop_start) or (end_sent, -1)
@@ -282,10 +286,13 @@ async def state_mismatches(settings: Settings, out: Outcome) -> list[tuple[Any, 
         newest = [e["event_id"] for e in reversed(sent)]
         recent = [x["event_id"] for x in view["recent_interactions"]]
         if recent != newest[: settings.recent_events]:
-            bad.append((cid, "recent_interactions", recent[:5], newest[:5]))
+            bad.append(
+                (cid, "recent_interactions (newest first): got, sent", recent, newest[: len(recent) + 5])
+            )
         decided = [(x["event_id"], x["decision_id"]) for x in view["recent_decisions"]]
         if [e for e, _ in decided] != newest[: settings.recent_decisions]:
-            bad.append((cid, "recent_decisions", decided[:5], newest[:5]))
+            got = [e for e, _ in decided]
+            bad.append((cid, "recent_decisions (newest first): got, sent", got, newest[: len(got) + 5]))
         bad += [(cid, "decision_id", e, d, ids.get(e)) for e, d in decided if {d} != ids.get(e, {d})]
         if Counter(dedupe.get(cid, [])) != Counter(e["event_id"] for e in sent):
             bad.append((cid, "dedupe keys", len(dedupe.get(cid, [])), len(sent)))

@@ -44,4 +44,9 @@ async def test_a_worker_joins_and_one_leaves_mid_stream_and_state_counts_each_ev
     # a graceful rebalance repeats some: faust-streaming does not commit the offsets it
     # processed when partitions are revoked (the "repeats on topic" column).
     assert all(len(ids) == 1 for ids in out.decision_ids().values())
+    # A "recent_decisions" mismatch alone (counts, interactions and dedupe keys right)
+    # means one customer's decisions were committed out of order. Seen once, on a machine
+    # at load average 10, where Redis round trips timed out (store_timeout_s): the Kafka
+    # path retries such an event on its own while the stream's later batches go on
+    # (agents/kafka_path.py, KafkaPath._outcome). See BENCHMARKS.md.
     assert mismatches == [], mismatches[:10]
