@@ -19,12 +19,15 @@ milliseconds, and beside HTTP traffic they would keep the short wait for good.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FETCH_MAX_WAIT_MS = 5
 
@@ -83,6 +86,22 @@ class LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class LowLatencyConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> LowLatencyConsumerThread:
         return LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """Commit what the agents acknowledged before a rebalance takes partitions away.
+
+        faust-streaming 0.15.3 forgets the acknowledged offsets of revoked partitions first
+        (``Consumer.on_partitions_revoked``) and commits only on its timer, so the next
+        owner re-decided up to ``commit_interval_s`` of events at every rebalance (state
+        dedupes them; the channel got the same decision twice). What is still in flight
+        (taken, not yet acknowledged) is redelivered, as before.
+        tests/integration/test_many_workers.py counts the repeats (BENCHMARKS.md)."""
+        try:
+            if await self.commit():
+                log.info("committed before the rebalance (%d partitions revoked)", len(revoked))
+        except Exception as exc:  # noqa: BLE001 (the timer's commit is still there; repeats are deduped)
+            log.warning("could not commit before the rebalance: %r", exc)
+        await super().on_partitions_revoked(revoked)
 
 
 class Transport(faust_aiokafka.Transport):
