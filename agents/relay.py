@@ -51,6 +51,7 @@ class Relay:
                 await asyncio.sleep(_STORE_RETRY_S)
         claimed_at = 0.0
         while True:
+            _raise_if_cancelled()
             try:
                 if time.monotonic() - claimed_at >= self._claim_every_s:
                     claimed_at = time.monotonic()
@@ -104,3 +105,12 @@ class Relay:
             "RECORDS LOST: outbox entry %s (customer %s) refused by the broker for good: %r",
             entry.id.decode(), entry.customer.decode(errors="replace"), why,
         )  # fmt: skip
+
+
+def _raise_if_cancelled() -> None:
+    """A cancellation some library caught and dropped (it happened under redis-py's cluster
+    pipeline, leaving the relay polling after shutdown) still ends the relay: asyncio keeps
+    the request counted on the task until someone uncancels it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

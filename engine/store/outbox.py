@@ -128,7 +128,11 @@ class Outbox:
         with redis_errors("outbox read"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key in self.keys:
-                    pipe.xreadgroup(GROUP, self.consumer, {key: ">"}, count=count)
+                    # The node named: XREADGROUP's key is not at a fixed place, so redis-py
+                    # would ask the server (COMMAND GETKEYS) for every stream, every read.
+                    node = self._redis.get_node_from_key(key)  # type: ignore[attr-defined]
+                    args = ("GROUP", GROUP, self.consumer, "COUNT", count, "STREAMS", key, ">")
+                    pipe.execute_command("XREADGROUP", *args, target_nodes=node)
                 replies = await pipe.execute()
         entries: list[Entry] = []
         for key, reply in zip(self.keys, replies, strict=True):
