@@ -72,14 +72,10 @@ def ingest_config(settings: Settings) -> bytes:
     )
 
 
-def commit_config(
-    settings: Settings, outbox: str | None = None, granted: Iterable[str] | None = None
-) -> bytes:
-    """The commit script's first argument: only what it reads, since it decodes it on
-    every call (the windows and type lists would be most of the bytes). On a Redis
-    Cluster: the group's outbox stream, and the daily-capped candidates granted an
-    impression before the call (``<decision>|<offer>``), since the day's counts are in
-    another slot."""
+def commit_config(settings: Settings, outbox: str = "", granted: Iterable[str] = ()) -> bytes:
+    """The commit script's first argument: only what it reads (it decodes it every call).
+    On a Redis Cluster: the group's outbox stream, and the daily-capped candidates granted
+    an impression before the call (``<decision>|<offer>``): the day's counts are elsewhere."""
     config: dict[str, Any] = {
         "state_ttl": settings.state_ttl_s,
         "answer_ttl": min(settings.dedupe_answer_ttl_s, settings.dedupe_ttl_s),
@@ -90,7 +86,7 @@ def commit_config(
         "key_prefix": settings.key_prefix,
         "outbox": outbox or keys.outbox(settings.key_prefix),
     }
-    if granted is not None:
+    if outbox:  # a Redis Cluster's group
         config["granted"] = dict.fromkeys(granted, True)
     return orjson.dumps(config)
 
