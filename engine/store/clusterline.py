@@ -1,4 +1,5 @@
-"""Script calls on a Redis Cluster: one call per slot group, every node's calls sent at once.
+"""Script calls on a Redis Cluster: one call per slot group, every node's calls sent at once
+(on one Redis, in one pipeline: the outbox uses it for both).
 
 On one Redis the decision path sends a batch as one script call on a connection of its
 own (engine/store/scriptline.py). On a cluster each call must stay in one slot, so the

@@ -22,12 +22,14 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from engine.settings import Settings
+from engine.store.clusterline import ClusterLine
 from engine.store.layout import KeyLayout
 from engine.store.redisio import guarded, redis_errors
 
@@ -70,6 +72,10 @@ class Outbox:
         self._claim_idle_ms = int(settings.outbox_claim_idle_s * 1000)
         self._cursors = dict.fromkeys(self.keys, b"0-0")
         self._idle_wait_ms = _FIRST_WAIT_MS
+        self._line = ClusterLine(client)  # script calls, one per stream, sent together
+        self._done = client.register_script(
+            resources.files("engine.store").joinpath("lua", "outbox_done.lua").read_text()
+        )
 
     @property
     def key(self) -> str:
@@ -165,13 +171,12 @@ class Outbox:
         """Delivered: acknowledge and delete, so each stream holds only what is pending."""
         if not entries:
             return
+        by_stream: dict[str, list[bytes]] = {}
+        for e in entries:
+            by_stream.setdefault(e.stream or self.key, []).append(e.id)
+        calls = [(self._done, [key], [GROUP, *ids]) for key, ids in by_stream.items()]
         with redis_errors("outbox delete"):
-            for key in {e.stream or self.key for e in entries}:
-                ids = [e.id for e in entries if (e.stream or self.key) == key]
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.xack(key, GROUP, *ids)
-                    pipe.xdel(key, *ids)
-                    await pipe.execute()
+            await self._line.run(calls)
 
     async def backlog(self) -> int:
         """Entries not delivered yet (read or not), over every stream."""
