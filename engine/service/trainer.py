@@ -346,7 +346,12 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.labels_dropped.labels(*key).inc()
         what = {k: label.get(k) for k in ("kind", "decision_id", "event_id")}
-        log.warning("label dropped, %s (inputs are kept %ss): %s", reason, self.s.feedback_ttl_s, what)
+        log.warning(
+            "label dropped, %s (inputs of offers shown, transactions and alerted events are kept %ss): %s",
+            reason,
+            self.s.feedback_ttl_s,
+            what,
+        )
 
 
 async def build_trainer(settings: Settings, client: Any) -> Trainer:
