@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from engine.domain.decision import decision_id_of, legacy_decision_id_of
-from engine.store.feedback import FeedbackStore, Remembered
+from engine.store.feedback import FeedbackStore, Remembered, latest
 
 Record = tuple[str, Mapping[str, Any]]  # ("audit" | "label", decoded record)
 
@@ -97,7 +97,7 @@ class BatchLedger:
                 ref = (str(label["channel"]), str(label["event_id"]))
                 dids += [decision_id_of(str(label.get("customer_id")), *ref), legacy_decision_id_of(*ref)]
         self._last.update(await self.store.last_of_many([c for c in customers if c not in self._last]))
-        dids += [str(last["d"]) for last in self._last.values() if last]
+        dids += [str(last["d"]) for last in self._last.values() if last and "x" not in last]
         await self._load_inputs(dids)
         self._offers.update(await self.store.offer_states([m for m in members if m not in self._offers]))
 
@@ -116,13 +116,14 @@ class BatchLedger:
         fraud_maturity: float | None,
         churn_due: float = float("inf"),
         churn_labelled: float = 0.0,
+        keep: bool = True,
     ) -> None:
-        self._inputs[decision_id] = dict(inputs)
-        self._last[str(inputs["customer_id"])] = {"d": decision_id, "ts": inputs["ts"], "lab": churn_labelled}
+        self._inputs[decision_id] = dict(inputs) if keep else None
+        self._last[str(inputs["customer_id"])] = latest(decision_id, inputs, churn_labelled, keep)
         if offer_deadline is not None:
             self._offers.update({f"{decision_id}|{a}": "pending" for a in inputs["shown"]})
         self._remembered.append(
-            (decision_id, inputs, offer_deadline, fraud_maturity, churn_due, churn_labelled)
+            (decision_id, inputs, offer_deadline, fraud_maturity, churn_due, churn_labelled, keep)
         )
 
     async def recall(self, decision_id: str) -> dict[str, Any] | None:
@@ -170,7 +171,9 @@ class BatchLedger:
             await self._load_inputs([m.rpartition("|")[0] for m in members])
         elif kind == "churn":
             self._last.update(await self.store.last_of_many([m for m in members if m not in self._last]))
-            await self._load_inputs([str(last["d"]) for m in members if (last := self._last.get(m))])
+            await self._load_inputs(
+                [str(last["d"]) for m in members if (last := self._last.get(m)) and "x" not in last]
+            )
         else:
             await self._load_inputs(members)
         return members

@@ -20,6 +20,11 @@ learns exactly as live traffic would):
   (long dormancy), labels the customer's latest decision positive; a customer seen again
   at least a day but less than the horizon after their last churn label labels the
   previous decision negative (at most one churn label a day per customer).
+
+What is kept for that (engine.store.keys.FeedbackKeys has the rule): the inputs of a
+decision that showed an offer, is a monetary transaction or raised a risk alert, for
+``feedback_ttl_s``; any other decision's only inside the customer's latest-decision
+record, until the next decision replaces it (churn is the only label that can reach it).
 """
 
 from __future__ import annotations
@@ -88,7 +93,10 @@ class Trainer:
         deadline = inputs["ts"] + self.s.offer_response_window_s if inputs["shown"] else None
         maturity = inputs["ts"] + self.s.fraud_maturity_s if inputs["type"] in MONETARY_TYPES else None
         churn_due = inputs["ts"] + self.s.churn_horizon_s
-        await self.fb.remember(did, inputs, deadline, maturity, churn_due, labelled)
+        # Kept by id only if an offer answer, a fraud label or a disposition can reach it
+        # (FeedbackKeys); otherwise only with the customer's latest decision, for churn.
+        keep = deadline is not None or maturity is not None or bool(record.get("alerts"))
+        await self.fb.remember(did, inputs, deadline, maturity, churn_due, labelled, keep)
 
     async def _churn_on_return(self, inputs: Mapping[str, Any]) -> float:
         """A returning customer did not churn after their previous decision (one label a
@@ -99,7 +107,7 @@ class Trainer:
         last_label = float(prev.get("lab") or 0.0)
         gap = inputs["ts"] - float(prev["ts"])
         if gap < self.s.churn_horizon_s and inputs["ts"] - last_label >= _CHURN_LABEL_EVERY_S:
-            await self._learn_stored("churn", str(prev["d"]), False, gap)
+            await self._learn_latest(prev, False, gap)
             return float(inputs["ts"])
         return last_label
 
@@ -131,7 +139,7 @@ class Trainer:
                 await self._park(label, retry)
                 return
             await self.fb.resolve_churn(str(label["customer_id"]))  # closed: no dormancy label too
-            await self._learn_stored("churn", str(last["d"]), bool(label["label"]), None, label)
+            await self._learn_latest(last, bool(label["label"]), None, label)
 
     async def _offer_label(self, label: Mapping[str, Any], retry: bool) -> None:
         did, action = str(label["decision_id"]), str(label["action_id"])
@@ -183,7 +191,7 @@ class Trainer:
         for customer in await self.fb.due("churn", self.clock):  # dormant for the horizon
             last = await self.fb.last_of(customer)
             if last is not None:
-                await self._learn_stored("churn", str(last["d"]), True, self.s.churn_horizon_s)
+                await self._learn_latest(last, True, self.s.churn_horizon_s)
         for label in await self.fb.orphans():
             await self.on_label(label, retry=True)
 
@@ -291,6 +299,23 @@ class Trainer:
             delay = float(source.get("ts") or inputs["ts"]) - float(inputs["ts"])
         self._learn(inputs, name, label, delay)
 
+    async def _learn_latest(
+        self,
+        last: Mapping[str, Any],
+        label: bool,
+        delay: float | None,
+        source: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Learn churn on a customer's latest decision (``last``): its inputs are in the
+        record itself when no other label could reach it (FeedbackKeys), else kept by id."""
+        if "x" not in last:
+            await self._learn_stored("churn", str(last["d"]), label, delay, source)
+            return
+        inputs = last["x"]
+        if delay is None and source is not None:
+            delay = float(source.get("ts") or inputs["ts"]) - float(inputs["ts"])
+        self._learn(inputs, "churn", label, delay)
+
     def _learn(
         self, inputs: Mapping[str, Any], name: str, label: bool, delay: float | None, offer: str | None = None
     ) -> None:
@@ -321,7 +346,12 @@ class Trainer:
         if self.metrics is not None:
             self.metrics.labels_dropped.labels(*key).inc()
         what = {k: label.get(k) for k in ("kind", "decision_id", "event_id")}
-        log.warning("label dropped, %s (inputs are kept %ss): %s", reason, self.s.feedback_ttl_s, what)
+        log.warning(
+            "label dropped, %s (inputs of offers shown, transactions and alerted events are kept %ss): %s",
+            reason,
+            self.s.feedback_ttl_s,
+            what,
+        )
 
 
 async def build_trainer(settings: Settings, client: Any) -> Trainer:

@@ -132,6 +132,7 @@ class FeedbackLedger(Protocol):
         fraud_maturity: float | None,
         churn_due: float = float("inf"),
         churn_labelled: float = 0.0,
+        keep: bool = True,
     ) -> None: ...
 
     async def recall(self, decision_id: str) -> dict[str, Any] | None: ...

@@ -1,11 +1,27 @@
 """Redis adapter of the trainer: decision-time inputs, pending labels, label dedupe.
 
-Keys: :class:`engine.store.keys.FeedbackKeys` (the trainer is their only writer).
+Keys: :class:`engine.store.keys.FeedbackKeys` (the trainer is their only writer; its
+docstring has the rule for which decisions' inputs are kept, and for how long).
+
+Inputs records and customers' latest decisions are stored compressed (:func:`pack`): raw
+deflate with a preset dictionary of the models' feature names, ~220 bytes for a record
+of ~770 bytes of JSON. Records written before as plain JSON are still read.
+
+>>> record = {"f": {"n_30d": 4, "segment": "mass", "secs_since_login": 3600.0, "n_1h": 2,
+...        "amount_ratio_30d": 1.25, "kyc_risk": "low", "home_distance_km": -1.0},
+...        "a": {}, "ts": 1795758102.624213, "type": "transfer", "customer_id": "C000299",
+...        "shown": ["gold"]}
+>>> packed = pack(record)
+>>> packed[:1], len(packed) < len(orjson.dumps(record)), unpack(packed) == record
+(b'\\x01', True, True)
+>>> unpack(orjson.dumps(record)) == record, pack({"d": "d1", "ts": 1.5}) == b'{"d":"d1","ts":1.5}'
+(True, True)
 """
 
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,8 +35,53 @@ from engine.store.redisio import guarded
 
 _ORPHANS_BOUND = 10_000
 # The arguments of one ``remember`` call: decision id, inputs, offer deadline, fraud
-# maturity, churn due, churn labelled.
-Remembered = tuple[str, Mapping[str, Any], float | None, float | None, float, float]
+# maturity, churn due, churn labelled, keep.
+Remembered = tuple[str, Mapping[str, Any], float | None, float | None, float, float, bool]
+
+# Format 1 of a packed record: b"\x01" + raw deflate (level 6, 2 KB window) of its JSON,
+# with this preset dictionary: the built-in models' feature names and the record's own
+# keys, as orjson writes them. Never edit it: records written with it live for
+# feedback_ttl_s. A new dictionary is a new format byte (and this one kept for reading).
+_ZDICT_1 = (
+    b'{"f":{"age_band":0,"amount_ratio_30d":0,"amt_30d":0,"channel":0,"channel_switch":0,'
+    b'"complaints_7d":0,"contacts_7d":0,"device_customers_24h":0,"home_distance_km":0,"hour":0,'
+    b'"income_band":0,"known_devices":0,"kyc_risk":0,"log_amount":0,"n_10m":0,"n_10m_type":0,'
+    b'"n_1h":0,"n_30d":0,"n_30d_channel":0,"n_7d":0,"new_device":0,"night":0,"pin_failures_1h":0,'
+    b'"seconds_since_last":0,"secs_since_login":0,"secs_since_new_device":0,'
+    b'"secs_since_password_reset":0,"segment":0,"speed_kmh":0,"terminal_changed":0,"type":0,'
+    b'"weekday":0},"a":{},"ts":0,"type":"","customer_id":"","shown":[],'
+    b'"s":{"fraud":0,"churn":0,"offer":{}}}'
+)
+_FORMAT_1 = b"\x01"
+_PACK_ABOVE = 160  # bytes of JSON
+
+
+def pack(record: Mapping[str, Any]) -> bytes:
+    """A record as stored: see the module's docstring (~10 us more than orjson alone).
+    A small one (a latest-decision record without inputs) stays JSON: too small to pay."""
+    raw = orjson.dumps(record)
+    if len(raw) < _PACK_ABOVE:
+        return raw
+    z = zlib.compressobj(6, zlib.DEFLATED, -11, 8, zdict=_ZDICT_1)
+    return _FORMAT_1 + z.compress(raw) + z.flush()
+
+
+def unpack(raw: bytes) -> Any:
+    """A stored record: packed, or plain JSON (written before records were packed)."""
+    if raw[:1] == _FORMAT_1:
+        z = zlib.decompressobj(-11, zdict=_ZDICT_1)
+        return orjson.loads(z.decompress(raw[1:]) + z.flush())
+    return orjson.loads(raw)
+
+
+def latest(decision_id: str, inputs: Mapping[str, Any], churn_labelled: float, keep: bool) -> dict[str, Any]:
+    """A customer's latest decision as ``last:<customer>`` keeps it: its id, time, when the
+    customer's churn was last labelled, and its inputs (``x``) when they are not kept under
+    ``x:<decision>`` (only churn can reach them, and only while it is the latest)."""
+    out = {"d": decision_id, "ts": inputs["ts"], "lab": churn_labelled}
+    if not keep:
+        out["x"] = dict(inputs)
+    return out
 
 
 class FeedbackStore:
@@ -37,13 +98,18 @@ class FeedbackStore:
         fraud_maturity: float | None,
         churn_due: float = float("inf"),
         churn_labelled: float = 0.0,
+        keep: bool = True,
     ) -> None:
+        """Remember a decision: its inputs under ``x:<decision>`` if ``keep`` (a label other
+        than churn can reach it: FeedbackKeys), else only inside the customer's ``last``
+        record; the customer's latest decision; its pending labels."""
         try:
             async with self._r.pipeline(transaction=True) as pipe:
-                pipe.set(self.keys.inputs(decision_id), orjson.dumps(inputs), ex=self._ttl)
+                if keep:
+                    pipe.set(self.keys.inputs(decision_id), pack(inputs), ex=self._ttl)
                 pipe.set(
                     self.keys.last(inputs["customer_id"]),
-                    orjson.dumps({"d": decision_id, "ts": inputs["ts"], "lab": churn_labelled}),
+                    pack(latest(decision_id, inputs, churn_labelled, keep)),
                     ex=self._ttl,
                 )
                 # Dormancy watch: if this stays the customer's latest decision past the
@@ -62,11 +128,11 @@ class FeedbackStore:
 
     async def recall(self, decision_id: str) -> dict[str, Any] | None:
         raw = await self._call(self._r.get(self.keys.inputs(decision_id)))
-        return orjson.loads(raw) if raw else None
+        return unpack(raw) if raw else None
 
     async def last_of(self, customer_id: str) -> dict[str, Any] | None:
         raw = await self._call(self._r.get(self.keys.last(customer_id)))
-        return orjson.loads(raw) if raw else None
+        return unpack(raw) if raw else None
 
     async def first_time(self, label: Mapping[str, Any]) -> bool:
         """True once per distinct label (Kafka redelivers; a label is learned once)."""
@@ -165,13 +231,13 @@ class FeedbackStore:
         """``recall`` of each id (None: not kept)."""
         ids = list(dict.fromkeys(decision_ids))
         raw = await self._call(self._r.mget([self.keys.inputs(d) for d in ids])) if ids else []
-        return {d: orjson.loads(r) if r else None for d, r in zip(ids, raw, strict=True)}
+        return {d: unpack(r) if r else None for d, r in zip(ids, raw, strict=True)}
 
     async def last_of_many(self, customer_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         """``last_of`` of each customer."""
         ids = list(dict.fromkeys(customer_ids))
         raw = await self._call(self._r.mget([self.keys.last(c) for c in ids])) if ids else []
-        return {c: orjson.loads(r) if r else None for c, r in zip(ids, raw, strict=True)}
+        return {c: unpack(r) if r else None for c, r in zip(ids, raw, strict=True)}
 
     def digest(self, label: Mapping[str, Any]) -> str:
         """What ``first_time`` keys a label by."""
@@ -218,7 +284,7 @@ class FeedbackStore:
         seen: Sequence[str] = (),
     ) -> None:
         """``remember`` of each (decision_id, inputs, offer_deadline, fraud_maturity,
-        churn_due, churn_labelled) in order, then ``resolve_offer`` of offers answered in
+        churn_due, churn_labelled, keep) in order, then ``resolve_offer`` of offers answered in
         time (``answered``) and of late answers to offers counted as ignored (``corrected``),
         and marks labels learned (``seen``: their ``digest``), all in one round trip."""
         if not (remembered or answered or corrected or seen):
@@ -228,21 +294,22 @@ class FeedbackStore:
                 # Redis ends as after one remember() each, in fewer commands: the
                 # customer's latest decision and its churn watch are last-wins, so one
                 # write per customer and one ZADD per pending set carry the batch.
-                last: dict[str, bytes] = {}
+                last: dict[str, Mapping[str, Any]] = {}
                 churn: dict[str, float] = {}
                 offers: dict[str, float] = {}
                 fraud: dict[str, float] = {}
-                for did, inputs, offer_deadline, fraud_maturity, churn_due, labelled in remembered:
-                    pipe.set(self.keys.inputs(did), orjson.dumps(inputs), ex=self._ttl)
+                for did, inputs, offer_deadline, fraud_maturity, churn_due, labelled, keep in remembered:
+                    if keep:
+                        pipe.set(self.keys.inputs(did), pack(inputs), ex=self._ttl)
                     customer = str(inputs["customer_id"])
-                    last[customer] = orjson.dumps({"d": did, "ts": inputs["ts"], "lab": labelled})
+                    last[customer] = latest(did, inputs, labelled, keep)  # packed once: the last
                     churn[customer] = churn_due
                     if offer_deadline is not None:
                         offers.update({f"{did}|{a}": offer_deadline for a in inputs["shown"]})
                     if fraud_maturity is not None:
                         fraud[did] = fraud_maturity
                 for customer, value in last.items():
-                    pipe.set(self.keys.last(customer), value, ex=self._ttl)
+                    pipe.set(self.keys.last(customer), pack(value), ex=self._ttl)
                 for kind, members in (("churn", churn), ("offer", offers), ("fraud", fraud)):
                     if members:
                         pipe.zadd(self.keys.pending(kind), members)

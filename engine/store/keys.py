@@ -279,6 +279,29 @@ class FeedbackKeys:
     provisionally legitimate), ``pending:churn`` customer -> dormancy due (then churned), each swept when
     due; ``orphans`` labels whose decision is not known yet (bound 10,000); ``quality`` hash
     model -> progressive metrics (bound: the models).
+
+    Which decisions keep inputs (the trainer decides, engine/service/trainer.py ``on_audit``;
+    issue 16's memory budget): ``x:<decision>`` is written only for a decision some label
+    other than churn can still reach, and then for feedback_ttl_s, because each of these
+    reaches it for that long:
+    - it showed an offer: its answer until the deadline (``pending:offer``), then, counted as
+      ignored, a late answer corrects it while ``ignored:`` lives (feedback_ttl_s);
+    - it is a monetary transaction (models.learner.MONETARY_TYPES): matures as a
+      provisional negative (``pending:fraud``), and a fraud_report or chargeback, or a
+      confirmation, reaches it at any delay, turning the negative over;
+    - it raised a risk alert: a risk officer's disposition labels each event the alert
+      names, whatever its type.
+    Any other decision (a login, a balance inquiry... that showed no offer and raised no
+    alert) can only be labelled through churn, and only while it is the customer's latest
+    decision: its inputs go inside ``last:<customer>`` (field ``x``) instead, and are gone
+    when the customer's next decision replaces it. So a fraud report naming such an event
+    finds nothing (dropped as ``unknown_decision``): the fraud model learns transactions,
+    and alerted events, only. Labels parked in ``orphans`` before their decision is known
+    find it by the same rule when it comes. The served-score report needs nothing more:
+    the scores the channel got are kept in the inputs (``s``).
+    ``x`` and ``last`` values are packed (engine/store/feedback.py ``pack``: deflate with
+    a preset dictionary, ~330 bytes of MEMORY USAGE for a typical record, ~880 as JSON);
+    plain JSON written before is still read.
     """
 
     base: str

@@ -136,7 +136,8 @@ async def test_the_bulk_write_leaves_redis_as_remember_does(infra: Settings) -> 
         store = FeedbackStore(client, s.key_prefix, s.feedback_ttl_s)
         calls = [
             (f"d{i}", {"customer_id": f"c{i % 3}", "ts": T0 + i, "shown": ["gold"] if i % 2 else [], "f": {}},
-             T0 + i + 60 if i % 2 else None, T0 + i + 600 if i % 4 == 0 else None, T0 + i + 9e5, float(i))
+             T0 + i + 60 if i % 2 else None, T0 + i + 600 if i % 4 == 0 else None, T0 + i + 9e5, float(i),
+             i % 3 != 0)  # not kept: the customer's latest decision holds the inputs (d6)
             for i in range(8)
         ]  # fmt: skip
         if bulk:
@@ -153,7 +154,7 @@ async def _dump(client: Any, prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async for key in client.scan_iter(match=f"{prefix}*"):
         kind = (await client.type(key)).decode()
-        name = key.decode()[len(prefix) :]
+        name = key.decode().replace(prefix, "P")  # in the hash tag too: {P:fb}
         if kind == "zset":
             out[name] = await client.zrange(key, 0, -1, withscores=True)
         else:
