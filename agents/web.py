@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, cast
 
@@ -120,8 +121,20 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             if not slots.take(who.name):
                 busy = error(429, "too_many_streams", _STREAMS_FULL, **{"Retry-After": "30"})
                 return _respond(self, busy)
+            client = _remote(request, proxies)
+
+            async def still_allowed() -> bool:  # through the guard's cache: see stream_changes
+                return isinstance(
+                    await guard.check(request.headers, request.cookies, "read", client), Principal
+                )
+
             try:
-                return cast(Response, await stream_changes(cast(Any, request), alerts.desk))
+                return cast(
+                    Response,
+                    await stream_changes(
+                        cast(Any, request), alerts.desk, still_allowed, settings.stream_recheck_s
+                    ),
+                )
             finally:
                 slots.give_back(who.name)
 
@@ -159,8 +172,29 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             if reply.status == 200:
                 token = orjson.loads(reply.body)["session"]
                 cast(Any, response).set_cookie(  # an aiohttp response underneath
-                    SESSION_COOKIE, token, httponly=True, samesite="Strict", max_age=auth.session_ttl_s
+                    SESSION_COOKIE,
+                    token,
+                    httponly=True,
+                    samesite="Strict",
+                    secure=settings.cookie_secure,
+                    max_age=auth.session_ttl_s,
                 )
+            return response
+
+    @app.page("/v1/logout")
+    class Logout(View):
+        async def post(self, request: Request) -> Response:
+            """Ends the session (cookie or bearer) in Redis and clears the cookie; 200
+            whether or not it was still valid. A token is not ended here: revoke it."""
+            credential = Guard.credential(request.headers, request.cookies)
+            if credential and not credential.startswith("bk_"):
+                try:
+                    await auth.logout(credential)
+                except StoreError as exc:
+                    return _respond(self, error(503, "state_unavailable", str(exc)))
+                guard.forget(credential)
+            response = _respond(self, Reply(200, b'{"logged_out": true}'))
+            cast(Any, response).del_cookie(SESSION_COOKIE)
             return response
 
     @app.page("/console")
@@ -304,18 +338,30 @@ async def login(auth: AuthStore, body: bytes, remote: str) -> Reply:
     return Reply(200, orjson.dumps({"session": session, "user": name}))
 
 
-async def stream_changes(request: Any, desk: AlertInbox) -> Any:
+async def stream_changes(
+    request: Any,
+    desk: AlertInbox,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
+    recheck_s: float = 10.0,
+) -> Any:
     """Server-sent events: one ``alert`` event per change, a comment every 15 s to keep
-    proxies from closing an idle stream. Ends when the client goes away."""
+    proxies from closing an idle stream. Ends when the client goes away, or when
+    ``still_allowed`` (asked every ``recheck_s``; the change feed wakes the loop at least
+    every second) says the caller's session or token is gone or may no longer read."""
     from aiohttp import web
 
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     await response.write(b": beacon alert changes\n\n")
     quiet_since = time.monotonic()
+    check_at = quiet_since + recheck_s
     try:
         async with desk.changes() as changes:
             async for change in changes:
+                if still_allowed is not None and time.monotonic() >= check_at:
+                    if not await still_allowed():
+                        break
+                    check_at = time.monotonic() + recheck_s
                 if change is None:
                     if _gone(request):  # aiohttp does not cancel a handler whose client left
                         break

@@ -175,6 +175,15 @@ class Settings:
     trainer_metrics_port: int = 0  # the trainer's /metrics (model quality); 0: not served
     auth_required: bool = True  # every endpoint but health needs a token or a login
     session_ttl_s: int = 8 * 3600
+    # Console sessions (engine/store/users.py): one unused this long ends (sliding; each
+    # use in Redis moves it on, at most session_ttl_s after login). Cookies are Secure
+    # unless cookie_secure is off, which only a loopback bind allows (plain-http development).
+    session_idle_s: int = 30 * 60
+    cookie_secure: bool = True
+    # API tokens expire: token_ttl_days unless `beacon users token --expires-days` says
+    # otherwise, never later than token_max_days after creation.
+    token_ttl_days: int = 90
+    token_max_days: int = 365
     # Console logins (engine/store/users.py, agents/web.py): failed attempts a minute per
     # user and per client address; passwords checked at once per worker (beyond: 429 at
     # once) and the threads scrypt runs on, off the event loop.
@@ -220,6 +229,10 @@ class Settings:
     # Live inbox streams (GET /v1/alerts/stream) one user or token may hold, and one worker.
     alert_streams_per_principal: int = 5
     alert_streams_max: int = 200
+    # An open live stream checks its session or token again this often (through the
+    # verified-credential cache): ended at most stream_recheck_s + auth_cache_s after its
+    # credential is revoked, expires or its role no longer reads alerts.
+    stream_recheck_s: float = 10.0
     risk_step_up: float = 0.5
     risk_block: float = 0.85
     # Operations.
@@ -280,6 +293,15 @@ class Settings:
                 f"auth_required is off while the API listens on {self.http_host}: every caller would be an"
                 " anonymous risk_admin; turn authentication on, or bind to 127.0.0.1 / ::1"
             )
+        if not self.cookie_secure and not _loopback(self.http_host):
+            raise ConfigError(
+                f"cookie_secure is off while the API listens on {self.http_host}: session cookies would"
+                " travel over plain http; keep it on (TLS in front), or bind to 127.0.0.1 / ::1"
+            )
+        if self.session_idle_s <= 0 or not 0 < self.token_ttl_days <= self.token_max_days:
+            raise ConfigError("need session_idle_s > 0 and 0 < token_ttl_days <= token_max_days")
+        if self.stream_recheck_s <= 0:
+            raise ConfigError("stream_recheck_s must be positive")
         for entry in self.trusted_proxies:
             try:
                 ipaddress.ip_network(entry, strict=False)

@@ -8,9 +8,12 @@ The check survives a Redis blip: a credential Redis vouched for is taken from an
 in-process cache for ``cache_s`` (``BEACON_AUTH_CACHE_S``) without asking again, and
 while Redis fails it is still accepted up to ``stale_s`` (``BEACON_AUTH_STALE_S``) after
 Redis last vouched for it; only one request per ``cache_s`` then waits on Redis. An
-unknown credential is never accepted without Redis (503). Revocation: a token removed,
-or a session expired, in Redis is refused by a worker at most ``cache_s`` later, or
-``stale_s`` later if Redis is unavailable all that time.
+unknown credential is never accepted without Redis (503). Revocation: a token revoked or
+expired, or a session ended (logout, idle or absolute timeout, its user replaced, removed
+or revoked), is refused by a worker at most ``cache_s`` later, or ``stale_s`` later if
+Redis is unavailable all that time; a logout is refused at once by the worker that
+served it (:meth:`Guard.forget`). An open live stream checks again every
+``stream_recheck_s`` through this cache (agents/web.py).
 
 A refusal is remembered too, for ``refused_s`` (``BEACON_AUTH_REFUSED_CACHE_S``, 5 s), by
 SHA-256 like a verification and bounded the same way: the same bad credential sent again
@@ -69,6 +72,14 @@ class Guard:
         self.gate = gate
         if refused_s is not None:
             self.refused.ttl_s = refused_s
+
+    def forget(self, credential: str) -> None:
+        """This worker stops trusting a credential at once (logout)."""
+        self.verified.put(hashlib.sha256(credential.encode()).digest(), None)
+
+    @staticmethod
+    def credential(headers: Mapping[str, str], cookies: Mapping[str, str]) -> str:
+        return _bearer(headers) or cookies.get(SESSION_COOKIE, "")
 
     async def check(
         self, headers: Mapping[str, str], cookies: Mapping[str, str], permission: str, client: str = ""

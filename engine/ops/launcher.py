@@ -23,9 +23,10 @@ def isolated(settings: Settings, tag: str | None = None, prefix: str = "t", **ex
     """Settings whose topics, keys, consumer group and port no other run shares.
 
     Authentication is off unless asked for (``auth_required=True``): tests and benchmarks
-    of the decision path call it directly; tests/integration/test_auth.py covers auth."""
+    of the decision path call it directly; tests/integration/test_auth.py covers auth.
+    Cookies are plain-http (``cookie_secure`` off: the workers bind to loopback) unless asked."""
     tag = tag or uuid.uuid4().hex[:8]
-    options: dict[str, object] = {"auth_required": False, **extra}
+    options: dict[str, object] = {"auth_required": False, "cookie_secure": False, **extra}
     return settings.replace(
         topic_prefix=f"{prefix}{tag}.",
         key_prefix=f"{prefix}{tag}",

@@ -79,6 +79,9 @@ class Runtime:
             settings.session_ttl_s,
             settings.login_failures_per_minute,
             settings.login_hash_threads,
+            settings.session_idle_s,
+            settings.token_ttl_days * 86400,
+            settings.token_max_days * 86400,
         )
         outbox = Outbox(client, settings)
         return cls(settings, service, metrics, watch, models, desk, auth, outbox, readiness, client)

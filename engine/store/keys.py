@@ -146,8 +146,13 @@ class AuthKeys:
     it today; every command touches one key).
 
     ``users`` hash name -> {role, salt, hash, created} (bound: the users created);
-    ``tokens`` hash id -> {role, channel, name, hash} (bound: the tokens created);
-    ``s:<sha256>`` a login session (TTL session_ttl_s); ``tries:<who>`` login attempts
+    ``tokens`` hash id -> {role, channel, name, hash, created, expires} (bound: the tokens
+    created and not revoked); ``token_used`` hash id -> when a worker last checked it in
+    Redis (bound: as tokens; revocation deletes both); ``epochs`` hash name -> the user's
+    session generation, moved on by a role change, password reset, removal or revoke
+    (bound: the names ever created);
+    ``s:<sha256>`` a login session {user, epoch, created, until} (TTL session_idle_s,
+    sliding, never past until = login + session_ttl_s); ``tries:<who>`` login attempts
     per address (``ip:<address>``), per user and address (``ua:<sha256 of name>|<address>``)
     and per user (``u:<sha256 of name>``): TTL 60 s, or a delay up to 15 minutes once over
     the limit (bound: the attempts of the last 15 minutes).
@@ -166,6 +171,14 @@ class AuthKeys:
     @property
     def tokens(self) -> str:
         return f"{self.base}:tokens"
+
+    @property
+    def token_used(self) -> str:
+        return f"{self.base}:token_used"
+
+    @property
+    def epochs(self) -> str:
+        return f"{self.base}:epochs"
 
     def session(self, digest: str) -> str:
         return f"{self.base}:s:{digest}"

@@ -5,6 +5,15 @@ Secrets are stored only as hashes: tokens (32 random bytes) as SHA-256, password
 scrypt and a per-user salt; comparisons are constant-time; nothing secret is logged.
 A token reads ``bk_<id>_<secret>``: the id finds the record, the secret proves it.
 
+A token expires (``expires``, set at creation: ``token_ttl_s`` by default, at most
+``token_max_s``; a token made before expiry existed lapses ``token_max_s`` after its
+creation) and is revoked by deleting it (:meth:`AuthStore.revoke_token`). A session
+names its user and the user's session generation (``epochs``) at login, never a role:
+the role is read from the user's record on each check, and replacing the user (a role
+change or a password reset), removing them or revoking their sessions moves the
+generation on, which ends every session they hold. A session also ends when unused for
+``idle_s`` (sliding: each check in Redis moves it on) and ``ttl_s`` after login at most.
+
 Keys: :class:`engine.store.keys.AuthKeys`.
 
 >>> allowed("channel", "decide"), allowed("channel", "read")
@@ -118,10 +127,15 @@ class AuthStore:
         session_ttl_s: int = 8 * 3600,
         failures_per_minute: int = _LOGIN_TRIES_PER_MINUTE,
         hash_threads: int = 2,
+        session_idle_s: int = 30 * 60,
+        token_ttl_s: int = 90 * 86400,
+        token_max_s: int = 365 * 86400,
     ) -> None:
         self._r = client
         self.keys = AuthKeys.of(key_prefix)
         self.session_ttl_s = session_ttl_s
+        self.session_idle_s = min(session_idle_s, session_ttl_s)
+        self.token_ttl_s, self.token_max_s = min(token_ttl_s, token_max_s), token_max_s
         self.failures_per_minute = failures_per_minute
         # scrypt (tens of ms of CPU, and it releases the GIL) runs here, never on the event loop
         self._hashing = ThreadPoolExecutor(max(1, hash_threads), thread_name_prefix="scrypt")
@@ -143,23 +157,72 @@ class AuthStore:
         digest = await self._scrypt(password, salt)
         record = {"role": role, "salt": salt.hex(), "hash": digest, "created": time.time()}
         await self._call(self._r.hset(self.keys.users, name, orjson.dumps(record)))
+        # After the record: a login that read the old generation is refused, whichever
+        # password it checked (a login reads the generation before the record).
+        await self.revoke_sessions(name)
 
-    async def add_token(self, role: str, name: str, channel: str | None = None) -> str:
-        """A new API token; the plaintext is returned once and never stored."""
+    async def remove_user(self, name: str) -> bool:
+        """Remove a person's login, ending their sessions; False if there was none."""
+        removed = int(await self._call(self._r.hdel(self.keys.users, name)))
+        await self.revoke_sessions(name)
+        return removed > 0
+
+    async def revoke_sessions(self, name: str) -> None:
+        """End every session the person holds (their next login starts a new one)."""
+        await self._call(self._r.hincrby(self.keys.epochs, name, 1))
+
+    async def add_token(
+        self, role: str, name: str, channel: str | None = None, expires_s: int | None = None
+    ) -> str:
+        """A new API token; the plaintext is returned once and never stored. It expires
+        ``expires_s`` from now (default ``token_ttl_s``, at most ``token_max_s``)."""
         if role not in ROLES:
             raise AuthError(f"role is one of {', '.join(ROLES)}")
         if role == "channel" and not channel:
             raise AuthError("a channel token names its channel")
+        lifetime = self.token_ttl_s if expires_s is None else expires_s
+        if not 0 < lifetime <= self.token_max_s:
+            raise AuthError(f"a token lives at most {self.token_max_s // 86400} days ({self.token_max_s} s)")
         token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        now = time.time()
         record = {
             "role": role,
             "channel": channel,
             "name": name,
             "hash": _sha(secret),
-            "created": time.time(),
+            "created": now,
+            "expires": now + lifetime,
         }
         await self._call(self._r.hset(self.keys.tokens, token_id, orjson.dumps(record)))
         return f"bk_{token_id}_{secret}"
+
+    async def revoke_token(self, token_id: str) -> bool:
+        """Delete a token by its id; False if there was none."""
+        removed = int(await self._call(self._r.hdel(self.keys.tokens, token_id)))
+        await self._call(self._r.hdel(self.keys.token_used, token_id))
+        return removed > 0
+
+    async def tokens(self) -> dict[str, dict[str, Any]]:
+        """Tokens by id: name, role, channel, created, expires and last used (epoch
+        seconds; last used is when a worker last checked it in Redis, None if never)."""
+        raw = await self._call(self._r.hgetall(self.keys.tokens))
+        used = await self._call(self._r.hgetall(self.keys.token_used))
+        out = {}
+        for k, v in raw.items():
+            record = orjson.loads(v)
+            last = used.get(k)
+            out[k.decode()] = {
+                "name": record.get("name"),
+                "role": record["role"],
+                "channel": record.get("channel"),
+                "created": record.get("created"),
+                "expires": self._expires(record),
+                "last_used": float(last) if last is not None else None,
+            }
+        return out
+
+    def _expires(self, record: dict[str, Any]) -> float:
+        return float(record.get("expires") or float(record.get("created") or 0) + self.token_max_s)
 
     async def users(self) -> dict[str, dict[str, Any]]:
         raw = await self._call(self._r.hgetall(self.keys.users))
@@ -176,6 +239,9 @@ class AuthStore:
         record = orjson.loads(raw)
         if not hmac.compare_digest(_sha(parts[2]), record["hash"]):
             return None
+        if time.time() >= self._expires(record):
+            return None
+        await self._call(self._r.hset(self.keys.token_used, parts[1], str(time.time())))
         return Principal(str(record.get("name") or parts[1]), record["role"], record.get("channel"))
 
     async def login(self, name: str, password: str, remote: str) -> str:
@@ -200,6 +266,7 @@ class AuthStore:
         )
         if wait > 0:
             raise TooManyLogins(f"too many failed logins; retry in {wait} s", wait)
+        epoch = int(await self._call(self._r.hget(self.keys.epochs, name)) or 0)  # before the record
         raw = await self._call(self._r.hget(self.keys.users, name))
         record = orjson.loads(raw) if raw else {"salt": "00" * 16, "hash": "", "role": ""}
         digest = await self._scrypt(password, bytes.fromhex(record["salt"]))
@@ -208,16 +275,35 @@ class AuthStore:
             raise AuthError("wrong user name or password")
         await self._call(self._refund(keys=keys))
         session = secrets.token_urlsafe(32)
-        body = orjson.dumps({"user": name, "role": record["role"]})
-        await self._call(self._r.set(self.keys.session(_sha(session)), body, ex=self.session_ttl_s))
+        now = time.time()
+        body = orjson.dumps({"user": name, "epoch": epoch, "created": now, "until": now + self.session_ttl_s})
+        await self._call(self._r.set(self.keys.session(_sha(session)), body, ex=self.session_idle_s))
         return session
 
+    async def logout(self, session: str) -> None:
+        """End a session (a token is revoked with :meth:`revoke_token`, not here)."""
+        await self._call(self._r.delete(self.keys.session(_sha(session))))
+
     async def session_principal(self, session: str) -> Principal | None:
-        raw = await self._call(self._r.get(self.keys.session(_sha(session))))
+        """The session's user with the role they have now; None when it ended, was idle
+        too long, or the user was replaced, removed or had their sessions revoked."""
+        key = self.keys.session(_sha(session))
+        raw = await self._call(self._r.get(key))
         if not raw:
             return None
         record = orjson.loads(raw)
-        return Principal(record["user"], record["role"])
+        left = float(record.get("until", 0)) - time.time()
+        name = record["user"]
+        if left <= 0 or "epoch" not in record:  # a session from before generations: ended
+            await self._call(self._r.delete(key))
+            return None
+        user = await self._call(self._r.hget(self.keys.users, name))
+        epoch = int(await self._call(self._r.hget(self.keys.epochs, name)) or 0)
+        if not user or epoch != record["epoch"]:
+            await self._call(self._r.delete(key))
+            return None
+        await self._call(self._r.expire(key, max(1, int(min(self.session_idle_s, left)))))  # sliding
+        return Principal(name, orjson.loads(user)["role"])
 
     async def _scrypt(self, password: str, salt: bytes) -> str:
         return await asyncio.get_running_loop().run_in_executor(self._hashing, _scrypt, password, salt)

@@ -108,7 +108,14 @@ def test_each_store_keeps_what_one_script_changes_in_one_slot(settings: Settings
         "desk": [dk.alert("a1"), dk.audit("a1"), dk.by_time, dk.sla, dk.backlog, dk.groups],
         "rules": RuleKeys.of(p).writes(),
         "risk model": ModelKeys.of(p, "risk").all(),
-        "auth": [auth.users, auth.tokens, auth.session("x"), auth.tries("ip:1.2.3.4")],
+        "auth": [
+            auth.users,
+            auth.tokens,
+            auth.token_used,
+            auth.epochs,
+            auth.session("x"),
+            auth.tries("ip:1.2.3.4"),
+        ],
     }
     slots = {name: {key_slot(k) for k in keys} for name, keys in groups.items()}
     assert all(len(s) == 1 for s in slots.values()), slots
@@ -218,6 +225,12 @@ async def test_users_tokens_and_sessions_on_the_cluster(auth: AuthStore) -> None
     person = await auth.session_principal(session)
     assert person is not None and (person.name, person.role) == ("vera", "risk_officer")
     assert await auth.session_principal("nope") is None
+    await auth.revoke_sessions("vera")  # sessions follow the user: a revoke ends them
+    assert await auth.session_principal(session) is None
+    session = await auth.login("vera", PASSWORD, "10.0.0.1")
+    await auth.logout(session)
+    assert await auth.session_principal(session) is None
+    assert await auth.revoke_token(token.split("_", 2)[1]) and await auth.token_principal(token) is None
     with pytest.raises(AuthError):
         await auth.login("vera", "wrong password!", "10.0.0.1")
 

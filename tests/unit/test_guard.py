@@ -193,3 +193,20 @@ def test_without_auth_nothing_is_limited() -> None:
     guard, store, _, _ = limited(per_address=1)
     guard.required = False
     assert [check(guard, "") for _ in range(5)] == [ANONYMOUS] * 5 and store.calls == 0
+
+
+def test_a_revoked_token_is_refused_once_the_cache_time_has_passed_and_a_logout_at_once() -> None:
+    """The revocation bound (issue 17, finding 4): ``cache_s``; forget() (logout) at once."""
+    store, clock = Store(), Clock()
+    guard = Guard(store, True, cache_s=30.0, stale_s=300.0, clock=clock)
+    assert check(guard, TOKEN) == ATM
+    del store.known[TOKEN]  # revoked in Redis
+    clock.now += 29.9
+    assert check(guard, TOKEN) == ATM  # still within the cache time
+    clock.now += 0.2
+    assert code(check(guard, TOKEN)) == "unauthenticated"
+    store.known[OTHER] = ATM
+    assert check(guard, OTHER) == ATM
+    del store.known[OTHER]
+    guard.forget(OTHER)
+    assert code(check(guard, OTHER)) == "unauthenticated"

@@ -57,7 +57,10 @@ def test_each_namespace_keeps_its_keys_in_one_slot() -> None:
     desk, auth = keys.DeskKeys.of("b"), keys.AuthKeys.of("b")
     assert {tag(k) for k in (desk.alert("a1"), desk.audit("a1"), desk.groups, desk.seen, desk.by_time,
                              desk.sla, desk.backlog)} == {"{b:alerts}"}  # fmt: skip
-    assert {tag(k) for k in (auth.users, auth.tokens, auth.session("x"), auth.tries("u:x"))} == {"{b:auth}"}
+    assert {
+        tag(k)
+        for k in (auth.users, auth.tokens, auth.token_used, auth.epochs, auth.session("x"), auth.tries("u:x"))
+    } == {"{b:auth}"}
     assert {tag(k) for k in keys.RuleKeys.of("b").writes()} == {"{b}"}
     assert {tag(k) for k in keys.ModelKeys.of("b", "risk").all()} == {"{b:risk}"}
     assert {tag(keys.customer("b", "C1") + s) for s in keys.CUSTOMER_SUFFIXES} == {"{C1}"}
