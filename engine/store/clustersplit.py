@@ -88,10 +88,10 @@ class ClusterSplit:
         calls: list[ScriptCall] = [
             (
                 scripts.ingest,
-                [layout.customer(events[i].customer_id) for i in members],
+                [layout.customer(events[i].customer_id, group) for i in members],
                 [scripts.ingest_config, *(codec.ingest_payload(events[i]) for i in members)],
             )
-            for members in groups.values()
+            for group, members in groups.items()
         ]
         devices = [i for i, e in enumerate(events) if e.device_id and not is_label_event(e)]
         calls += [
@@ -121,7 +121,7 @@ class ClusterSplit:
         calls: list[ScriptCall] = [
             (
                 scripts.commit,
-                [layout.customer(decisions[i].event.customer_id) for i in members],
+                [layout.customer(decisions[i].event.customer_id, group) for i in members],
                 [
                     codec.commit_config(self._settings, layout.outbox(group), sorted(granted)),
                     *(codec.commit_payload(decisions[i], offers, timings_ms) for i in members),

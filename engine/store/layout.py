@@ -85,11 +85,12 @@ class KeyLayout:
     def group_key(self, group: int) -> str:
         return f"{self.prefix}:{{{self.tags[group]}}}"
 
-    def customer(self, customer_id: str) -> str:
-        """The key the scripts get as KEYS[i] and extend with a suffix."""
+    def customer(self, customer_id: str, group: int | None = None) -> str:
+        """The key the scripts get as KEYS[i] and extend with a suffix (``group``: the
+        customer's, when the caller has it already)."""
         if not self.cluster:
             return keys.customer(self.prefix, customer_id)
-        return f"{self.group_key(self.group_of(customer_id))}:{customer_id}"
+        return f"{self.group_key(self.group_of(customer_id) if group is None else group)}:{customer_id}"
 
     def outbox(self, group: int) -> str:
         """The stream a commit in ``group`` appends to: in the group's slot on a cluster."""

@@ -391,7 +391,7 @@ end
 
 local function mark(p, ev, field, oldest)
   local k = p .. ':dm'
-  call('HSET', k, field, struct.pack('>I4', NOW) .. unhex(ev.h or ''))
+  call('HSET', k, field, struct.pack('>I4', NOW) .. (ev.hb or ''))
   keep(k, DEDUPE_TTL)
   if not oldest then
     call('HSET', k, '', NOW_S)
@@ -454,6 +454,7 @@ local function ingest_all()
     local dd = p .. ':dd:' .. ev.ch .. ':' .. ev.id
     local stored = call('GET', dd)
     local field, marker, oldest = marker_of(p, ev)
+    ev.hb = ev.h and unhex(ev.h)  -- the payload digest as the marker holds it, once per event
     -- The digest bound to the id: the marker's, or for a dedupe key written before the
     -- markers (a dedupe window after the upgrade there are none left) its ':dh:' key's.
     local bound = marker and marker[2]
@@ -464,7 +465,7 @@ local function ingest_all()
     -- A repeat must carry the payload its event id was first seen with: another one is a
     -- conflict, which reads and changes nothing (not even a TTL). A dedupe key without a
     -- digest was written before digests were bound: a repeat, as it was then.
-    if (stored or marker) and ev.h and bound and bound ~= '' and bound ~= unhex(ev.h) then
+    if (stored or marker) and ev.hb and bound and bound ~= '' and bound ~= ev.hb then
       results[i] = {conflict = 1}
     elseif marker and not stored then
       -- Seen within the window, its answer no longer kept: a repeat, acknowledged as
