@@ -14,9 +14,7 @@ named in ``SECRET_FIELDS`` never appear in ``repr`` or in ``redacted()``.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
-import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -24,27 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.settingscheck import check_settings, coerce, read_toml
 
 SECRET_FIELDS = frozenset(
     {"redis_url", "kafka_sasl_password", "model_signing_key", "alert_webhook_secret", "metrics_token"}
 )
 
-EVENT_CLOCKS = ("wall", "history")
 # Settings that are gone, and what to do instead: refused, so nothing is silently dropped.
 _MOVED = (
     "replaced by BEACON_MODEL_FEATURES, a file naming each model's attributes (see README, Models' inputs)"
 )
 _REPLACED = {"BEACON_MODEL_ATTRIBUTES_NUMERIC": _MOVED, "BEACON_MODEL_ATTRIBUTES_CATEGORICAL": _MOVED}
-_BOOLEAN_WORDS = {
-    "1": True,
-    "true": True,
-    "yes": True,
-    "on": True,
-    "0": False,
-    "false": False,
-    "no": False,
-    "off": False,
-}
 DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 DEFAULT_EVENT_TYPES = (
     "login",
@@ -252,12 +240,12 @@ class Settings:
         values: dict[str, Any] = {}
         path = config_file or env.get("BEACON_CONFIG")
         if path:
-            values.update(_read_toml(Path(path)))
+            values.update(read_toml(Path(path)))
         types = typing.get_type_hints(cls)
         for f in fields(cls):
             raw = env.get("BEACON_" + f.name.upper())
             if raw is not None:
-                values[f.name] = _coerce(f.name, raw, types[f.name])
+                values[f.name] = coerce(f.name, raw, types[f.name])
         values.update(overrides)
         for old in _REPLACED:
             if old in env or old.removeprefix("BEACON_").lower() in values:
@@ -265,48 +253,12 @@ class Settings:
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
-        settings = cls(**{k: _coerce(k, v, types[k]) for k, v in values.items()})
+        settings = cls(**{k: coerce(k, v, types[k]) for k, v in values.items()})
         settings.check()
         return settings
 
     def check(self) -> None:
-        if not self.channels:
-            raise ConfigError("channels: at least one channel is required")
-        positive: tuple[str, ...] = ("login_failures_per_minute", "login_concurrency", "login_hash_threads")
-        positive += ("dedupe_answer_ttl_s",)
-        for name in ("max_event_bytes", "batch_max", "partitions", "http_port", *positive):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 1 <= self.redis_slot_groups <= 1024:
-            raise ConfigError(f"redis_slot_groups must be 1 to 1024, got {self.redis_slot_groups}")
-        if self.event_clock not in EVENT_CLOCKS:
-            clocks = ", ".join(EVENT_CLOCKS)
-            raise ConfigError(f"event_clock must be one of {clocks}, got {self.event_clock!r}")
-        if not 0 < self.risk_step_up <= self.risk_block <= 1:
-            raise ConfigError("need 0 < risk_step_up <= risk_block <= 1")
-        for name in ("unauthenticated_per_s", "unauthenticated_global_per_s"):
-            burst = name.replace("per_s", "burst")
-            if getattr(self, name) > 0 and getattr(self, burst) < 1:
-                raise ConfigError(f"{burst} must be at least 1 while {name} is set")
-        if not self.auth_required and not _loopback(self.http_host):
-            raise ConfigError(
-                f"auth_required is off while the API listens on {self.http_host}: every caller would be an"
-                " anonymous risk_admin; turn authentication on, or bind to 127.0.0.1 / ::1"
-            )
-        if not self.cookie_secure and not _loopback(self.http_host):
-            raise ConfigError(
-                f"cookie_secure is off while the API listens on {self.http_host}: session cookies would"
-                " travel over plain http; keep it on (TLS in front), or bind to 127.0.0.1 / ::1"
-            )
-        if self.session_idle_s <= 0 or not 0 < self.token_ttl_days <= self.token_max_days:
-            raise ConfigError("need session_idle_s > 0 and 0 < token_ttl_days <= token_max_days")
-        if self.stream_recheck_s <= 0:
-            raise ConfigError("stream_recheck_s must be positive")
-        for entry in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError as exc:
-                raise ConfigError(f"trusted_proxies: {entry!r} is not an address or network") from exc
+        check_settings(self)
 
     def rules_path(self) -> Path:
         if self.rules_dir:
@@ -326,46 +278,3 @@ class Settings:
             if out.get(name):
                 out[name] = "***"
         return out
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    return dict(data.get("beacon", data))
-
-
-def _coerce(name: str, value: Any, typ: Any) -> Any:
-    try:
-        if typ is bool or typ == "bool":
-            if isinstance(value, bool):
-                return value
-            word = str(value).strip().lower()
-            if word not in _BOOLEAN_WORDS:
-                # "required", "enabled", "Y" or a typo must not switch a guard off.
-                words = ", ".join(sorted(_BOOLEAN_WORDS))
-                raise ConfigError(f"setting {name}: {value!r} is not a boolean (one of {words})")
-            return _BOOLEAN_WORDS[word]
-        if typ is int:
-            return int(value)
-        if typ is float:
-            return float(value)
-        if typing.get_origin(typ) is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(str(i).strip() for i in items if str(i).strip())
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {name}: cannot read {value!r} as {typ}") from exc
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost: it may resolve to anything

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("engine", "models", "agents", "loadtest")
-KERNEL = {"engine", "engine.errors", "engine.settings"}
+KERNEL = {"engine", "engine.errors", "engine.settings", "engine.settingscheck"}
 PURE_ROOMS = ("engine.domain", "engine.rules", "engine.decide")
 IO_LIBRARIES = {"redis", "aiokafka", "faust", "aiohttp", "prometheus_client", "mode", "uvloop", "httpx"}
 # The only modules that put Redis adapters and models together: the composition root and
