@@ -14,26 +14,43 @@ from faust.web import Request, Response, View
 from engine.errors import StoreError
 from engine.http.alerts import AlertApi
 from engine.http.api import Api, Reply, error
+from engine.http.browser import (
+    API_HEADERS,
+    NO_ORIGIN,
+    foreign_origin,
+    not_json,
+    origin_refused,
+    page_headers,
+    unsupported,
+)
 from engine.http.guard import ANONYMOUS, SESSION_COOKIE, Guard
+from engine.http.logins import LoginGate, login
 from engine.http.lookups import LookupGate
 from engine.http.proxies import FORWARDED_FOR, Network, client_address, parse_proxies
 from engine.http.ratelimit import RateLimiter, too_many
 from engine.http.streamslots import StreamSlots
 from engine.service.metrics import Metrics
 from engine.store.base import AlertInbox
-from engine.store.users import AuthError, AuthStore, Principal, TooManyLogins
+from engine.store.users import AuthStore, Principal
 
 _SSE_HEARTBEAT_S = 15.0
 _STREAMS_FULL = "too many live alert streams open (per user or token, or on this worker): close one"
 _CONSOLE = resources.files("engine.http").joinpath("console", "console.html").read_bytes()
+_CONSOLE_HEADERS = page_headers(_CONSOLE)
 
 
 def _flag(request: Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("1", "true", "yes")
 
 
-def _respond(view: View, reply: Reply) -> Response:
-    return view.bytes(reply.body, content_type=reply.content_type, status=reply.status, headers=reply.headers)
+def _respond(view: View, reply: Reply, extra: dict[str, str] | None = None) -> Response:
+    """``extra``: API_HEADERS on answers a browser may show (not on the channels' decisions)."""
+    headers = reply.headers if extra is None else {**extra, **reply.headers}
+    return view.bytes(reply.body, content_type=reply.content_type, status=reply.status, headers=headers)
+
+
+def _browser(view: View, reply: Reply) -> Response:
+    return _respond(view, reply, API_HEADERS)
 
 
 def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, auth: AuthStore) -> None:
@@ -57,12 +74,36 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
         return over or shed(worker_limit, api.metrics) or who
 
     async def allow_with_body(request: Request, permission: str) -> tuple[Principal, bytes] | Reply:
-        """The caller and the request body: or the 401/403/429, or 413 for a body too large."""
+        """The caller and the request body: or the 401/403/429, 403 ``origin_refused`` for
+        a cookie from a foreign page, 413 for a body too large, 415 for one that is not JSON."""
+        refused = cross_site(request)
+        if refused is not None:
+            return refused
         who = await allow(request, permission)
         if isinstance(who, Reply):
             return who
         body = await read_body(request, body_limit)
-        return body if isinstance(body, Reply) else (who, body)
+        if isinstance(body, Reply):
+            return body
+        media = not_json(request.headers, body)
+        if media is None:
+            return (who, body)
+        api.metrics.browser_refused.labels("unsupported_media_type").inc()
+        return unsupported(media)
+
+    def cross_site(request: Request, login: bool = False) -> Reply | None:
+        """403 when a state change rides on the session cookie (no bearer token) from a
+        page that is not ours; a login is checked only when the browser names an origin
+        (a script or the CLI logs in without one). See engine/http/browser.py."""
+        if not settings.auth_required or Guard.bearer(request.headers):
+            return None
+        if not login and SESSION_COOKIE not in request.cookies:
+            return None  # no credential at all: the guard answers 401
+        origin = foreign_origin(request.headers, settings.allowed_origins)
+        if origin is None or (login and origin == NO_ORIGIN):
+            return None
+        api.metrics.browser_refused.labels("origin_refused").inc()
+        return origin_refused(origin)
 
     @app.page("/v1/decisions")
     class Decisions(View):
@@ -94,7 +135,7 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             who = await allow(request, "read")
             if isinstance(who, Reply):
                 return _respond(self, who)
-            return _respond(self, await api.get_customer(customer_id))
+            return _browser(self, await api.get_customer(customer_id))
 
     @app.page("/v1/customers/{customer_id}/profile")
     class Profile(View):
@@ -102,7 +143,7 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             got = await allow_with_body(request, "profile")
             if isinstance(got, Reply):
                 return _respond(self, got)
-            return _respond(self, await api.put_profile(customer_id, got[1]))
+            return _browser(self, await api.put_profile(customer_id, got[1]))
 
     @app.page("/v1/alerts")
     class Alerts(View):
@@ -110,7 +151,7 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             who = await allow(request, "read")
             if isinstance(who, Reply):
                 return _respond(self, who)
-            return _respond(self, await alerts.find(dict(request.query)))
+            return _browser(self, await alerts.find(dict(request.query)))
 
     @app.page("/v1/alerts/stream")
     class AlertStream(View):
@@ -144,7 +185,7 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             who = await allow(request, "read")
             if isinstance(who, Reply):
                 return _respond(self, who)
-            return _respond(self, await alerts.detail(alert_id))
+            return _browser(self, await alerts.detail(alert_id))
 
     @app.page("/v1/alerts/{alert_id}/{action}")
     class AlertAction(View):
@@ -154,21 +195,28 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
                 return _respond(self, got)
             who, body = got
             actor = None if who is ANONYMOUS else who.name
-            return _respond(self, await alerts.act(alert_id, action, body, actor))
+            return _browser(self, await alerts.act(alert_id, action, body, actor))
 
     @app.page("/v1/login")
     class Login(View):
         async def post(self, request: Request) -> Response:
+            refused = cross_site(request, login=True)
+            if refused is not None:
+                return _browser(self, refused)
             body = await read_body(request, body_limit)  # before a place: a slow body holds none
             if isinstance(body, Reply):
                 return _respond(self, body)
+            media = not_json(request.headers, body)
+            if media is not None:
+                api.metrics.browser_refused.labels("unsupported_media_type").inc()
+                return _browser(self, unsupported(media))
             if not logins.enter():
                 return _respond(self, logins.busy())
             try:
                 reply = await login(auth, body, _remote(request, proxies))
             finally:
                 logins.leave()
-            response = _respond(self, reply)
+            response = _browser(self, reply)
             if reply.status == 200:
                 token = orjson.loads(reply.body)["session"]
                 cast(Any, response).set_cookie(  # an aiohttp response underneath
@@ -186,6 +234,9 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
         async def post(self, request: Request) -> Response:
             """Ends the session (cookie or bearer) in Redis and clears the cookie; 200
             whether or not it was still valid. A token is not ended here: revoke it."""
+            refused = cross_site(request)
+            if refused is not None:
+                return _browser(self, refused)
             credential = Guard.credential(request.headers, request.cookies)
             if credential and not credential.startswith("bk_"):
                 try:
@@ -193,7 +244,7 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
                 except StoreError as exc:
                     return _respond(self, error(503, "state_unavailable", str(exc)))
                 guard.forget(credential)
-            response = _respond(self, Reply(200, b'{"logged_out": true}'))
+            response = _browser(self, Reply(200, b'{"logged_out": true}'))
             cast(Any, response).del_cookie(SESSION_COOKIE)
             return response
 
@@ -201,7 +252,7 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     class Console(View):
         async def get(self, request: Request) -> Response:
             # The page itself holds no data: it logs in, then every call it makes is checked.
-            return _respond(self, Reply(200, _CONSOLE, content_type="text/html"))
+            return _respond(self, Reply(200, _CONSOLE, dict(_CONSOLE_HEADERS), content_type="text/html"))
 
     @app.page("/healthz")
     class Health(View):
@@ -298,44 +349,6 @@ def _remote(request: Request, proxies: tuple[Network, ...] = ()) -> str:
     else:
         forwarded = [headers[FORWARDED_FOR]] if FORWARDED_FOR in headers else []
     return client_address(getattr(request, "remote", None), forwarded, proxies)
-
-
-class LoginGate:
-    """At most ``limit`` logins in progress on this worker (each checks a password with
-    scrypt); beyond, 429 ``too_many_logins`` at once rather than a queue without bound."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.in_progress = max(1, limit), 0
-
-    def enter(self) -> bool:
-        if self.in_progress >= self.limit:
-            return False
-        self.in_progress += 1
-        return True
-
-    def leave(self) -> None:
-        self.in_progress -= 1
-
-    def busy(self) -> Reply:
-        message = "this worker is checking as many logins as it may at once; retry in 1 s"
-        return error(429, "too_many_logins", message, **{"Retry-After": "1"})
-
-
-async def login(auth: AuthStore, body: bytes, remote: str) -> Reply:
-    try:
-        data = orjson.loads(body or b"{}")
-        name, password = str(data["user"]), str(data["password"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return error(400, "invalid_value", 'send {"user": ..., "password": ...}')
-    try:
-        session = await auth.login(name, password, remote)
-    except TooManyLogins as exc:
-        return error(429, "too_many_logins", str(exc), **{"Retry-After": str(exc.wait_s)})
-    except AuthError:
-        return error(401, "unauthenticated", "wrong user name or password")
-    except StoreError as exc:
-        return error(503, "state_unavailable", str(exc))
-    return Reply(200, orjson.dumps({"session": session, "user": name}))
 
 
 async def stream_changes(

@@ -181,6 +181,10 @@ class Settings:
     # Addresses or CIDR networks of the load balancers / reverse proxies in front of the
     # workers: only from these is X-Forwarded-For believed (engine/http/proxies.py).
     trusted_proxies: tuple[str, ...] = ()
+    # Origins (scheme://host[:port]) besides the worker's own Host whose pages may use the
+    # session cookie to change state, e.g. the console's public https origin behind a proxy
+    # that rewrites Host (engine/http/browser.py). Others get 403 origin_refused.
+    allowed_origins: tuple[str, ...] = ()
     # Verified credentials are cached in the worker (engine/http/guard.py): Redis is not
     # asked again for this long, and while Redis fails one stays accepted this long after
     # Redis last vouched for it. Also how late a removed token may still be accepted.

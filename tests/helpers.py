@@ -9,7 +9,15 @@ from typing import Any
 
 from engine.ops.launcher import WorkerProcess, isolated, running_worker, start_worker
 
-__all__ = ["WorkerProcess", "consume_until", "isolated", "paced", "running_worker", "start_worker"]
+__all__ = [
+    "WorkerProcess",
+    "consume_until",
+    "isolated",
+    "paced",
+    "running_worker",
+    "same_origin",
+    "start_worker",
+]
 
 
 Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
@@ -64,3 +72,9 @@ async def paced(
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(send(event)))
     await asyncio.gather(*tasks)
+
+
+def same_origin(url: str) -> dict[str, str]:
+    """The Origin header a browser on the console's own page sends with a state change:
+    a test client that uses the session cookie sends it too (engine/http/browser.py)."""
+    return {"Origin": url}

@@ -175,7 +175,7 @@ async def _simulate(
 
 async def _ask_http(http: Any, url: str, event: dict[str, Any], token: str) -> None:
     with contextlib.suppress(Exception):
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         async with http.post(url + "/v1/decisions", data=orjson.dumps(event), headers=headers) as resp:
             _print_decision("http", orjson.loads(await resp.read()), event)
 

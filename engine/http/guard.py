@@ -78,6 +78,11 @@ class Guard:
         self.verified.put(hashlib.sha256(credential.encode()).digest(), None)
 
     @staticmethod
+    def bearer(headers: Mapping[str, str]) -> str:
+        """The bearer token the request carries, or ""."""
+        return _bearer(headers)
+
+    @staticmethod
     def credential(headers: Mapping[str, str], cookies: Mapping[str, str]) -> str:
         return _bearer(headers) or cookies.get(SESSION_COOKIE, "")
 

@@ -208,6 +208,15 @@ class Metrics:
         )
         for reason in RATE_LIMIT_REASONS:
             self.rate_limited.labels(reason)
+        self.browser_refused = Counter(
+            "beacon_http_refused_total",
+            "State changes refused before they were read: origin_refused (the session cookie sent "
+            "from a page that is not the console's), unsupported_media_type (a body that is not JSON)",
+            ["reason"],
+            registry=r,
+        )
+        for code in ("origin_refused", "unsupported_media_type"):
+            self.browser_refused.labels(code)
         self.spooled = Gauge(
             "beacon_spooled_records",
             "Records of degraded HTTP answers (audit record, event) waiting in memory for the broker",

@@ -19,7 +19,7 @@ from engine.ops.launcher import WorkerProcess, settings_env
 from engine.settings import Settings
 from engine.store.redisio import connect
 from engine.store.users import AuthStore
-from tests.helpers import isolated, running_worker
+from tests.helpers import isolated, running_worker, same_origin
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery"
@@ -103,7 +103,7 @@ def test_outbound_scoring_is_for_channels_and_campaigns(
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return http.post("/v1/offers/score", content=orjson.dumps({**ask, **kw}), headers=headers)
 
-    with httpx.Client(base_url=worker.url, timeout=5) as http:
+    with httpx.Client(base_url=worker.url, timeout=5, headers=same_origin(worker.url)) as http:
         assert score(http).status_code == 401
         atm = {"Authorization": f"Bearer {tokens['atm']}"}
         assert (
@@ -125,7 +125,7 @@ def test_people_work_alerts_by_role_and_the_trail_names_them(
     secured: tuple[WorkerProcess, dict[str, str]],
 ) -> None:
     worker, tokens = secured
-    with httpx.Client(base_url=worker.url, timeout=5) as http:
+    with httpx.Client(base_url=worker.url, timeout=5, headers=same_origin(worker.url)) as http:
         for i in range(3):
             http.post(
                 "/v1/decisions",

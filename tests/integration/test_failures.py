@@ -170,7 +170,10 @@ def http_client(worker: WorkerProcess, connections: int = 100) -> aiohttp.Client
     # aiohttp rather than httpx: its client costs less CPU on two shared cores.
     timeout = aiohttp.ClientTimeout(total=30)
     return aiohttp.ClientSession(
-        worker.url, connector=aiohttp.TCPConnector(limit=connections), timeout=timeout
+        worker.url,
+        connector=aiohttp.TCPConnector(limit=connections),
+        timeout=timeout,
+        headers={"Content-Type": "application/json"},
     )
 
 
