@@ -79,6 +79,15 @@ class TrainerMetrics:
             ["kind", "reason"],
             registry=r,
         )
+        self.fraud_labels = Counter(
+            "beacon_trainer_fraud_labels",
+            "Fraud labels by who sent them (disposition, chargeback, customer_report) and what became"
+            " of them: learned, corrected (turned a verdict over), repeat (the verdict stood already),"
+            " outranked (a stronger source said otherwise), contested (an equal one did),"
+            " other_customer, unknown_decision",
+            ["source", "outcome"],
+            registry=r,
+        )
         self.labels_learned = Counter(
             "beacon_trainer_labels_learned",
             "Labels the trainer learned, per model (rate: labels learned per second)",

@@ -43,7 +43,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from engine.service.trainer import quality_report
+    from engine.service.trainreport import quality_report
 
     settings = _settings(args)
 

@@ -123,7 +123,7 @@ def _ts(event: Mapping[str, Any]) -> float | None:
 
 async def _settled_report(settings: Settings, wait_s: float) -> str:
     """The trainer's report once its label counts stop moving (or after ``wait_s``)."""
-    from engine.service.trainer import quality_report
+    from engine.service.trainreport import quality_report
     from engine.store.redisio import connect
 
     client = connect(settings)

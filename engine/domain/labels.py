@@ -31,12 +31,28 @@ confirmation turns over an earlier fraud label (engine/service/trainer.py).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from engine.domain.events import Event
 
 POSITIVE_RESPONSES = frozenset({"accepted", "clicked"})
 FRAUD_TYPES = frozenset({"fraud_report", "chargeback"})
+# Who says a transaction was fraud, strongest first: a risk officer's disposition of the
+# alert, the card scheme's chargeback, the customer's own report. Only a stronger source
+# changes a verdict the trainer holds (engine/store/lua/fraud_verdict.lua).
+SOURCE_RANKS = {"disposition": 3, "chargeback": 2, "customer_report": 1}
+_SOURCE_OF = {"chargeback": "chargeback", "fraud_report": "customer_report"}
+
+
+def source_rank(label: Mapping[str, Any]) -> tuple[str, int]:
+    """(source, rank) of a fraud label; a label without a known source ranks lowest.
+
+    >>> source_rank({"source": "disposition"}), source_rank({})
+    (('disposition', 3), ('customer_report', 1))
+    """
+    source = str(label.get("source") or "customer_report")
+    return (source, SOURCE_RANKS[source]) if source in SOURCE_RANKS else ("customer_report", 1)
 
 
 def label_of(event: Event) -> dict[str, Any] | None:
@@ -54,7 +70,10 @@ def label_of(event: Event) -> dict[str, Any] | None:
         if not (isinstance(ref, str) and isinstance(channel, str)):
             return None
         legit = a.get("legitimate") is True  # a dispute resolved in the customer's favour
-        return {"kind": "fraud", "event_id": ref, "channel": channel, "label": not legit, **base}
+        # Who sent it (the source, the channel it came in on, the report's own id): the
+        # trainer ranks verdicts by source and the label says where it came from.
+        sender = {"source": _SOURCE_OF[event.type], "by": event.channel, "report_id": event.event_id}
+        return {"kind": "fraud", "event_id": ref, "channel": channel, "label": not legit, **base, **sender}
     if event.type == "account_closure":
         return {"kind": "churn", "label": True, **base}
     return None

@@ -29,13 +29,13 @@ record, until the next decision replaces it (churn is the only label that can re
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from engine.domain.decision import decision_id_of, legacy_decision_id_of
+from engine.domain.labels import source_rank
 from engine.service.trainbatch import BatchLedger, Record, event_order
 from engine.settings import Settings
 from engine.store.base import FeedbackLedger
@@ -157,18 +157,29 @@ class Trainer:
         self._learn(inputs, "offers", bool(label["label"]), delay, offer=action)
 
     async def _fraud_label(self, did: str, fraud: bool, label: Mapping[str, Any]) -> None:
-        before = await self.fb.resolve_fraud(did, fraud)
+        """Learn a fraud verdict once per transaction; only from the decision's customer,
+        and only a stronger source than the one that gave the standing verdict turns it
+        over (engine.domain.labels.SOURCE_RANKS)."""
+        source, rank = source_rank(label)
         inputs = await self.fb.recall(did)
-        if inputs is None:
-            self._unmatched(label)
+        if inputs is None or inputs.get("customer_id") not in (None, label.get("customer_id")):
+            reason = "unknown_decision" if inputs is None else "other_customer"
+            self._fraud_counted(source, reason)
+            self._unmatched(label, reason)
             return
+        before = await self.fb.resolve_fraud(did, fraud, rank)
         if before == "settled" and inputs["type"] in MONETARY_TYPES:
             before = "legitimate"  # matured: learned as a provisional negative
-        if before == ("fraud" if fraud else "legitimate"):
-            return  # learned so already: a second report, or a confirmed provisional negative
+        if before in ("outranked", "contested") or before == ("fraud" if fraud else "legitimate"):
+            # learned so already (a second report, a confirmed provisional negative), or
+            # the standing verdict came from a stronger or equal source: not learned again
+            self._fraud_counted(source, "repeat" if before not in ("outranked", "contested") else before)
+            return
         if before not in ("fraud", "legitimate"):  # pending, or an event that never matures
+            self._fraud_counted(source, "learned")
             await self._learn_stored("fraud", did, fraud, None, label)
             return
+        self._fraud_counted(source, "corrected")
         self.learner.fraud_corrections += 1  # learned the other way: turn it over
         delay = float(label.get("ts") or inputs["ts"]) - float(inputs["ts"])
         self.learner.correct("fraud", inputs["f"], inputs["a"], fraud, delay)
@@ -177,6 +188,10 @@ class Trainer:
             p = decided_score(decided, model)
             if p is not None and model in self.served:
                 self.served[model].correct(fraud, p, delay, float(inputs["ts"]))
+
+    def _fraud_counted(self, source: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.fraud_labels.labels(source, outcome).inc()
 
     async def sweep(self) -> None:
         """Pending offers past their window are ignored; transactions past maturity are
@@ -381,24 +396,6 @@ async def build_trainer(settings: Settings, client: Any) -> Trainer:
     )
     trainer.versions.update(versions)
     return trainer
-
-
-async def quality_report(settings: Settings, client: Any, settle_s: float = 0.0) -> str | None:
-    """The trainer's quality report as text, None before it has written one.
-
-    With ``settle_s``, waits (at most that long) for its label counts to stop moving."""
-    from models.report import render_full
-
-    store = FeedbackStore(client, settings.key_prefix, settings.feedback_ttl_s)
-    deadline, last, stable = time.monotonic() + settle_s, None, 0
-    while time.monotonic() < deadline and stable < 3:
-        await asyncio.sleep(max(settings.snapshot_interval_s, 1.0))
-        report = await store.load_quality()
-        counts = {k: v.get("labels") for k, v in report.items()}
-        stable = stable + 1 if counts == last and counts else 0
-        last = counts
-    summaries = await store.load_quality()
-    return render_full(summaries) if summaries else None
 
 
 def _decided_scores(record: Mapping[str, Any], shown: Sequence[str]) -> dict[str, Any]:

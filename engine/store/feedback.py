@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -89,6 +90,8 @@ class FeedbackStore:
         self._r = client
         self.keys = FeedbackKeys.of(prefix)
         self._ttl = ttl_s
+        lua = resources.files("engine.store").joinpath("lua", "fraud_verdict.lua")
+        self._verdict = client.register_script(lua.read_text())
 
     async def remember(
         self,
@@ -153,25 +156,25 @@ class FeedbackStore:
     async def resolve_churn(self, customer_id: str) -> None:
         await self._call(self._r.zrem(self.keys.pending("churn"), customer_id))
 
-    async def resolve_fraud(self, decision_id: str, fraud: bool) -> str:
-        """Record that the transaction is now learned as ``fraud`` (or legitimate); returns
-        how it stood: 'pending' (not learned yet), 'fraud' or 'legitimate' (a report or a
-        confirmation was learned), or 'settled': no longer pending and no verdict, which for
-        a monetary transaction means it matured as legitimate (the sweep is the only other
-        way out of the pending set), and for other events that it never was pending.
+    async def resolve_fraud(self, decision_id: str, fraud: bool, rank: int = 1) -> str:
+        """Record the transaction's verdict (``fraud`` or legitimate) from a source of
+        ``rank`` (engine.domain.labels.SOURCE_RANKS); returns how it stood: 'pending' (not
+        learned yet), 'fraud' or 'legitimate' (a verdict was learned), or 'settled': no longer
+        pending and no verdict, which for a monetary transaction means it matured as
+        legitimate (the sweep is the only other way out of the pending set), and for other
+        events that it never was pending. 'outranked' or 'contested': a stronger source, or
+        an equal one, gave the other verdict, which stands (nothing written).
 
         So the store remembers which transactions matured as negatives without a key per
-        transaction: only reported ones get one (``FeedbackKeys.fraud``)."""
-        try:
-            async with self._r.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.keys.pending("fraud"), decision_id)
-                pipe.set(self.keys.fraud(decision_id), int(fraud), ex=self._ttl, get=True)
-                removed, before = await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"feedback store: {exc}") from exc
-        if before is not None:
-            return "fraud" if before == b"1" else "legitimate"
-        return "pending" if removed else "settled"
+        transaction: only reported ones get one (``FeedbackKeys.fraud``), in one Lua step."""
+        keys = [self.keys.pending("fraud"), self.keys.fraud(decision_id)]
+        state, before = await self._call(
+            self._verdict(keys=keys, args=[decision_id, int(fraud), max(1, rank), self._ttl])
+        )
+        state = state.decode() if isinstance(state, bytes) else str(state)
+        if state == "was":
+            return "fraud" if before in (b"1", "1") else "legitimate"
+        return state
 
     async def due(self, kind: str, now: float, limit: int = 500) -> list[str]:
         """Pending items past their time, removed from the pending set (one trainer); an

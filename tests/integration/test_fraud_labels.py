@@ -54,8 +54,9 @@ def audit(p: Payment) -> dict[str, Any]:
 
 def report(p: Payment, ts: float, legitimate: bool = False, kind: str = "fraud_report") -> dict[str, Any]:
     # as engine.domain.labels.label_of makes it; ``via`` tells two reports apart
+    source = "chargeback" if kind == "chargeback" else "customer_report"
     return {"kind": "fraud", "event_id": f"e{p.i}", "channel": p.channel, "label": not legitimate,
-            "customer_id": p.customer, "ts": ts, "via": kind}  # fmt: skip
+            "customer_id": p.customer, "ts": ts, "via": kind, "source": source}  # fmt: skip
 
 
 def score(t: Trainer, p: Payment, name: str = "fraud") -> float:
@@ -120,7 +121,7 @@ async def test_a_report_after_maturity_corrects_the_provisional_negative(trainer
     challenger = trainer.learner.models["fraud_challenger"]
     assert (challenger.n_labels, challenger.n_positive) == (1, 1)  # corrected in shadow too
     stored = await trainer.fb._r.get(trainer.fb.keys.fraud(audit(p)["decision_id"]))  # type: ignore[attr-defined]
-    assert stored == b"1"
+    assert stored == b"11"  # fraud, from a customer's report (rank 1: engine.domain.labels)
     # Against the same labels learned without the correction (the negative left standing):
     plain = build("fraud")
     x = SPEC.extract(p.features, {})
@@ -134,7 +135,8 @@ async def test_a_report_after_maturity_corrects_the_provisional_negative(trainer
 
 async def test_legitimate_confirmations(trainer: Trainer) -> None:
     """A ``legitimate: true`` report: learned at once if pending (and not again at
-    maturity), nothing if already learned as legitimate, a correction if learned as fraud."""
+    maturity), nothing if already learned as legitimate, a correction if learned as fraud
+    by a weaker source (issue 17, finding 7: the customer cannot take back their own report)."""
     matured, pending, reported = (
         one_payment(1, T0),
         one_payment(2, T0 + 2 * HOUR),
@@ -155,7 +157,10 @@ async def test_legitimate_confirmations(trainer: Trainer) -> None:
     await trainer.on_audit(audit(one_payment(4, T0 + 6 * HOUR)))
     await trainer.sweep()
     assert (model.n_labels, model.n_positive) == (3, 1)  # ... and not again at maturity
-    await trainer.on_label(report(reported, T0 + 7 * HOUR, legitimate=True))  # the dispute resolved
+    await trainer.on_label(report(reported, T0 + 7 * HOUR, legitimate=True))  # the customer alone: contested
+    assert (model.n_labels, model.n_positive) == (3, 1) and trainer.learner.fraud_corrections == 0
+    # The dispute resolved in the customer's favour by the card scheme: a stronger source.
+    await trainer.on_label(report(reported, T0 + 7 * HOUR, legitimate=True, kind="chargeback"))
     assert (model.n_labels, model.n_positive) == (3, 0) and trainer.learner.fraud_corrections == 1
 
 

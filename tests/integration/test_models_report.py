@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from engine.service.trainer import Trainer, quality_report
+from engine.service.trainer import Trainer
+from engine.service.trainreport import quality_report
 from engine.settings import Settings
 from engine.store.feedback import FeedbackStore
 from engine.store.redisio import connect

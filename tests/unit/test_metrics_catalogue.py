@@ -32,6 +32,7 @@ BOUNDED_LABELS = {
     "offer", "response", "verdict", "action", "model", "quantile", "topic", "partition",
     "component", "kind", "change", "by", "status", "disposition",
     "node", "role",  # the deployment's Redis nodes (host:port) and primary/replica/unknown
+    "source",  # who sent a fraud label: engine.domain.labels.SOURCE_RANKS
 }  # fmt: skip
 _SUFFIX = {"counter": "_total", "info": "_info"}
 
