@@ -140,10 +140,25 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     @app.page("/v1/customers/{customer_id}/profile")
     class Profile(View):
         async def put(self, request: Request, customer_id: str) -> Response:
-            got = await allow_with_body(request, "profile")
-            if isinstance(got, Reply):
-                return _respond(self, got)
-            return _browser(self, await api.put_profile(customer_id, got[1]))
+            return _browser(self, await write_profile(request, customer_id, merge=False))
+
+        async def patch(self, request: Request, customer_id: str) -> Response:
+            return _browser(self, await write_profile(request, customer_id, merge=True))
+
+    async def write_profile(request: Request, customer_id: str, merge: bool) -> Reply:
+        got = await allow_with_body(request, "profile")
+        if isinstance(got, Reply):
+            return got
+        who, body = got
+        return await api.put_profile(customer_id, body, by=who.name, merge=merge)
+
+    @app.page("/v1/customers/{customer_id}/profile/history")
+    class ProfileHistory(View):
+        async def get(self, request: Request, customer_id: str) -> Response:
+            who = await allow(request, "profile_history")
+            if isinstance(who, Reply):
+                return _respond(self, who)
+            return _browser(self, await api.profile_history(customer_id, request.query.get("limit")))
 
     @app.page("/v1/alerts")
     class Alerts(View):

@@ -99,6 +99,7 @@ class Settings:
     # An hour: past HTTP client retries and Kafka redeliveries after a restart.
     dedupe_answer_ttl_s: int = 3600
     profile_ttl_s: int = 400 * 86400
+    profile_history_max: int = 50  # changes kept per customer (who, when, what), for profile_ttl_s
     recent_events: int = 50
     known_devices: int = 20
     recent_decisions: int = 20

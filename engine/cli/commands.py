@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.files import profile_from_row
+from engine.domain.profile import validated as validate_profile
 from engine.errors import BeaconError, EventError
-from engine.http.api import validate_profile
 from engine.settings import Settings
 
 Add = Callable[[str, str, Callable[[argparse.Namespace], int]], argparse.ArgumentParser]

@@ -17,6 +17,7 @@ import orjson
 
 from engine.decide.degraded import decide_without_state
 from engine.decide.outbound import parse_request
+from engine.domain import profile as profile_rules
 from engine.domain.decision import Decision
 from engine.domain.events import Event
 from engine.domain.labels import label_of
@@ -29,17 +30,6 @@ from engine.service.outbound import OutboundService, UnknownCustomer
 
 JSON = "application/json"
 _CUSTOMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$")
-_PROFILE_FIELDS = {
-    "segment": str,
-    "age_band": str,
-    "income_band": str,
-    "kyc_risk": str,
-    "timezone": str,
-    "products": list,
-    "home_geo": dict,
-    "tenure_months": int,
-    "name": str,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,22 +165,65 @@ class Api:
             return error(404, "unknown_customer", f"no profile or state for {customer_id}")
         return Reply(200, orjson.dumps(view))
 
-    async def put_profile(self, customer_id: str, body: bytes) -> Reply:
+    async def put_profile(self, customer_id: str, body: bytes, by: str = "", merge: bool = False) -> Reply:
+        """PUT replaces the profile, PATCH (``merge``) applies a JSON Merge Patch; either
+        way the result is validated (engine/domain/profile.py) and written with an entry
+        in the profile's history naming ``by``, in one compare-and-set step."""
         if not _CUSTOMER.fullmatch(customer_id):
             return error(400, "invalid_value", "customer id has invalid characters", "customer_id")
         if len(body) > self.service.settings.max_event_bytes:
             return error(413, "too_large", "profile is too large")
         try:
-            profile = validate_profile(orjson.loads(body))
+            sent = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return error(400, "invalid_json", f"not valid JSON: {exc}")
+        if merge and not isinstance(sent, dict):
+            return error(400, "not_an_object", "a merge patch must be a JSON object")
+        try:
+            for _ in range(5):  # another write in between: read again, apply again
+                written = await self._write_profile(customer_id, sent, by, merge)
+                if written is not None:
+                    return Reply(200, orjson.dumps({"customer_id": customer_id, "profile": written}))
         except EventError as err:
             return error(400, err.code, err.message, err.field)
-        try:
-            await self.service.store.put_profile(customer_id, profile, self.service.settings.profile_ttl_s)
         except StoreError as exc:
             return error(503, "state_unavailable", str(exc))
-        return Reply(200, orjson.dumps({"customer_id": customer_id, "profile": profile}))
+        return error(409, "conflict", "the profile kept changing while this write was applied; send it again")
+
+    async def _write_profile(
+        self, customer_id: str, sent: Any, by: str, merge: bool
+    ) -> dict[str, Any] | None:
+        store, s = self.service.store, self.service.settings
+        stored = await store.read_profile(customer_id)
+        before = orjson.loads(stored) if stored else None
+        after = profile_rules.validated(profile_rules.merge_patch(before, sent) if merge else sent)
+        entry = {"ts": time.time(), "by": by or "anonymous", "op": "patch" if merge else "put"}
+        entry["changes"] = profile_rules.shown(profile_rules.changes(before, after))
+        done = await store.swap_profile(
+            customer_id,
+            stored,
+            orjson.dumps(after),
+            orjson.dumps(entry),
+            s.profile_ttl_s,
+            s.profile_history_max,
+        )
+        return after if done else None
+
+    async def profile_history(self, customer_id: str, limit: str | None) -> Reply:
+        if not _CUSTOMER.fullmatch(customer_id):
+            return error(400, "invalid_value", "customer id has invalid characters", "customer_id")
+        try:
+            n = int(limit or 50)
+        except ValueError:
+            return error(400, "invalid_value", "limit must be a whole number", "limit")
+        if not 1 <= n <= self.service.settings.profile_history_max:
+            bound = self.service.settings.profile_history_max
+            return error(400, "invalid_value", f"limit is 1 to {bound}", "limit")
+        try:
+            entries = await self.service.store.profile_history(customer_id, n)
+        except StoreError as exc:
+            return error(503, "state_unavailable", str(exc))
+        return Reply(200, orjson.dumps({"customer_id": customer_id, "history": entries}))
 
     def healthz(self) -> Reply:
         return Reply(200, b'{"status":"ok"}')
@@ -205,24 +238,6 @@ class Api:
         for component, ready in self.ready().items():
             self.metrics.ready.labels(component).set(1.0 if ready else 0.0)
         return Reply(200, self.metrics.exposition(), content_type="text/plain; version=0.0.4")
-
-
-def validate_profile(data: Any) -> dict[str, Any]:
-    """Static profile attributes; unknown attributes are kept, known ones type-checked.
-
-    >>> validate_profile({"segment": "mass", "products": ["current"]})
-    {'segment': 'mass', 'products': ['current']}
-    >>> validate_profile({"segment": 3})
-    Traceback (most recent call last):
-    ...
-    engine.errors.EventError: segment must be str
-    """
-    if not isinstance(data, dict):
-        raise EventError("not_an_object", "a profile must be a JSON object")
-    for name, typ in _PROFILE_FIELDS.items():
-        if name in data and data[name] is not None and not isinstance(data[name], typ):
-            raise EventError("wrong_type", f"{name} must be {typ.__name__}", name)
-    return data
 
 
 def _opted(outcome: Outcome, explain: bool, scores: bool) -> bytes:

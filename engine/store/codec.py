@@ -32,6 +32,7 @@ import orjson
 from engine.domain.decision import Action, Decision
 from engine.domain.events import Event, payload_digest
 from engine.domain.labels import is_label_event, label_of
+from engine.domain.profile import shown
 from engine.domain.state import CONTACT_WINDOW_S, MARKED, WINDOWS, Snapshot, Tally, to_cents
 from engine.rules.ruleset import Dropped, Offer
 from engine.settings import Settings
@@ -245,7 +246,7 @@ def customer_view(customer_id: str, replies: Sequence[Any]) -> dict[str, Any]:
     windows = window_tallies((text(a), text(b)) for a, b in totals.items())
     return {
         "customer_id": customer_id,
-        "profile": orjson.loads(profile) if profile else None,
+        "profile": shown(orjson.loads(profile)) if profile else None,  # stored before the depth limit: cut
         "last_seen": {text(a): text(b) for a, b in last.items()},
         "devices": [{"device_id": text(d), "last_seen": ts} for d, ts in devices],
         "recent_pin_failures": pins,

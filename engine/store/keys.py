@@ -25,6 +25,8 @@ from models.signing import check_name
 # commit scripts). Tag {<customer>}: one customer's keys share a slot, so a script call
 # touches one slot per customer. Each expires state_ttl_s after its last write unless noted.
 PROFILE = ":profile"  # string: static attributes (JSON)                  TTL profile_ttl_s
+PROFILE_HISTORY = ":profile:h"  # list: changes, newest first   bound profile_history_max, TTL profile_ttl_s
+# (written from Python, engine/store/state.py: not a script suffix)
 LAST = ":last"  # hash: the newest event (ts, ch, ty, id, dev, term, lat, lon)
 DEVICES = ":dev"  # zset device -> last seen                                 bound known_devices
 EVENTS = ":ev"  # list: recent interactions (summaries)                     bound recent_events

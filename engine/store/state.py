@@ -42,6 +42,7 @@ class StateStore:
         self.layout = KeyLayout.of(settings.key_prefix, settings.redis_cluster, settings.redis_slot_groups)
         self._ingest = client.register_script(_lua("ingest.lua"))
         self._commit = client.register_script(_lua("commit.lua"))
+        self._profile_swap = client.register_script(_lua("profile_swap.lua"))
         self._ingest_config = codec.ingest_config(settings)
         self._commit_config = codec.commit_config(settings)
         self._cluster: ClusterSplit | None = None
@@ -93,6 +94,29 @@ class StateStore:
     async def put_profile(self, customer_id: str, profile: dict[str, Any], ttl_s: int) -> None:
         with redis_errors("profile write"):
             await self._redis.set(self.key(customer_id) + keys.PROFILE, orjson.dumps(profile), ex=ttl_s)
+
+    async def read_profile(self, customer_id: str) -> bytes | None:
+        with redis_errors("profile read"):
+            raw = await self._redis.get(self.key(customer_id) + keys.PROFILE)
+        return raw.encode() if isinstance(raw, str) else raw
+
+    async def swap_profile(
+        self, customer_id: str, expected: bytes | None, profile: bytes, entry: bytes, ttl_s: int, keep: int
+    ) -> bool:
+        """Write ``profile`` and its history ``entry`` if the stored profile is still
+        ``expected`` (compare-and-set: engine/store/lua/profile_swap.lua)."""
+        k = self.key(customer_id)
+        with redis_errors("profile write"):
+            done = await self._profile_swap(
+                keys=[k + keys.PROFILE, k + keys.PROFILE_HISTORY],
+                args=[expected or b"", profile, entry, ttl_s, keep],
+            )
+        return bool(done)
+
+    async def profile_history(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
+        with redis_errors("profile history read"):
+            raw = await self._redis.lrange(self.key(customer_id) + keys.PROFILE_HISTORY, 0, limit - 1)
+        return [orjson.loads(r) for r in raw]
 
     async def put_profiles(self, profiles: Sequence[tuple[str, dict[str, Any]]], ttl_s: int) -> None:
         with redis_errors("profile import"):

@@ -41,11 +41,14 @@ from engine.store.keys import AuthKeys
 from engine.store.redisio import guarded
 
 PERMISSIONS = {
-    "channel": frozenset({"decide", "profile", "score"}),  # score: outbound, its own channel only
-    "viewer": frozenset({"read"}),
-    "risk_officer": frozenset({"read", "work"}),
-    "risk_admin": frozenset({"read", "work", "admin", "score"}),
+    "channel": frozenset({"decide", "score"}),  # score: outbound, its own channel only
+    "viewer": frozenset({"read", "profile_history"}),
+    "risk_officer": frozenset({"read", "work", "profile_history"}),
+    "risk_admin": frozenset({"read", "work", "admin", "score", "profile_history"}),
     "campaign": frozenset({"score"}),  # outbound campaign tools and analysts: any channel
+    # The bank's CRM system (a token) or its staff: the only writer of customers' profiles
+    # (issue 17, finding 2); reads what it wrote, and nothing of alerts or decisions.
+    "crm": frozenset({"profile", "profile_history"}),
 }
 ROLES = tuple(PERMISSIONS)
 _LOGIN_TRIES_PER_MINUTE = 5

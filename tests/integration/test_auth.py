@@ -31,7 +31,8 @@ async def _setup(s: Settings) -> dict[str, str]:
     for name, role in (("vera", "viewer"), ("otto", "risk_officer"), ("ada", "risk_admin")):
         await store.add_user(name, role, PASSWORD)
     tokens = {"atm": await store.add_token("channel", "atm-switch", "atm"),
-              "campaign": await store.add_token("campaign", "outbound-dialler")}  # fmt: skip
+              "campaign": await store.add_token("campaign", "outbound-dialler"),
+              "crm": await store.add_token("crm", "crm-system")}  # fmt: skip
     raw = await client.hgetall(f"{s.key_prefix}:auth:{{{s.key_prefix}:auth}}:tokens")
     assert tokens["atm"].split("_", 2)[2].encode() not in b"".join(raw.values())  # only the hash is kept
     await client.aclose()
@@ -88,7 +89,8 @@ def test_a_channel_token_decides_for_its_channel_only(secured: tuple[WorkerProce
         assert http.post("/v1/decisions", content=_event("a-1")).status_code == 200
         other = http.post("/v1/decisions", content=_event("a-2", channel="mobile", etype="login"))
         assert other.status_code == 403 and other.json()["error"]["code"] == "wrong_channel"
-        assert http.put("/v1/customers/A1/profile", content=b'{"segment": "mass"}').status_code == 200
+        # Profiles are the CRM's to write (issue 17, finding 2): not a channel's.
+        assert http.put("/v1/customers/A1/profile", content=b'{"segment": "mass"}').status_code == 403
         assert http.get("/v1/alerts").status_code == 403  # a channel token cannot read alerts
         assert http.get("/v1/customers/A1").status_code == 403
 
@@ -105,9 +107,9 @@ def test_outbound_scoring_is_for_channels_and_campaigns(
 
     with httpx.Client(base_url=worker.url, timeout=5, headers=same_origin(worker.url)) as http:
         assert score(http).status_code == 401
-        atm = {"Authorization": f"Bearer {tokens['atm']}"}
+        crm = {"Authorization": f"Bearer {tokens['crm']}"}
         assert (
-            http.put("/v1/customers/A9/profile", content=b'{"segment": "mass"}', headers=atm).status_code
+            http.put("/v1/customers/A9/profile", content=b'{"segment": "mass"}', headers=crm).status_code
             == 200
         )
         assert score(http, tokens["atm"]).status_code == 200  # a channel scores for its own channel

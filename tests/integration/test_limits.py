@@ -45,6 +45,7 @@ async def _tokens(s: Settings) -> dict[str, str]:
         for name, channel in (("atm-busy", "atm"), ("atm-calm", "atm"), ("mobile-big", "mobile"))
     }
     tokens["viewer"] = await store.add_token("viewer", "grafana")
+    tokens["crm"] = await store.add_token("crm", "crm-system")
     tokens["sre"] = await store.add_token("viewer", "sre")
     tokens["late"] = await store.add_token("viewer", "late")
     await client.aclose()
@@ -121,7 +122,8 @@ def test_a_credential_gets_its_burst_then_429_with_retry_after(
         assert refused.json()["error"]["code"] == "rate_limited"
         assert int(refused.headers["Retry-After"]) >= 1
         # Every guarded endpoint draws on the same budget of the same credential.
-        assert http.put("/v1/customers/L1/profile", content=b'{"segment": "mass"}').status_code == 429
+        ask = {"customer_id": "L1", "channel": "atm", "offers": ["credit_card_gold"]}
+        assert http.post("/v1/offers/score", json=ask).status_code == 429
     # Another credential of the same channel is not held back by it.
     with _client(worker, tokens["atm-calm"]) as http:
         assert http.post("/v1/decisions", content=_event("calm-1")).status_code == 200
@@ -168,6 +170,7 @@ def test_events_over_the_size_limits_are_refused_and_counted(
         # Over the body limit: 413, before it is read.
         r = http.post("/v1/decisions", content=_padded("big-2", s.http_max_body_bytes + 1))
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_large", r.text
+    with _client(worker, tokens["crm"]) as http:  # profiles are the CRM's to write
         profile = orjson.dumps({"segment": "x" * s.max_event_bytes})
         r = http.put("/v1/customers/L2/profile", content=profile)
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
