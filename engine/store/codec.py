@@ -58,7 +58,7 @@ def ingest_config(settings: Settings) -> bytes:
             "channels": list(settings.channels),
             "state_ttl": settings.state_ttl_s,
             "dedupe_ttl": settings.dedupe_ttl_s,
-            "profile_ttl": settings.profile_ttl_s,
+            "profile_ttl": settings.profile_ttl_s,  # read by scripts before 2026-12-04 only
             "known_devices": settings.known_devices,
             "recent_events": settings.recent_events,
             "recent_pins": PIN_BOUND,
@@ -362,8 +362,7 @@ def audit_parts(decision: Decision, view: dict[str, Any]) -> list[bytes]:
     channel view with its actions and alerts already holes (the body's own, reused); the
     last part is the candidates dropped before the commit (eligibility, risk...)."""
     explain = {"kept": "\x00K\x00", "dropped": "\x00D\x00", **decision.explanation, "\x00S\x00": 0}
-    ev = decision.event
-    record = {**view, "explain": explain, "event": ev.to_dict(), "features": decision.features,
+    record = {**view, "explain": explain, "event": decision.audit_event(), "features": decision.features,
               "scores": decision.scores}  # fmt: skip
     parts = _split(orjson.dumps(record), list(_AUDIT_MARKS))
     prior = b",".join(orjson.dumps(d.to_dict()) for d in decision.dropped)
