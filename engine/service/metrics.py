@@ -121,7 +121,7 @@ class Metrics:
         )
         self.records_refused = Counter(
             "beacon_records_refused_total",
-            "Records on a signed topic refused to <topic>.dlq: unsigned, forged or signed with an unknown key",
+            "Records on a signed topic refused to <topic>.dlq: unsigned, forged or by an unknown key",
             ["topic", "reason"],
             registry=r,
         )
