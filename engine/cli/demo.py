@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import time
@@ -53,6 +54,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         emb = start_embedded(settings, log_dir=str(logs))
         settings = emb.settings_for(settings)
+        if not settings.record_signing_key:  # the production shape: signed records, checked
+            settings = settings.replace(record_signing_key=secrets.token_hex(32))
         asyncio.run(ensure_topics(settings))
         print("starting the worker and the trainer ...", flush=True)
         worker = start_worker(settings, logs)
