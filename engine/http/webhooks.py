@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -54,6 +55,18 @@ def parse_targets(entries: Iterable[str]) -> Targets:
             )
         found[severity] = (*found.get(severity, ()), url)
     return Targets(found)
+
+
+def host_of(url: str) -> str:
+    """What logs name for a receiver: its host (and port), never the path, query or
+    credentials, where receivers often carry a token.
+
+    >>> host_of("https://user:pw@siem.bank:8443/in/t0ken?key=k")
+    'siem.bank:8443'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -88,7 +101,9 @@ class WebhookSender:
         body = orjson.dumps(payload)
         for url in self.targets.urls_for(severity):
             if len(self._tasks) >= self.max_pending:
-                log.error("webhook %s: %d deliveries pending; this one is not sent", url, len(self._tasks))
+                log.error(
+                    "webhook to %s: %d deliveries pending; this one is not sent", host_of(url), len(self._tasks)
+                )
                 self._count_failure(severity)
                 continue
             task = asyncio.get_running_loop().create_task(self._deliver_when_free(url, severity, body))
@@ -126,8 +141,9 @@ class WebhookSender:
                 if pause is None:
                     break
                 log.info(
-                    "webhook %s: attempt %d failed (%s); retrying in %ss", url, attempt + 1, problem, pause
+                    "webhook to %s: attempt %d failed (%s); retrying in %ss",
+                    host_of(url), attempt + 1, problem, pause,
                 )
                 await asyncio.sleep(pause)
-        log.error("webhook %s: gave up after %d attempts", url, len(self.backoff) + 1)
+        log.error("webhook to %s: gave up after %d attempts", host_of(url), len(self.backoff) + 1)
         self._count_failure(severity)

@@ -112,3 +112,20 @@ async def test_a_slow_receiver_gets_a_bounded_number_of_requests_and_the_excess_
         assert failures.labels("high")._value.get() == 5  # over the pending bound: counted, logged
         release.set()
         await sender.drain()
+
+
+async def test_logs_name_the_host_only_never_the_url(
+    receiver: tuple[str, list[Any], list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17, finding 5: a failing delivery logged the whole URL, so a token in its
+    path or query (many receivers take one there) ended up in the logs."""
+    base, got, replies = receiver
+    replies.extend([500, 500])
+    url = f"{base}/hook-tok3n?key=s3cr3t-in-query"
+    sender = WebhookSender(parse_targets((f"high={url}",)), SECRET, backoff=(0.01,))
+    with caplog.at_level("INFO", logger="beacon.webhooks"):
+        sender.notify("high", {"alert_id": "a9"})
+        await sender.drain()
+    text = caplog.text
+    assert len(got) == 2 and "127.0.0.1" in text
+    assert "s3cr3t-in-query" not in text and "hook-tok3n" not in text
