@@ -102,7 +102,9 @@ class WebhookSender:
         for url in self.targets.urls_for(severity):
             if len(self._tasks) >= self.max_pending:
                 log.error(
-                    "webhook to %s: %d deliveries pending; this one is not sent", host_of(url), len(self._tasks)
+                    "webhook to %s: %d deliveries pending; this one is not sent",
+                    host_of(url),
+                    len(self._tasks),
                 )
                 self._count_failure(severity)
                 continue
@@ -142,7 +144,10 @@ class WebhookSender:
                     break
                 log.info(
                     "webhook to %s: attempt %d failed (%s); retrying in %ss",
-                    host_of(url), attempt + 1, problem, pause,
+                    host_of(url),
+                    attempt + 1,
+                    problem,
+                    pause,
                 )
                 await asyncio.sleep(pause)
         log.error("webhook to %s: gave up after %d attempts", host_of(url), len(self.backoff) + 1)
