@@ -219,6 +219,7 @@ class Settings:
     alert_sla_high_s: float = 0.0  # 0: no escalation timer
     alert_webhooks: tuple[str, ...] = ()  # "severity=url" (severity or *): see engine/http/webhooks.py
     alert_webhook_secret: str = field(default="", repr=False)  # HMAC key of the signature header
+    alert_webhook_allow_http: bool = False  # http:// to a loopback receiver (tests, development)
     # Live inbox streams (GET /v1/alerts/stream) one user or token may hold, and one worker.
     alert_streams_per_principal: int = 5
     alert_streams_max: int = 200

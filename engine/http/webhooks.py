@@ -9,9 +9,9 @@ Each POST carries the JSON body and two headers:
 
 The receiver recomputes the HMAC and rejects old timestamps (replays).
 
->>> targets = parse_targets(("critical=http://a/x", "*=http://b/y"))
+>>> targets = parse_targets(("critical=https://a/x", "*=https://b/y"))
 >>> targets.urls_for("critical"), targets.urls_for("low")
-(('http://a/x', 'http://b/y'), ('http://b/y',))
+(('https://a/x', 'https://b/y'), ('https://b/y',))
 >>> signature("s3cret", "1700000000", b'{"a":1}')[:16]
 'sha256=1698a50bc'
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -45,7 +46,9 @@ class Targets:
         return self.by_severity.get(severity, ()) + self.by_severity.get("*", ())
 
 
-def parse_targets(entries: Iterable[str]) -> Targets:
+def parse_targets(entries: Iterable[str], allow_http: bool = False) -> Targets:
+    """``https://`` only; ``allow_http`` (tests, development) lets ``http://`` reach a
+    loopback host and nothing else, so a plain-text alert never crosses a network."""
     found: dict[str, tuple[str, ...]] = {}
     for entry in entries:
         severity, sep, url = entry.partition("=")
@@ -53,8 +56,23 @@ def parse_targets(entries: Iterable[str]) -> Targets:
             raise ConfigError(
                 f"alert webhook {entry!r}: write severity=url, severity one of {', '.join(_SEVERITIES)}"
             )
+        if url.startswith("http://") and not (allow_http and _loopback(url)):
+            raise ConfigError(
+                f"alert webhook to {host_of(url)}: use https:// (alert_webhook_allow_http lets "
+                "http:// reach a loopback host only, for tests and development)"
+            )
         found[severity] = (*found.get(severity, ()), url)
     return Targets(found)
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def host_of(url: str) -> str:
