@@ -31,7 +31,7 @@ _TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAG
 def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
     s = rt.settings
     alerts = app.topic(s.topic("risk.alerts"), key_type=bytes, value_type=bytes)
-    targets = parse_targets(s.alert_webhooks)
+    targets = parse_targets(s.alert_webhooks, s.alert_webhook_allow_http)
     if targets.by_severity and not s.alert_webhook_secret:
         raise ConfigError("alert_webhooks need alert_webhook_secret (receivers verify the signature with it)")
     hooks = WebhookSender(targets, s.alert_webhook_secret, rt.metrics.webhook_failures)

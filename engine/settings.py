@@ -233,6 +233,7 @@ class Settings:
     record_signing_key: str = field(default="", repr=False)
     record_key_id: str = "k1"
     record_verify_keys: str = field(default="", repr=False)  # "id=secret,id2=secret2" (rotation)
+    alert_webhook_allow_http: bool = False  # http:// to a loopback receiver (tests, development)
     # Live inbox streams (GET /v1/alerts/stream) one user or token may hold, and one worker.
     alert_streams_per_principal: int = 5
     alert_streams_max: int = 200
