@@ -222,6 +222,8 @@ class Decision:
             conditions={"when": list(alert.when), "values": alert.values},
             evidence={k: self.features[k] for k in _EVIDENCE if k in self.features},
         )
+        if ev.currency is not None:  # so an officer reads "250.00 GBP", not "250"
+            body["currency"] = ev.currency
         return orjson.dumps(body)
 
     def summary_head(self) -> dict[str, Any]:
