@@ -259,7 +259,7 @@ _TASTE = {
 def customer_answer(decision: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any] | None:
     """A simulated customer's answer to the top offer shown, or None (no answer: ignored)."""
     top = (decision.get("actions") or [{}])[0]
-    if top.get("kind") in (None, "fallback"):
+    if top.get("kind") in (None, "fallback", "risk"):  # a risk treatment is not an offer to answer
         return None
     liked = top["id"] in _TASTE.get(str(profile.get("segment")), ())
     roll = random.random()
