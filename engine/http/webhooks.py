@@ -52,6 +52,7 @@ from engine.store.hookbox import Delivery, HookBox
 log = logging.getLogger("beacon.webhooks")
 _SEVERITIES = ("low", "medium", "high", "critical", "*")
 _MAX_PAUSE_S = 3600.0
+_KEYS = {"name", "url", "severities", "secret_file", "full_context"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def parse_receivers(doc: Mapping[str, Any], base: Path, allow_http: bool = False
         raise ConfigError("alert webhook receivers: write [[receiver]] tables only")
     for n, entry in enumerate(entries):
         where = f"alert webhook receiver {n + 1}"
-        if not isinstance(entry, dict) or set(entry) - {"name", "url", "severities", "secret_file", "full_context"}:
+        if not isinstance(entry, dict) or set(entry) - _KEYS:
             raise ConfigError(f"{where}: keys are name, url, severities, secret_file, full_context")
         name, url, sev = entry.get("name"), entry.get("url"), entry.get("severities")
         if not isinstance(name, str) or not name or name in {r.name for r in found}:
@@ -244,8 +245,8 @@ class WebhookSender:
             await self.box.dead_letter(d, problem, now_ms)
             self._count("webhook_dead_letters", d.receiver)
             return
-        log.info("webhook %s to %s (%s): attempt %d failed (%s); retrying in %ss",
-                 d.id, receiver.name, host_of(receiver.url), d.attempts, problem, pause_ms / 1000)  # fmt: skip
+        log.info("webhook %s to %s (%s): attempt %d failed (%s); retrying in %ss", d.id,
+                 receiver.name, host_of(receiver.url), d.attempts, problem, pause_ms / 1000)  # fmt: skip
         await self.box.reschedule(d.id, now_ms + pause_ms)
         self._count("webhook_retries", d.receiver)
 

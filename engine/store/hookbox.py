@@ -81,9 +81,7 @@ class HookBox:
             "webhook claim",
             self._claim(keys=[self.due_key], args=[now_ms, now_ms + visibility_ms, limit, self.base + ":d:"]),
         )
-        return [
-            Delivery(_s(i), _s(r), bytes(b), int(f), int(n)) for i, r, b, f, n in rows
-        ]
+        return [Delivery(_s(i), _s(r), bytes(b), int(f), int(n)) for i, r, b, f, n in rows]
 
     async def settle(self, delivery_id: str) -> None:
         pipe = self._r.pipeline(transaction=True)

@@ -153,7 +153,9 @@ async def test_each_receiver_verifies_with_its_own_secret(
     assert sorted((n, ok) for n, _, _, ok in box.got) == [("pager", True), ("siem", True)]
     (_, delivery, body, _) = box.got[0]
     raw, stamp = orjson.dumps(body), "1700000000"
-    assert signature(SECRETS["pager"], delivery, stamp, raw) != signature(SECRETS["siem"], delivery, stamp, raw)
+    assert signature(SECRETS["pager"], delivery, stamp, raw) != signature(
+        SECRETS["siem"], delivery, stamp, raw
+    )
     assert metrics.webhook_sent.labels("pager")._value.get() == 1
     assert box.got[0][1] != box.got[1][1]  # one delivery id per receiver
 
@@ -173,7 +175,9 @@ async def test_the_body_is_minimal_unless_the_receiver_opts_into_full_context(
     assert bodies["siem"] == ALERT
 
 
-async def test_two_workers_deliver_each_alert_once(settings: Settings, redis: Any, inbox: tuple[str, Inbox]) -> None:
+async def test_two_workers_deliver_each_alert_once(
+    settings: Settings, redis: Any, inbox: tuple[str, Inbox]
+) -> None:
     base, box = inbox
     one, two = sender(redis, settings, base), sender(redis, settings, base)
     for n in range(20):
@@ -212,7 +216,9 @@ def test_receivers_file_plain_http_and_the_old_settings(tmp_path: Path) -> None:
         parse_receivers({"receiver": [entry]}, tmp_path)
     with pytest.raises(ConfigError, match="loopback host only"):
         parse_receivers({"receiver": [entry]}, tmp_path, allow_http=True)
-    local = parse_receivers({"receiver": [{**entry, "url": "http://127.0.0.1:9/in"}]}, tmp_path, allow_http=True)
+    local = parse_receivers(
+        {"receiver": [{**entry, "url": "http://127.0.0.1:9/in"}]}, tmp_path, allow_http=True
+    )
     assert local[0].url == "http://127.0.0.1:9/in"
     with pytest.raises(ConfigError, match="secret_file"):
         parse_receivers({"receiver": [{**entry, "url": "https://a/b", "secret_file": "missing"}]}, tmp_path)
