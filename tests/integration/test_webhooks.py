@@ -225,3 +225,66 @@ def test_receivers_file_plain_http_and_the_old_settings(tmp_path: Path) -> None:
     for old in ("BEACON_ALERT_WEBHOOKS", "BEACON_ALERT_WEBHOOK_SECRET"):
         with pytest.raises(ConfigError, match="BEACON_ALERT_WEBHOOK_RECEIVERS"):
             Settings.build(env={old: "x"})
+
+
+def test_a_worker_delivers_a_raised_alert_through_the_outbox(infra: Settings, tmp_path: Path) -> None:
+    """The desk's wiring end to end: a signed alert on risk.alerts, a real worker, a real receiver."""
+    import http.server
+    import threading
+    import time
+
+    from aiokafka import AIOKafkaProducer
+
+    from engine.domain.recordsig import sign
+    from tests.helpers import running_worker
+
+    got: list[tuple[str, bytes, dict[str, str]]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((self.path, body, dict(self.headers)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "pager.secret").write_text(SECRETS["pager"])
+    (tmp_path / "hooks.toml").write_text(
+        f'[[receiver]]\nname = "pager"\nurl = "http://127.0.0.1:{server.server_port}/pager"\n'
+        'severities = ["critical"]\nsecret_file = "pager.secret"\n'
+    )
+    s = isolated(infra).replace(record_signing_key="worker-secret", record_key_id="w1",
+                                alert_webhook_receivers=str(tmp_path / "hooks.toml"),
+                                alert_webhook_allow_http=True)  # fmt: skip
+    value = orjson.dumps({**ALERT, "alert_id": "W1-a", "customer_id": "W1", "reason": "r", "action": "block",
+                          "event_id": "W1-e", "decision_id": "d-W1", "channel": "atm", "ts": time.time()})  # fmt: skip
+
+    async def publish() -> None:
+        topic = s.topic("risk.alerts")
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap)
+        await producer.start()
+        try:
+            header = sign(topic, b"W1", value, "w1", b"worker-secret")
+            await producer.send_and_wait(topic, value, key=b"W1", headers=[header])
+        finally:
+            await producer.stop()
+
+    try:
+        with running_worker(s, tmp_path / "w"):
+            asyncio.run(publish())
+            for _ in range(600):
+                if got:
+                    break
+                time.sleep(0.1)
+    finally:
+        server.shutdown()
+    assert len(got) == 1, got
+    path, body, headers = got[0]
+    stamp, delivery = headers["Beacon-Timestamp"], headers["Beacon-Delivery"]
+    assert headers["Beacon-Signature"] == signature(SECRETS["pager"], delivery, stamp, body)
+    doc = orjson.loads(body)
+    assert path == "/pager" and doc["customer_id"] == "W1" and "amount" not in doc
