@@ -241,7 +241,7 @@ def test_a_worker_delivers_a_raised_alert_through_the_outbox(infra: Settings, tm
     got: list[tuple[str, bytes, dict[str, str]]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             got.append((self.path, body, dict(self.headers)))
             self.send_response(200)
