@@ -87,7 +87,9 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
             if change in ("raised", "grouped"):  # not a redelivery
                 typologies = body.get("typologies") or ["none"]
                 rt.metrics.desk_alerts.labels(str(body.get("severity")), str(typologies[0]), change).inc()
-            if change == "raised":  # a new alert, not one more event of an open one
+            # A new alert, not one more event of an open one; or the record that raised it read
+            # again (the worker stopped before acknowledging it): enqueueing is idempotent.
+            if change == "raised" or (change == "repeat" and alert_id == body.get("alert_id")):
                 await notify(str(body.get("severity")), {"event": "raised", "alert_id": alert_id, **body})
 
     @app.timer(interval=_SLA_TICK_S)

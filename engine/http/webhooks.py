@@ -13,7 +13,7 @@ Each delivery is enqueued in Redis (engine/store/hookbox.py) before its first at
 retried with exponential backoff until ``alert_webhook_horizon_s``, then dead-lettered.
 Each POST carries the JSON body and three headers:
 
-    Beacon-Delivery: <uuid, the same on every retry of one delivery>
+    Beacon-Delivery: <uuid of the alert's event and the receiver, the same on every retry>
     Beacon-Timestamp: <unix seconds of this attempt>
     Beacon-Signature: v1=<hex HMAC-SHA256(secret, "<delivery>.<timestamp>.<body>")>
 
@@ -164,6 +164,16 @@ def minimal(payload: Mapping[str, Any], console_url: str) -> dict[str, Any]:
     }
 
 
+def delivery_id(payload: Mapping[str, Any], receiver: str) -> str:
+    """The same for one alert's event to one receiver, however often the desk reads it.
+
+    >>> delivery_id({"event": "raised", "alert_id": "a1"}, "pager")
+    '5187fee2-fc73-52d8-a12a-e5331ec60945'
+    """
+    name = f"beacon-webhook|{payload.get('event')}|{payload.get('alert_id')}|{receiver}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
 class WebhookSender:
     """``notify`` enqueues (awaited: once it returns, the delivery is in Redis); ``run``
     is every worker's loop that claims, attempts and settles due deliveries."""
@@ -192,7 +202,7 @@ class WebhookSender:
         for r in self.receivers.values():
             if r.wants(severity):
                 body = orjson.dumps(dict(payload)) if r.full_context else short
-                await self.box.enqueue(str(uuid.uuid4()), r.name, body, now_ms)
+                await self.box.enqueue(delivery_id(payload, r.name), r.name, body, now_ms)
 
     async def run(self) -> None:
         while True:

@@ -11,7 +11,8 @@ Keys, tag {P:hooks} (one slot, so each script's keys are on one node):
 ``P:hooks:{P:hooks}:due`` zset delivery id -> due ms (bound: deliveries not yet received);
 ``...:d:<id>`` hash r (receiver), b (body), f (first enqueued ms), n (attempts), no TTL,
 deleted when settled or dead; ``...:dead`` list of JSON entries, newest first, capped at
-``DEAD_KEPT``.
+``DEAD_KEPT``; ``...:seen:<id>`` (TTL ``SEEN_TTL_S``) makes enqueueing idempotent, so an
+alert record the desk reads twice (a redelivery) is not delivered twice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ import redis.asyncio as aioredis
 from engine.store.redisio import guarded
 
 DEAD_KEPT = 10_000
+SEEN_TTL_S = 7 * 86400  # a delivery id enqueued again within this is not queued twice
+
+_ENQUEUE = """
+if not redis.call('SET', KEYS[3], 1, 'NX', 'EX', tonumber(ARGV[5])) then return 0 end
+redis.call('HSET', KEYS[2], 'r', ARGV[2], 'b', ARGV[3], 'f', ARGV[4], 'n', 0)
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
+return 1
+"""
 
 _CLAIM = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
@@ -64,17 +73,18 @@ class HookBox:
         self._r = client
         self.base = f"{prefix}:hooks:{{{prefix}:hooks}}"
         self.due_key, self.dead_key = self.base + ":due", self.base + ":dead"
+        self._enqueue = client.register_script(_ENQUEUE)
         self._claim = client.register_script(_CLAIM)
         self._dead = client.register_script(_DEAD)
 
     def item(self, delivery_id: str) -> str:
         return f"{self.base}:d:{delivery_id}"
 
-    async def enqueue(self, delivery_id: str, receiver: str, body: bytes, now_ms: int) -> None:
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hset(self.item(delivery_id), mapping={"r": receiver, "b": body, "f": now_ms, "n": 0})
-        pipe.zadd(self.due_key, {delivery_id: now_ms})
-        await guarded("webhook enqueue", pipe.execute())
+    async def enqueue(self, delivery_id: str, receiver: str, body: bytes, now_ms: int) -> bool:
+        """False: this delivery id was queued before (and may be delivered already)."""
+        keys = [self.due_key, self.item(delivery_id), f"{self.base}:seen:{delivery_id}"]
+        args: list[str | bytes | int] = [delivery_id, receiver, body, now_ms, SEEN_TTL_S]
+        return bool(await guarded("webhook enqueue", self._enqueue(keys=keys, args=args)))
 
     async def claim(self, now_ms: int, visibility_ms: int, limit: int) -> list[Delivery]:
         rows = await guarded(

@@ -141,6 +141,19 @@ async def test_retried_past_six_tries_until_the_horizon_then_dead_lettered_and_c
     assert await hooks.box.pending() == 0
 
 
+async def test_an_alert_read_twice_is_queued_once(
+    settings: Settings, redis: Any, inbox: tuple[str, Inbox]
+) -> None:
+    """The desk enqueues again when a worker stopped between raising an alert and
+    acknowledging its record: the delivery id is the alert's, so it is not queued twice."""
+    base, box = inbox
+    hooks = sender(redis, settings, base)
+    await hooks.notify("low", ALERT)
+    await until(lambda: len(box.got) == 1, hooks)
+    await hooks.notify("low", ALERT)  # after delivery, too
+    assert await hooks.box.pending() == 0 and await hooks.run_once() == 0 and len(box.got) == 1
+
+
 async def test_each_receiver_verifies_with_its_own_secret(
     settings: Settings, redis: Any, inbox: tuple[str, Inbox]
 ) -> None:
