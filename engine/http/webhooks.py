@@ -39,7 +39,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -60,7 +60,7 @@ class Receiver:
     name: str
     url: str
     severities: tuple[str, ...]
-    secret: str
+    secret: str = field(repr=False)  # never logged
     full_context: bool = False
 
     def wants(self, severity: str) -> bool:
