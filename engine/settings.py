@@ -29,7 +29,6 @@ SECRET_FIELDS = frozenset(
         "redis_url",
         "kafka_sasl_password",
         "model_signing_key",
-        "alert_webhook_secret",
         "metrics_token",
         "record_signing_key",
         "record_verify_keys",
@@ -40,7 +39,16 @@ SECRET_FIELDS = frozenset(
 _MOVED = (
     "replaced by BEACON_MODEL_FEATURES, a file naming each model's attributes (see README, Models' inputs)"
 )
-_REPLACED = {"BEACON_MODEL_ATTRIBUTES_NUMERIC": _MOVED, "BEACON_MODEL_ATTRIBUTES_CATEGORICAL": _MOVED}
+_HOOKS = (
+    "replaced by BEACON_ALERT_WEBHOOK_RECEIVERS, a TOML file of [[receiver]] entries (name, url, "
+    "severities, secret_file, full_context), each with its own secret (see README, Alert webhooks)"
+)
+_REPLACED = {
+    "BEACON_MODEL_ATTRIBUTES_NUMERIC": _MOVED,
+    "BEACON_MODEL_ATTRIBUTES_CATEGORICAL": _MOVED,
+    "BEACON_ALERT_WEBHOOKS": _HOOKS,
+    "BEACON_ALERT_WEBHOOK_SECRET": _HOOKS,
+}
 DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 DEFAULT_EVENT_TYPES = (
     "login",
@@ -225,8 +233,13 @@ class Settings:
     alert_retention_s: int = 90 * 86400
     alert_sla_critical_s: float = 900.0  # an unacknowledged critical alert escalates after this
     alert_sla_high_s: float = 0.0  # 0: no escalation timer
-    alert_webhooks: tuple[str, ...] = ()  # "severity=url" (severity or *): see engine/http/webhooks.py
-    alert_webhook_secret: str = field(default="", repr=False)  # HMAC key of the signature header
+    # Alert webhooks (engine/http/webhooks.py): a TOML file of [[receiver]] entries, each with
+    # its own secret file; deliveries wait in Redis (engine/store/hookbox.py) until received.
+    alert_webhook_receivers: str = ""
+    alert_webhook_horizon_s: float = 86400.0  # retried with backoff this long, then dead-lettered
+    alert_webhook_retry_s: float = 1.0  # first pause; doubles each attempt, at most 1 hour
+    alert_webhook_visibility_s: float = 30.0  # a claimed delivery not settled by then is claimed again
+    console_url: str = ""  # the console's public base URL, for the link in a webhook body
     # Signed records on risk.alerts, feedback and decisions.audit (engine/domain/recordsig.py):
     # producers sign with record_signing_key under record_key_id; the desk and the trainer
     # refuse unsigned or forged records to <topic>.dlq once any key is set. Never logged.

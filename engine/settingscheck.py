@@ -32,7 +32,8 @@ def check_settings(self: Any) -> None:
     if not self.channels:
         raise ConfigError("channels: at least one channel is required")
     positive: tuple[str, ...] = ("login_failures_per_minute", "login_concurrency", "login_hash_threads")
-    positive += ("dedupe_answer_ttl_s",)
+    positive += ("dedupe_answer_ttl_s", "alert_webhook_horizon_s", "alert_webhook_retry_s")
+    positive += ("alert_webhook_visibility_s",)
     for name in ("max_event_bytes", "batch_max", "partitions", "http_port", *positive):
         if getattr(self, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
