@@ -73,16 +73,21 @@ def _check_credentials(self: Any) -> None:
     """Kafka SASL needs a known protocol and mechanism, a username and a password; a Redis
     password needs a username (an ACL user of config/redis/users.acl)."""
     if self.kafka_security_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"):
+        protocol = self.kafka_security_protocol
         raise ConfigError(
-            f"kafka_security_protocol must be PLAINTEXT, SASL_PLAINTEXT or SASL_SSL, got {self.kafka_security_protocol!r}"
+            f"kafka_security_protocol must be PLAINTEXT, SASL_PLAINTEXT or SASL_SSL, got {protocol!r}"
         )
     if self.kafka_sasl_mechanism not in ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"):
+        mechanism = self.kafka_sasl_mechanism
         raise ConfigError(
-            f"kafka_sasl_mechanism must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN, got {self.kafka_sasl_mechanism!r}"
+            f"kafka_sasl_mechanism must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN, got {mechanism!r}"
         )
     sasl = self.kafka_security_protocol != "PLAINTEXT"
     if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
-        raise ConfigError(f"kafka_security_protocol {self.kafka_security_protocol} needs kafka_sasl_username and kafka_sasl_password")
+        raise ConfigError(
+            f"kafka_security_protocol {self.kafka_security_protocol} needs kafka_sasl_username"
+            " and kafka_sasl_password"
+        )
     if self.redis_password and not self.redis_username:
         raise ConfigError("redis_password needs redis_username (a user of config/redis/users.acl)")
 

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from engine.ops.infra import Embedded, ensure_topics, free_port, start_embedded
+from engine.ops.kafkaauth import kafka_auth
 from engine.ops.launcher import WorkerProcess, start_trainer, start_worker
 from engine.settings import Settings
 
@@ -154,7 +155,9 @@ async def _simulate(
     import aiohttp
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings), linger_ms=5
+    )
     await producer.start()
     topic = settings.topic("interactions")
     pending: set[asyncio.Task[None]] = set()
@@ -190,9 +193,14 @@ async def _print_live(settings: Settings, stop: asyncio.Event, profiles: dict[st
 
     topics = [settings.topic(f"decisions.{c}") for c in CHANNELS] + [settings.topic("risk.alerts")]
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest"
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_auth(settings),
+        auto_offset_reset="latest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=50)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings), linger_ms=50
+    )
     await consumer.start()
     await producer.start()
     models = ""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InfraError
+from engine.ops.kafkaauth import kafka_auth
 from engine.ops.rediscluster import EmbeddedCluster, start_cluster
 from engine.settings import Settings
 
@@ -241,7 +242,9 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
     from aiokafka.errors import KafkaError
 
     names = names or topic_names(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings), request_timeout_ms=10000
+    )
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -269,7 +272,7 @@ async def _wait_kafka(settings: Settings, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings))
         try:
             await admin.start()
             await admin.list_topics()

@@ -56,7 +56,10 @@ class Role:
 
 # What a client library runs on connect or to find a cluster's slots, taken back from
 # @dangerous: reads of server state, nothing that changes it.
-_CLIENT = "+info +client|setname +client|getname +client|id +client|setinfo +cluster|slots +cluster|nodes +cluster|info"
+_CLIENT = (
+    "+info +client|setname +client|getname +client|id +client|setinfo"
+    " +cluster|slots +cluster|nodes +cluster|info"
+)
 _APP = f"+@all -@dangerous {_CLIENT}"
 
 ROLES: dict[str, Role] = {
@@ -94,7 +97,9 @@ def acl_line(role: str, prefix: str, secrets_dir: Path | None) -> str:
         try:
             secret = path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
-            raise ConfigError(f"redis ACL: cannot read the {role} password from {path}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"redis ACL: cannot read the {role} password from {path}: {exc.strerror}"
+            ) from exc
         if not secret:
             raise ConfigError(f"redis ACL: the {role} password in {path} is empty")
         password = f"#{password_hash(secret)}"

@@ -10,9 +10,14 @@ from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import StoreError
@@ -117,7 +122,7 @@ def connect(settings: Settings) -> aioredis.Redis:
     )
 
 
-def credentials(settings: Settings) -> dict[str, str]:
+def credentials(settings: Settings) -> dict[str, Any]:
     """The ACL user of this process (config/redis/users.acl), over the URL's own, if set."""
     if not settings.redis_username:
         return {}

@@ -70,7 +70,9 @@ async def test_the_worker_runs_its_scripts_on_its_keys(acl_redis: Settings, work
     settings = as_role(acl_redis, "worker").replace(max_event_age_s=40 * 86400.0)
     service = DecisionService(settings, StateStore(worker, settings), fixture_rules(), BuiltinScorer())
     t0 = time.time() - 60
-    events = [Event(f"e{i}", "c1", ts=t0 + i, channel="atm", type="withdrawal", amount=10.0) for i in range(3)]
+    events = [
+        Event(f"e{i}", "c1", ts=t0 + i, channel="atm", type="withdrawal", amount=10.0) for i in range(3)
+    ]
     outcomes = await service.decide_batch(events)
     assert len(outcomes) == 3
     view = await service.store.customer_view("c1")
@@ -83,9 +85,17 @@ async def test_the_worker_runs_its_scripts_on_its_keys(acl_redis: Settings, work
 
 @pytest.mark.parametrize(
     "command",
-    [("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "SET", "maxmemory", "1"), ("ACL", "LIST"), ("DEBUG", "SLEEP", "0")],
+    [
+        ("FLUSHALL",),
+        ("FLUSHDB",),
+        ("CONFIG", "SET", "maxmemory", "1"),
+        ("ACL", "LIST"),
+        ("DEBUG", "SLEEP", "0"),
+    ],
 )
-async def test_the_worker_cannot_run_server_commands(worker: aioredis.Redis, command: tuple[str, ...]) -> None:
+async def test_the_worker_cannot_run_server_commands(
+    worker: aioredis.Redis, command: tuple[str, ...]
+) -> None:
     with pytest.raises(StoreError) as info:
         await guarded("admin command", worker.execute_command(*command))
     assert info.value.kind == "permission"
@@ -107,7 +117,9 @@ async def test_the_trainer_cannot_write_users_tokens_or_sessions(trainer: aiored
         await trainer.hget(keys.users, "ana")
 
 
-async def test_the_trainer_keeps_feedback_and_publishes_models(acl_redis: Settings, trainer: aioredis.Redis) -> None:
+async def test_the_trainer_keeps_feedback_and_publishes_models(
+    acl_redis: Settings, trainer: aioredis.Redis
+) -> None:
     settings = as_role(acl_redis, "trainer")
     feedback = FeedbackStore(trainer, PREFIX, 3600)
     await feedback.remember("d1", {"customer_id": "c1", "ts": time.time()}, None, None)
