@@ -1147,7 +1147,7 @@ def test_prod_kafka_is_three_nodes_with_one_quorum(prod: dict[str, dict[str, Any
     voters = {f"{ids[name]}@{name}:9093" for name in brokers}
     for name, env in envs.items():
         assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters, name
-        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092", name
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"SASL_PLAINTEXT://{name}:9092", name
     for name, svc in prod.items():
         if "build" in svc:
             bootstrap = Settings.build(env=settings_env(svc)).kafka_bootstrap.split(",")
@@ -1177,9 +1177,11 @@ def test_prod_holds_no_secret_literal() -> None:
         for var, value in env_of(svc).items():
             if var == "BEACON_REDIS_URL":
                 password = redis_url_parts(value)[0]
-                assert SECRET_VALUE.fullmatch(password), (
-                    f"{name}: the Redis URL's password must be ${{VAR:?...}}"
+                assert not password or SECRET_VALUE.fullmatch(password), (
+                    f"{name}: the Redis URL's password must be ${{VAR:?...}} (or none: an ACL user)"
                 )
+            elif var.endswith("_FILE"):
+                assert value.startswith("/run/secrets/"), f"{name}: {var} must name a Docker secret"
             elif var in secret_vars or re.search(r"PASSWORD|SECRET|TOKEN|KEY", var):
                 assert not value or SECRET_VALUE.fullmatch(value), f"{name}: {var} must be ${{VAR:?...}}"
     for text in strings_in(compose):
@@ -1189,55 +1191,62 @@ def test_prod_holds_no_secret_literal() -> None:
             assert m[2] in {'"%s"', "%s"}, f"{m[1]} is given a value in the file: {m[2]}"
 
 
-# ---- (g) credentials: Redis ACL users and Kafka SASL/SCRAM principals (docker-compose.yml) ----
+# ---- (g) credentials: Redis ACL users and Kafka SASL/SCRAM principals (both files) ----
 
 
-def test_each_beacon_process_has_its_own_redis_user_and_kafka_principal() -> None:
-    services = load_compose(COMPOSE_FILE)["services"]
+def test_each_beacon_process_has_its_own_redis_user_and_kafka_principal(
+    services: dict[str, dict[str, Any]], workers: dict[str, dict[str, Any]]
+) -> None:
     seen = {}
-    for name in ("worker-1", "worker-2", "trainer"):
-        settings = Settings.build(env=settings_env(services[name]))
+    for name, svc in {**workers, "trainer": services["trainer"]}.items():
+        settings = Settings.build(env=settings_env(svc))
         assert settings.redis_username and settings.redis_password, f"{name}: no Redis ACL user"
         assert settings.kafka_security_protocol == "SASL_PLAINTEXT", name
         assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512", name
-        env = env_of(services[name])
+        env = env_of(svc)
         assert "BEACON_REDIS_PASSWORD" not in env and "BEACON_KAFKA_SASL_PASSWORD" not in env, (
             f"{name}: passwords come from /run/secrets files, not the environment"
         )
+        assert not redis_url_parts(settings.redis_url)[0], f"{name}: no password in the Redis URL"
         seen[name] = (settings.redis_username, settings.kafka_sasl_username)
-    assert seen["worker-1"] == seen["worker-2"] == ("beacon-worker", "beacon-worker")
+    assert {seen[w] for w in workers} == {("beacon-worker", "beacon-worker")}
     assert seen["trainer"] == ("beacon-trainer", "beacon-trainer")
 
 
-def test_redis_loads_the_acl_file_with_hashed_secrets() -> None:
-    from engine.ops.redisacl import ROLES, acl_file
+def test_redis_loads_the_acl_users_with_hashed_secrets(services: dict[str, dict[str, Any]]) -> None:
+    from engine.ops.redisacl import acl_file
 
-    redis = load_compose(COMPOSE_FILE)["services"]["redis"]
-    script = script_of(redis)
-    assert "./config/redis/users.acl:/etc/redis/users.acl:ro" in redis["volumes"]
-    assert redis_server_options(redis).get("aclfile") == "/tmp/users.acl"
-    assert "sha256sum" in script and "sed -i '/#<redis_/d'" in script  # no placeholder is loaded
-    for secret in redis["secrets"]:
-        assert f"#<{secret}>" in acl_file("beacon"), f"{secret}: no user of the ACL file"
-    assert {"redis_worker_password", "redis_trainer_password"} <= set(redis["secrets"])
-    assert set(ROLES) >= {"worker", "trainer", "admin"}
-
-
-def test_kafka_listeners_use_sasl_and_the_authorizer_denies_by_default() -> None:
-    kafka = load_compose(COMPOSE_FILE)["services"]["kafka"]
-    env = env_of(kafka)
-    protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
-    for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(","):
-        assert protocols[listener.split("://")[0]] == "SASL_PLAINTEXT", listener
-    assert "SCRAM-SHA-512" in env["KAFKA_SASL_ENABLED_MECHANISMS"].split(",")
-    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
-    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
-    assert "--command-config" in " ".join(kafka["healthcheck"]["test"])
-    assert "/run/secrets/kafka_admin_password" in script_of(kafka)
+    nodes = redis_nodes(services)
+    assert nodes
+    for name, node in nodes.items():
+        script = script_of(node)
+        assert "./config/redis/users.acl:/etc/redis/users.acl:ro" in node["volumes"], name
+        # A single Redis loads the file; cluster nodes append its users to their config.
+        assert redis_server_options(node).get("aclfile") == "/tmp/users.acl" or ">> /tmp/auth.conf" in script
+        assert "sha256sum" in script and "/#<redis_/d" in script, f"{name}: a placeholder must not load"
+        secrets = [e for e in node["secrets"] if e.startswith("redis_") and e != "redis_password"]
+        assert {"redis_worker_password", "redis_trainer_password"} <= set(secrets), name
+        for secret in secrets:
+            assert f"#<{secret}>" in acl_file("beacon"), f"{secret}: no user of the ACL file"
 
 
-def test_kafka_init_creates_scram_users_and_acls_on_every_topic() -> None:
-    init = load_compose(COMPOSE_FILE)["services"]["kafka-init"]
+def test_kafka_listeners_use_sasl_and_the_authorizer_denies_by_default(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, kafka in kafka_brokers(services).items():
+        env = env_of(kafka)
+        protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(","):
+            assert protocols[listener.split("://")[0]] == "SASL_PLAINTEXT", f"{name}: {listener}"
+        assert "SCRAM-SHA-512" in env["KAFKA_SASL_ENABLED_MECHANISMS"].split(","), name
+        assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer"), name
+        assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false", name
+        assert "--command-config" in " ".join(kafka["healthcheck"]["test"]), name
+        assert "/run/secrets/kafka_admin_password" in script_of(kafka), name
+
+
+def test_kafka_init_creates_scram_users_and_acls_on_every_topic(services: dict[str, dict[str, Any]]) -> None:
+    init = services["kafka-init"]
     script = script_of(init)
     users = set(re.findall(r"^\s*scram\s+(\S+)\s+(\S+)", script, flags=re.MULTILINE))
     assert {u for u, _ in users} == {"beacon-worker", "beacon-trainer", "beacon-cli"}
