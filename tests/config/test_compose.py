@@ -1263,7 +1263,12 @@ def test_kafka_init_creates_scram_users_and_acls_on_every_topic(services: dict[s
         ("Write", "decisions.audit.dlq"),
         ("Write", "feedback.dlq"),
     }
-    assert ("Read", "interactions") in {(op, t) for user, op, t in grants if user == "beacon-worker"}
+    worker = {(op, t) for user, op, t in grants if user == "beacon-worker"}
+    assert ("Read", "interactions") in worker
+    # A worker starts by checking every topic exists (ensure_topics): it must see them all.
+    seen = {t for op, t in worker if op in {"Describe", "Read", "Write"}}
+    engine_topics = set(topic_names(Settings()))
+    assert engine_topics <= seen, f"the worker cannot see {sorted(engine_topics - seen)}"
 
 
 def kafka_grants(script: str) -> set[tuple[str, str, str]]:

@@ -83,3 +83,21 @@ def test_kafka_clients_share_the_sasl_settings() -> None:
     assert (
         creds is not None and creds.username == "beacon-worker" and creds.mechanism.value == "SCRAM-SHA-512"
     )
+
+
+def test_a_refusal_by_the_acl_is_a_permission_store_error() -> None:
+    """Before issue 17 a NOPERM was kind ``response`` and a wrong password ``connection``
+    (AuthenticationError is a ConnectionError): an SRE could not tell them from an outage."""
+    from redis.exceptions import AuthenticationError, NoPermissionError
+
+    from engine.errors import StoreError
+    from engine.store.redisio import kind_of, redis_errors
+
+    assert (
+        kind_of(NoPermissionError("this user has no permissions to run the 'flushall' command"))
+        == "permission"
+    )
+    assert kind_of(AuthenticationError("invalid username-password pair or user is disabled.")) == "auth"
+    with pytest.raises(StoreError) as info, redis_errors("rules publish"):
+        raise NoPermissionError("this user has no permissions to access one of the keys used as arguments")
+    assert info.value.kind == "permission" and "redis_username" in str(info.value)
