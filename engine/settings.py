@@ -27,6 +27,7 @@ from engine.settingscheck import check_settings, coerce, read_toml
 SECRET_FIELDS = frozenset(
     {
         "redis_url",
+        "redis_password",
         "kafka_sasl_password",
         "model_signing_key",
         "metrics_token",
@@ -84,7 +85,16 @@ class Settings:
     # data: changing it moves every customer's keys (they would start afresh).
     redis_cluster: bool = False
     redis_slot_groups: int = 64
+    # Redis ACL user of this process (config/redis/users.acl, engine/ops/redisacl.py);
+    # empty: the URL's credentials, or none. BEACON_REDIS_PASSWORD_FILE reads a secret file.
+    redis_username: str = ""
+    redis_password: str = field(default="", repr=False)
     kafka_bootstrap: str = ""
+    # Kafka client security: PLAINTEXT (development) or SASL_PLAINTEXT / SASL_SSL with
+    # SCRAM-SHA-512 (compose). BEACON_KAFKA_SASL_PASSWORD_FILE reads a secret file.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
     kafka_sasl_password: str = field(default="", repr=False)
     # Namespacing, so tests and several deployments can share one broker / Redis.
     app_id: str = "beacon"
@@ -277,6 +287,9 @@ class Settings:
         types = typing.get_type_hints(cls)
         for f in fields(cls):
             raw = env.get("BEACON_" + f.name.upper())
+            secret_file = env.get("BEACON_" + f.name.upper() + "_FILE")
+            if raw is None and secret_file and f.name in SECRET_FIELDS:
+                raw = read_secret_file(f.name, secret_file)
             if raw is not None:
                 values[f.name] = coerce(f.name, raw, types[f.name])
         values.update(overrides)
@@ -311,3 +324,11 @@ class Settings:
             if out.get(name):
                 out[name] = "***"
         return out
+
+
+def read_secret_file(name: str, path: str) -> str:
+    """``BEACON_<NAME>_FILE``: a secret from a file (Docker secrets), without the final newline."""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"BEACON_{name.upper()}_FILE: cannot read {path}: {exc.strerror}") from exc
