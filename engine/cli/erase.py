@@ -39,7 +39,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     plan = asyncio.run(_erase(settings, args.customer_id, by, args.dry_run))
     verb = "would erase" if args.dry_run else "erased"
     print(f"{verb} {args.customer_id} as {plan['customer']}: {plan['keys']} keys, "
-          f"{plan['devices']} device links, {plan['alerts']} alerts made anonymous")  # fmt: skip
+          f"{plan['devices']} device links, {plan['alerts']} alerts made anonymous, "
+          f"{plan['webhooks']} webhook deliveries made anonymous")  # fmt: skip
     if args.dry_run:
         for key in plan["key_names"]:
             print(f"  {key}")

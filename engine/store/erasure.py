@@ -6,7 +6,8 @@ device indexes it appears in, the trainer's latest-decision record and pending c
 label, the desk's grouping keys. What is kept but made anonymous: the desk's alerts of the
 customer (a bank keeps its fraud alerts), whose ``customer_id`` becomes a reference
 (``erased:`` and 16 hex of SHA-256), whose context (amounts, places, devices, conditions)
-is dropped, and whose trail notes are blanked. An entry in the erasure log
+is dropped, and whose trail notes are blanked; so are webhook deliveries still queued or
+dead-lettered about the customer (engine/store/hookbox.py). An entry in the erasure log
 (``P:erasures``, a stream) says who erased which reference when, and how much.
 
 What this cannot reach: records already on Kafka topics (``decisions.audit``,
@@ -30,6 +31,7 @@ from redis.exceptions import RedisError, WatchError
 from engine.errors import StoreError
 from engine.settings import Settings
 from engine.store import keys
+from engine.store.hookbox import HookBox
 from engine.store.layout import KeyLayout
 
 ERASED_NOTE = "(erased)"
@@ -51,10 +53,11 @@ class Erasure:
     keys: list[str] = field(default_factory=list)  # deleted (or, on a dry run, to delete)
     devices: list[str] = field(default_factory=list)  # device indexes the customer leaves
     alerts: list[str] = field(default_factory=list)  # desk alerts made anonymous
+    webhooks: int = 0  # queued or dead webhook deliveries made anonymous
 
     def summary(self) -> dict[str, Any]:
         return {"customer": self.customer_ref, "keys": len(self.keys), "devices": len(self.devices),
-                "alerts": len(self.alerts)}  # fmt: skip
+                "alerts": len(self.alerts), "webhooks": self.webhooks}  # fmt: skip
 
 
 class Eraser:
@@ -80,6 +83,9 @@ class Eraser:
                 await self._r.zrem(device_key, customer_id)
             for alert_id in plan.alerts:
                 await self._anonymise(alert_id, plan.customer_ref)
+            plan.webhooks = await HookBox(self._r, self.s.key_prefix).anonymise(
+                customer_id, plan.customer_ref
+            )
             for key in plan.keys:  # one by one: on a cluster each may live on another node
                 await self._r.delete(key)
             await self._r.zrem(self.fb.pending("churn"), customer_id)

@@ -116,6 +116,40 @@ class HookBox:
         rows = await guarded("webhook dead list", self._r.lrange(self.dead_key, 0, limit - 1))
         return [orjson.loads(row) for row in rows]
 
+    async def anonymise(self, customer_id: str, ref: str) -> int:
+        """Queued and dead deliveries about ``customer_id`` carry ``ref`` instead, and only
+        the minimal fields (a right to erasure: engine/store/erasure.py); returns how many."""
+        changed = 0
+        for raw_id in await guarded("webhook erase", self._r.zrange(self.due_key, 0, -1)):
+            key = self.item(_s(raw_id))
+            body = await guarded("webhook erase", self._r.hget(key, "b"))
+            if body is not None and _about(orjson.loads(body), customer_id):
+                await guarded(
+                    "webhook erase", self._r.hset(key, "b", orjson.dumps(_without(orjson.loads(body), ref)))
+                )
+                changed += 1
+        rows = await guarded("webhook erase", self._r.lrange(self.dead_key, 0, -1))
+        for index, row in enumerate(rows):
+            entry = orjson.loads(row)
+            if _about(entry.get("body") or {}, customer_id):
+                entry["body"] = _without(entry["body"], ref)
+                await guarded(
+                    "webhook erase", self._r.lset(self.dead_key, index, orjson.dumps(entry).decode())
+                )
+                changed += 1
+        return changed
+
+
+_KEPT = ("event", "alert_id", "severity", "typologies", "rule_ids", "status", "link")
+
+
+def _about(body: Any, customer_id: str) -> bool:
+    return isinstance(body, dict) and body.get("customer_id") == customer_id
+
+
+def _without(body: dict[str, Any], ref: str) -> dict[str, Any]:
+    return {**{k: body[k] for k in _KEPT if k in body}, "customer_id": ref}
+
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

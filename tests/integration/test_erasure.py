@@ -22,6 +22,7 @@ import pytest
 from engine.ops.launcher import WorkerProcess, isolated, running_worker, settings_env
 from engine.settings import Settings
 from engine.store.erasure import reference
+from engine.store.hookbox import HookBox
 from engine.store.layout import KeyLayout
 from engine.store.redisio import connect
 
@@ -60,6 +61,37 @@ def _keys(s: Settings, customer: str) -> list[bytes]:
     return asyncio.run(go())
 
 
+def _queue_webhooks(s: Settings) -> None:
+    """A delivery about ER1 still queued (its receiver down), one about ER2 dead-lettered."""
+
+    async def go() -> None:
+        client = connect(s)
+        try:
+            box = HookBox(client, s.key_prefix)
+            body = {"alert_id": "a-er1", "customer_id": "ER1", "amount": 900, "context": {"geo": [1, 2]}}
+            await box.enqueue("d-1", "siem", orjson.dumps(body), 1)
+            await box.enqueue("d-2", "siem", orjson.dumps({"alert_id": "a-er2", "customer_id": "ER2"}), 1)
+            (other,) = [d for d in await box.claim(10**13, 1000, 10) if d.id == "d-2"]
+            await box.dead_letter(other, "test", 2)
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
+
+
+def _webhook_bodies(s: Settings) -> tuple[dict[str, object], dict[str, object]]:
+    async def go() -> tuple[dict[str, object], dict[str, object]]:
+        client = connect(s)
+        try:
+            box = HookBox(client, s.key_prefix)
+            queued = orjson.loads(await client.hget(box.item("d-1"), "b"))
+            return queued, (await box.dead())[0]["body"]
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
 def test_a_customer_is_erased_and_their_alerts_made_anonymous(worker: WorkerProcess) -> None:
     s = worker.settings
     with httpx.Client(base_url=worker.url, timeout=10) as http:
@@ -77,6 +109,7 @@ def test_a_customer_is_erased_and_their_alerts_made_anonymous(worker: WorkerProc
         assert len(alerts) == 2
         mine = next(a["alert_id"] for a in alerts if a["customer_id"] == "ER1")
         assert _keys(s, "ER1") and _keys(s, "ER2")
+        _queue_webhooks(s)
         dry = _beacon(worker, "erase", "ER1", "--dry-run")
         assert dry.returncode == 0 and "would erase" in dry.stdout and ":profile" in dry.stdout, dry.stdout
         assert _keys(s, "ER1")  # a dry run changes nothing
@@ -88,6 +121,8 @@ def test_a_customer_is_erased_and_their_alerts_made_anonymous(worker: WorkerProc
         detail = http.get(f"/v1/alerts/{mine}").json()
     text = orjson.dumps(detail).decode()
     assert detail["alert"]["customer_id"] == reference("ER1") and "ER1" not in text.replace(mine, "")
+    queued, dead = _webhook_bodies(s)
+    assert queued == {"customer_id": reference("ER1"), "alert_id": "a-er1"} and dead["customer_id"] == "ER2"
     log = _beacon(worker, "erasures")
     entry = orjson.loads(log.stdout.splitlines()[0])
     assert (entry["customer"], entry["by"], entry["alerts"]) == (reference("ER1"), "dpo@bank", 1)
