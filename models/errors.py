@@ -38,3 +38,8 @@ class SnapshotConflict(ModelError):
 
 class UnknownSnapshot(ModelError):
     """A model name or version that is not valid or not stored."""
+
+
+class SignatureRefused(ModelError):
+    """An Ed25519 signature (snapshot or rule bundle) is missing, malformed, made by an
+    untrusted key, or does not verify. The signed data is not used."""

@@ -79,7 +79,7 @@ def _mask(url: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.cli import commands, models, rules, users
+    from engine.cli import commands, keys, models, rules, users
 
     parser = argparse.ArgumentParser(prog="beacon", description="Beacon real-time decision engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_commands(sub)
     models.add_commands(sub, add)
     users.add_commands(sub)
+    keys.add_commands(sub)
     return parser
 
 

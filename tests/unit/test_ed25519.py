@@ -1,0 +1,54 @@
+"""Ed25519 signing (issue 17, finding 6): workers verify, only the publisher signs."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from engine.cli.main import main
+from models.ed25519 import generate_keypair, load_private_key, load_public_keys, sign, verify
+from models.errors import SignatureRefused, SigningKeyError
+
+
+def test_a_signature_verifies_with_any_trusted_key_for_rotation() -> None:
+    old_private, old_public = generate_keypair()
+    _, new_public = generate_keypair()
+    keys = load_public_keys([new_public, old_public])
+    verify(keys, "beacon-rules/1", b"m", sign(load_private_key(old_private), "beacon-rules/1", b"m"))
+
+
+def test_a_signature_by_an_untrusted_key_is_refused() -> None:
+    private, _ = generate_keypair()
+    _, trusted = generate_keypair()
+    with pytest.raises(SignatureRefused, match="untrusted key"):
+        verify(load_public_keys([trusted]), "d", b"m", sign(load_private_key(private), "d", b"m"))
+
+
+def test_a_tampered_message_is_refused() -> None:
+    private, public = generate_keypair()
+    sig = sign(load_private_key(private), "d", b"m")
+    with pytest.raises(SignatureRefused, match="bad Ed25519 signature"):
+        verify(load_public_keys([public]), "d", b"m2", sig)
+
+
+def test_an_hmac_signature_is_refused() -> None:
+    _, public = generate_keypair()
+    with pytest.raises(SignatureRefused, match="HMAC"):
+        verify(load_public_keys([public]), "d", b"m", "ab" * 32)
+
+
+def test_a_private_key_among_public_keys_is_refused() -> None:
+    private, _ = generate_keypair()
+    with pytest.raises(SigningKeyError, match="PRIVATE"):
+        load_public_keys([private])
+
+
+def test_keys_generate_writes_a_private_file_only_the_owner_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "generate", str(tmp_path / "k")]) == 0
+    mode = stat.S_IMODE((tmp_path / "k" / "signing.key").stat().st_mode)
+    assert mode == 0o600
+    load_private_key((tmp_path / "k" / "signing.key").read_bytes())
+    load_public_keys([(tmp_path / "k" / "signing.pub").read_bytes()])
+    assert main(["keys", "generate", str(tmp_path / "k")]) == 2  # never overwrites
