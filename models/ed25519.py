@@ -35,7 +35,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from models.errors import SigningKeyError, SignatureRefused
+from models.errors import SignatureRefused, SigningKeyError
 
 PREFIX = "ed25519"
 _PRIVATE_MARK = b"PRIVATE KEY"
@@ -65,7 +65,9 @@ def load_private_key(pem: bytes) -> Ed25519PrivateKey:
     except (ValueError, TypeError) as exc:
         raise SigningKeyError(f"the signing key file is not a PEM private key: {exc}") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SigningKeyError("the signing key is not an Ed25519 key; create one with: beacon keys generate DIR")
+        raise SigningKeyError(
+            "the signing key is not an Ed25519 key; create one with: beacon keys generate DIR"
+        )
     return key
 
 

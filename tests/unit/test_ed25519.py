@@ -45,7 +45,9 @@ def test_a_private_key_among_public_keys_is_refused() -> None:
         load_public_keys([private])
 
 
-def test_keys_generate_writes_a_private_file_only_the_owner_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keys_generate_writes_a_private_file_only_the_owner_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["keys", "generate", str(tmp_path / "k")]) == 0
     mode = stat.S_IMODE((tmp_path / "k" / "signing.key").stat().st_mode)
     assert mode == 0o600
