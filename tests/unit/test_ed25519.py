@@ -54,3 +54,15 @@ def test_keys_generate_writes_a_private_file_only_the_owner_reads(
     load_private_key((tmp_path / "k" / "signing.key").read_bytes())
     load_public_keys([(tmp_path / "k" / "signing.pub").read_bytes()])
     assert main(["keys", "generate", str(tmp_path / "k")]) == 2  # never overwrites
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 17 finding 6: snapshots are still HMAC; not yet switched to Ed25519"
+)
+def test_the_key_a_worker_holds_cannot_sign_a_snapshot_workers_load() -> None:
+    from models.signing import pickle_model, seal, signing_key, unseal
+
+    worker_key = signing_key("w" * 32)  # what every worker holds today (model_signing_key)
+    forged = seal("churn", 9, pickle_model({"evil": True}), {}, worker_key)
+    with pytest.raises(Exception):  # noqa: B017 - any refusal will do
+        unseal("churn", forged.version, forged.record, forged.payload, worker_key)
