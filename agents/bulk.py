@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import BrokerResponseError, KafkaError
 
+from engine.domain.recordsig import SIGNED_TOPICS, RecordSigner
 from engine.service.metrics import Metrics
 from engine.settings import Settings
 
@@ -187,6 +188,7 @@ class BulkProducer:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._started = asyncio.Event()
+        self.signer = record_signer(settings)
         self.spool = Spool(self._send_record, settings.spool_max_records, metrics)
 
     async def start(self) -> None:
@@ -222,6 +224,7 @@ class BulkProducer:
         """Queue a record; returns the delivery future (await it before acknowledging input)."""
         await self._started.wait()
         assert self._producer is not None
+        headers = self.signer.headers(topic, key, value, headers)  # alerts, labels, audit records
         return await self._producer.send(topic, value, key=key, headers=headers)
 
     def publish(
@@ -232,3 +235,13 @@ class BulkProducer:
 
     async def _send_record(self, record: Record) -> Any:
         return await self.send(record.topic, record.key, record.value, record.headers)
+
+
+def record_signer(settings: Settings) -> RecordSigner:
+    """The process's signer for the signed topics (their names with the topic prefix)."""
+    return RecordSigner(
+        settings.record_signing_key,
+        settings.record_key_id,
+        settings.record_verify_keys,
+        (settings.topic(t) for t in SIGNED_TOPICS),
+    )

@@ -31,12 +31,13 @@ _TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAG
 def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
     s = rt.settings
     alerts = app.topic(s.topic("risk.alerts"), key_type=bytes, value_type=bytes)
-    targets = parse_targets(s.alert_webhooks)
+    targets = parse_targets(s.alert_webhooks, s.alert_webhook_allow_http)
     if targets.by_severity and not s.alert_webhook_secret:
         raise ConfigError("alert_webhooks need alert_webhook_secret (receivers verify the signature with it)")
     hooks = WebhookSender(targets, s.alert_webhook_secret, rt.metrics.webhook_failures)
 
     dlq = s.topic("risk.alerts.dlq")
+    signer = bulk.signer
 
     async def dead_letter(message: Any, raw: bytes, err: EventError) -> None:
         """Awaited before the next record, retried while the broker is unavailable: the
@@ -55,6 +56,11 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
     async def desk_agent(stream: Any) -> None:
         async for raw in stream:
             try:
+                message = stream.current_event.message
+                refused = signer.refusal(message.topic, message.key, raw, message.headers)
+                if refused is not None:  # a forged or unsigned alert never reaches the inbox
+                    rt.metrics.records_refused.labels(message.topic, refused).inc()
+                    raise EventError(refused, "record not signed by a trusted producer")
                 body = parse_alert_record(raw)
                 if body is None:  # our own announcement (an SLA escalation), not an alert
                     continue

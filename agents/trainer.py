@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from agents.bulk import record_signer
+from engine.domain.recordsig import RecordSigner
 from engine.service.trainbatch import Record, event_ts
 from engine.service.trainer import Trainer
 from engine.settings import Settings
@@ -28,7 +30,7 @@ from engine.settings import Settings
 
 async def consume(trainer: Trainer, settings: Settings, stop: asyncio.Event) -> None:
     """Kafka loop: audit and feedback records in, offsets committed after they are learned."""
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     audit, feedback = settings.topic("decisions.audit"), settings.topic("feedback")
     consumer = AIOKafkaConsumer(
@@ -40,13 +42,19 @@ async def consume(trainer: Trainer, settings: Settings, stop: asyncio.Event) -> 
         auto_offset_reset="earliest",
         fetch_max_wait_ms=100,
     )
+    signer = record_signer(settings)
+    dlq = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await dlq.start()
     await consumer.start()
     pacer = Pacer(audit)
     try:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=500, max_records=1000)
             fetched = {
-                tp: [("audit" if tp.topic == audit else "label", orjson.loads(r.value), r) for r in got]
+                tp: [
+                    ("audit" if tp.topic == audit else "label", orjson.loads(r.value), r)
+                    for r in await _trusted(got, signer, dlq, trainer)
+                ]
                 for tp, got in batch.items()
             }
             waiting = await _waiting(consumer, audit)
@@ -62,6 +70,28 @@ async def consume(trainer: Trainer, settings: Settings, stop: asyncio.Event) -> 
     finally:
         await trainer.maybe_snapshot(force=True)
         await consumer.stop()
+        await dlq.stop()
+
+
+async def _trusted(records: list[Any], signer: RecordSigner, dlq: Any, trainer: Trainer) -> list[Any]:
+    """The records signed by a trusted producer; the others are copied to ``<topic>.dlq``
+    with the reason (delivered before the batch is learned and committed) and counted:
+    a forged label is never learned."""
+    out = []
+    for r in records:
+        reason = signer.refusal(r.topic, r.key, r.value, r.headers)
+        if reason is None:
+            out.append(r)
+            continue
+        if trainer.metrics is not None:
+            trainer.metrics.records_refused.labels(r.topic, reason).inc()
+        headers = [
+            ("beacon-error-code", reason.encode()),
+            ("beacon-error-message", b"record not signed by a trusted producer"),
+            ("beacon-source", f"{r.topic}/{r.partition}/{r.offset}".encode()),
+        ]
+        await dlq.send_and_wait(f"{r.topic}.dlq", r.value, key=r.key, headers=headers)
+    return out
 
 
 async def _waiting(consumer: Any, topic: str) -> dict[Any, int]:

@@ -25,7 +25,15 @@ from engine.errors import ConfigError
 from engine.settingscheck import check_settings, coerce, read_toml
 
 SECRET_FIELDS = frozenset(
-    {"redis_url", "kafka_sasl_password", "model_signing_key", "alert_webhook_secret", "metrics_token"}
+    {
+        "redis_url",
+        "kafka_sasl_password",
+        "model_signing_key",
+        "alert_webhook_secret",
+        "metrics_token",
+        "record_signing_key",
+        "record_verify_keys",
+    }
 )
 
 # Settings that are gone, and what to do instead: refused, so nothing is silently dropped.
@@ -219,6 +227,13 @@ class Settings:
     alert_sla_high_s: float = 0.0  # 0: no escalation timer
     alert_webhooks: tuple[str, ...] = ()  # "severity=url" (severity or *): see engine/http/webhooks.py
     alert_webhook_secret: str = field(default="", repr=False)  # HMAC key of the signature header
+    # Signed records on risk.alerts, feedback and decisions.audit (engine/domain/recordsig.py):
+    # producers sign with record_signing_key under record_key_id; the desk and the trainer
+    # refuse unsigned or forged records to <topic>.dlq once any key is set. Never logged.
+    record_signing_key: str = field(default="", repr=False)
+    record_key_id: str = "k1"
+    record_verify_keys: str = field(default="", repr=False)  # "id=secret,id2=secret2" (rotation)
+    alert_webhook_allow_http: bool = False  # http:// to a loopback receiver (tests, development)
     # Live inbox streams (GET /v1/alerts/stream) one user or token may hold, and one worker.
     alert_streams_per_principal: int = 5
     alert_streams_max: int = 200

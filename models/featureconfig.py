@@ -87,6 +87,13 @@ def parse_feature_config(text: str, source: str) -> dict[str, FeatureSpec]:
     return specs
 
 
+def attribute_fields(specs: Mapping[str, FeatureSpec]) -> tuple[str, ...]:
+    """The event attributes any model reads: what an audit record keeps of the event's
+    attributes, with what the rules read (engine.domain.events.Event.audited)."""
+    names = {n for s in specs.values() for n in (*s.attr_numeric, *s.attr_categorical)}
+    return tuple(sorted(names))
+
+
 def profile_fields(specs: Mapping[str, FeatureSpec]) -> tuple[str, ...]:
     """The profile fields any model reads: the decision copies these into its features."""
     names = {n for s in specs.values() for n in (*s.profile_numeric, *s.profile_categorical)}

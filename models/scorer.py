@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.domain.scoring import Scores
 from models.errors import ModelError
-from models.featureconfig import input_mismatch, profile_fields
+from models.featureconfig import attribute_fields, input_mismatch, profile_fields
 from models.features import FeatureSpec
 from models.registry import REGISTRY, build, spec_for
 
@@ -28,6 +28,7 @@ class ModelScorer:
         self.models: dict[str, Any] = {name: build(name, specs) for name in REGISTRY}
         # What the decision copies from the profile for the models (build_features).
         self.profile_fields = profile_fields(self.specs)
+        self.attribute_fields = attribute_fields(self.specs)  # kept in audit records
         self._versions: dict[str, str] = {name: f"{name}-fresh" for name in REGISTRY}
         self._shadows = tuple(name for name, spec in REGISTRY.items() if spec.shadow_of)
         # Models with equal specs (a challenger and its champion) get one extraction per event.

@@ -88,6 +88,12 @@ class TrainerMetrics:
             ["source", "outcome"],
             registry=r,
         )
+        self.records_refused = Counter(
+            "beacon_records_refused_total",
+            "Records on a signed topic refused to <topic>.dlq: unsigned, forged or by an unknown key",
+            ["topic", "reason"],
+            registry=r,
+        )
         self.labels_learned = Counter(
             "beacon_trainer_labels_learned",
             "Labels the trainer learned, per model (rate: labels learned per second)",

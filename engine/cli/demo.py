@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import random
+import secrets
 import signal
 import socket
 import time
@@ -23,12 +24,14 @@ from typing import Any
 
 import orjson
 
+from engine.cli.demostats import DemoStats
 from engine.ops.infra import Embedded, ensure_topics, free_port, start_embedded
 from engine.ops.launcher import WorkerProcess, start_trainer, start_worker
 from engine.settings import Settings
 
 CHANNELS = ("atm", "internet", "mobile")
-_COLOURS = {"atm": "\033[36m", "internet": "\033[34m", "mobile": "\033[35m", "alert": "\033[1;31m"}
+_COLOURS = {"atm": "\033[36m", "internet": "\033[34m", "mobile": "\033[35m", "alert": "\033[1;31m",
+            "summary": "\033[1m"}  # fmt: skip
 _RESET = "\033[0m"
 
 
@@ -53,6 +56,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         emb = start_embedded(settings, log_dir=str(logs))
         settings = emb.settings_for(settings)
+        if not settings.record_signing_key:  # the production shape: signed records, checked
+            settings = settings.replace(record_signing_key=secrets.token_hex(32))
         asyncio.run(ensure_topics(settings))
         print("starting the worker and the trainer ...", flush=True)
         worker = start_worker(settings, logs)
@@ -118,9 +123,13 @@ async def _run(settings: Settings, url: str, args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     if args.duration:
         loop.call_later(args.duration, stop.set)
+    stats = DemoStats()
+    tokens = await _channel_tokens(settings)
+    profiles = {c.customer_id: c.profile for c in pop.customers}
     tasks = [
-        asyncio.create_task(_simulate(settings, url, gen, args.rate, stop, await _channel_tokens(settings))),
-        asyncio.create_task(_print_live(settings, stop, {c.customer_id: c.profile for c in pop.customers})),
+        asyncio.create_task(_simulate(settings, url, gen, args.rate, stop, tokens, stats)),
+        asyncio.create_task(_print_live(settings, stop, profiles, stats)),
+        asyncio.create_task(_print_summaries(stats)),
     ]
     await stop.wait()
     for task in tasks:
@@ -145,8 +154,20 @@ async def _channel_tokens(settings: Settings) -> dict[str, str]:
     return {ch: await _token(settings, "channel", f"demo-{ch}", ch) for ch in CHANNELS}
 
 
+async def _print_summaries(stats: DemoStats, every_s: float = 10.0) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        print(f"{_COLOURS['summary']}== {stats.summary()}{_RESET}", flush=True)
+
+
 async def _simulate(
-    settings: Settings, url: str, gen: Any, rate: float, stop: asyncio.Event, tokens: dict[str, str]
+    settings: Settings,
+    url: str,
+    gen: Any,
+    rate: float,
+    stop: asyncio.Event,
+    tokens: dict[str, str],
+    stats: DemoStats,
 ) -> None:
     import aiohttp
     from aiokafka import AIOKafkaProducer
@@ -162,10 +183,11 @@ async def _simulate(
                 event = gen.next_event(time.time())
                 if i % 10 == 9:
                     token = tokens.get(event["channel"], "")
-                    task = asyncio.create_task(_ask_http(http, url, event, token))
+                    task = asyncio.create_task(_ask_http(http, url, event, token, stats))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
                 else:
+                    stats.sent(event["event_id"])
                     await producer.send(topic, orjson.dumps(event), key=event["customer_id"].encode())
                 i += 1
                 await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
@@ -173,21 +195,29 @@ async def _simulate(
         await producer.stop()
 
 
-async def _ask_http(http: Any, url: str, event: dict[str, Any], token: str) -> None:
+async def _ask_http(http: Any, url: str, event: dict[str, Any], token: str, stats: DemoStats) -> None:
     with contextlib.suppress(Exception):
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        started = time.perf_counter()
         async with http.post(url + "/v1/decisions", data=orjson.dumps(event), headers=headers) as resp:
-            _print_decision("http", orjson.loads(await resp.read()), event)
+            body = orjson.loads(await resp.read())
+        ms = (time.perf_counter() - started) * 1000.0  # as the channel saw it: the whole round trip
+        stats.decided("http", ms)
+        _print_decision("http", body, ms)
 
 
-async def _print_live(settings: Settings, stop: asyncio.Event, profiles: dict[str, dict[str, Any]]) -> None:
+async def _print_live(
+    settings: Settings, stop: asyncio.Event, profiles: dict[str, dict[str, Any]], stats: DemoStats
+) -> None:
     """Print what the channels receive; customers answer offers (with a taste per segment
     that the offer model should pick up), so the trainer has labels to learn from."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     topics = [settings.topic(f"decisions.{c}") for c in CHANNELS] + [settings.topic("risk.alerts")]
+    # A channel waiting for its answers fetches with a short wait (aiokafka's default, 500 ms,
+    # is held whole by the embedded broker and would be most of the latency printed).
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest"
+        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=5
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=50)
     await consumer.start()
@@ -197,12 +227,16 @@ async def _print_live(settings: Settings, stop: asyncio.Event, profiles: dict[st
         async for record in consumer:
             body = orjson.loads(record.value)
             if record.topic.endswith("risk.alerts"):
+                stats.alerted()
                 _print_alert(body)
                 continue
-            _print_decision("kafka", body, None)
+            ms = stats.answered(str(body.get("event_id")))  # sent to the broker -> decision read back
+            if ms is not None:
+                stats.decided("kafka", ms)
+            _print_decision("kafka", body, ms)
             now = ", ".join(f"{v}" for v in (body.get("versions") or {}).get("models", {}).values())
             if now and now != models:
-                models = now
+                models = stats.models = now
                 print(f"   models: {models}", flush=True)
             response = customer_answer(body, profiles.get(body.get("customer_id", ""), {}))
             if response is not None:
@@ -246,7 +280,7 @@ def customer_answer(decision: dict[str, Any], profile: dict[str, Any]) -> dict[s
     }
 
 
-def _print_decision(path: str, d: dict[str, Any], event: dict[str, Any] | None) -> None:
+def _print_decision(path: str, d: dict[str, Any], ms: float | None) -> None:
     if "actions" not in d:
         print(f"  [{path}] rejected: {d.get('error')}", flush=True)
         return
@@ -254,12 +288,18 @@ def _print_decision(path: str, d: dict[str, Any], event: dict[str, Any] | None) 
     top = d["actions"][0]
     risk = d["risk"]
     line = (
-        f"{_COLOURS.get(ch, '')}{ch:>8}{_RESET} {path:>5}  {d['customer_id']}  "
+        f"{_COLOURS.get(ch, '')}{ch:>8}{_RESET} {path:>5} {_ms(ms)}  {d['customer_id']}  "
         f"-> {top['kind']}:{top['id']}  risk {risk['verdict']} {risk['score']:.2f}"
     )
     if d.get("alerts"):
         line += f"  alerts: {', '.join(a['rule_id'] for a in d['alerts'])}"
     print(line, flush=True)
+
+
+def _ms(ms: float | None) -> str:
+    """The latency column: the channel's wait for this decision (a label event's answer,
+    sent by the demo's customers, has none)."""
+    return f"{ms:6.1f} ms" if ms is not None else "       -  "
 
 
 def _print_alert(a: dict[str, Any]) -> None:

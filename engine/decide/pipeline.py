@@ -99,6 +99,7 @@ def decide(
         scores=scores.to_dict(),
         fallback=fallback_action(rules.fallbacks, event.channel),
         max_actions=arbitration.max_actions,
+        audited=rules.needs.attributes.union(scorer.attribute_fields),
         dropped=outcome.dropped + suppressed,
         explanation={
             "rules": [_fired_view(f) for f in outcome.fired],

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import orjson
 
-from engine.domain.events import Event
+from engine.domain.events import Event, audited
 
 Verdict = Literal["allow", "review", "step_up", "block"]
 ActionKind = Literal["offer", "service", "retention", "risk", "fallback"]
@@ -130,6 +130,8 @@ class Decision:
     dropped: tuple[Any, ...] = ()  # engine.rules.ruleset.Dropped: candidates that did not make it
     explanation: dict[str, Any] = field(default_factory=dict)  # rules that fired, with values
     feedback: bool = False  # a label event's acknowledgement: not decided (engine.decide.pipeline)
+    # Event attributes the audit record keeps: those the rules and models read (events.audited).
+    audited: frozenset[str] = frozenset()
 
     def channel_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
         """What the channel system receives (HTTP body, ``decisions.<channel>``): actions,
@@ -192,11 +194,15 @@ class Decision:
     def audit_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
         """The full record on ``decisions.audit``: inputs, features, scores, explanation."""
         record = self.explained_view(timings_ms)
-        record["event"] = self.event.to_dict()
+        record["event"] = self.audit_event()
         # A label event was not scored: null, not an empty dict that reads as "no scores".
         record["features"] = None if self.feedback else self.features
         record["scores"] = None if self.feedback else self.scores
         return record
+
+    def audit_event(self) -> dict[str, Any]:
+        """The event as ``decisions.audit`` keeps it: allow-listed (events.audited)."""
+        return audited(self.event, self.audited)
 
     def audit_bytes(self, timings_ms: dict[str, float] | None = None) -> bytes:
         return orjson.dumps(self.audit_view(timings_ms))
@@ -216,6 +222,8 @@ class Decision:
             conditions={"when": list(alert.when), "values": alert.values},
             evidence={k: self.features[k] for k in _EVIDENCE if k in self.features},
         )
+        if ev.currency is not None:  # so an officer reads "250.00 GBP", not "250"
+            body["currency"] = ev.currency
         return orjson.dumps(body)
 
     def summary_head(self) -> dict[str, Any]:

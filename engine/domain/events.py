@@ -84,6 +84,35 @@ class Event:
         return out
 
 
+# Attributes a label event carries (engine.domain.labels): always kept in the audit record.
+LABEL_ATTRIBUTES = frozenset(
+    {"ref_event_id", "ref_channel", "legitimate", "response", "decision_id", "action_id"}
+)
+
+
+def audited(event: Event, attributes: frozenset[str]) -> dict[str, Any]:
+    """What ``decisions.audit`` keeps of an event (issue 17, finding 10): the contract's
+    own fields, and of its attributes only those the rules or models read (``attributes``)
+    or a label needs; unknown top-level fields (``extra``) and other attributes are not
+    copied into a record kept for weeks.
+
+    >>> ev = Event("e1", "C1", "atm", "withdrawal", 1.0, attributes={"mcc": "6011", "note": "x"},
+    ...            extra={"national_id": "AB123"})
+    >>> kept = audited(ev, frozenset({"mcc"}))
+    >>> kept["attributes"], "national_id" in kept, kept["event_id"]
+    ({'mcc': '6011'}, False, 'e1')
+    """
+    out = event.to_dict()
+    for name in event.extra:
+        out.pop(name, None)
+    kept = {k: v for k, v in event.attributes.items() if k in attributes or k in LABEL_ATTRIBUTES}
+    if kept:
+        out["attributes"] = kept
+    else:
+        out.pop("attributes", None)
+    return out
+
+
 def payload_digest(event: Event) -> str:
     """What makes two deliveries of an event id one event: a digest (blake2b, 8 bytes, in
     hex) of its content as parsed (:meth:`Event.to_dict`, keys sorted), so key order, a

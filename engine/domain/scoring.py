@@ -44,6 +44,11 @@ class Scorer(Protocol):
         """Profile fields the models read, copied into the features (build_features)."""
         ...
 
+    @property
+    def attribute_fields(self) -> tuple[str, ...]:
+        """Event attributes the models read: what an audit record keeps (Event.audited)."""
+        ...
+
     def score(
         self,
         features: Mapping[str, Any],
@@ -106,6 +111,7 @@ class BuiltinScorer:
 
     offer_prior: float = 0.05
     profile_fields: tuple[str, ...] = ()
+    attribute_fields: tuple[str, ...] = ()
     versions: Mapping[str, str] = field(
         default_factory=lambda: {"fraud": "builtin-1", "churn": "builtin-1", "offer": "builtin-1"}
     )

@@ -9,9 +9,9 @@ Each POST carries the JSON body and two headers:
 
 The receiver recomputes the HMAC and rejects old timestamps (replays).
 
->>> targets = parse_targets(("critical=http://a/x", "*=http://b/y"))
+>>> targets = parse_targets(("critical=https://a/x", "*=https://b/y"))
 >>> targets.urls_for("critical"), targets.urls_for("low")
-(('http://a/x', 'http://b/y'), ('http://b/y',))
+(('https://a/x', 'https://b/y'), ('https://b/y',))
 >>> signature("s3cret", "1700000000", b'{"a":1}')[:16]
 'sha256=1698a50bc'
 """
@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -44,7 +46,9 @@ class Targets:
         return self.by_severity.get(severity, ()) + self.by_severity.get("*", ())
 
 
-def parse_targets(entries: Iterable[str]) -> Targets:
+def parse_targets(entries: Iterable[str], allow_http: bool = False) -> Targets:
+    """``https://`` only; ``allow_http`` (tests, development) lets ``http://`` reach a
+    loopback host and nothing else, so a plain-text alert never crosses a network."""
     found: dict[str, tuple[str, ...]] = {}
     for entry in entries:
         severity, sep, url = entry.partition("=")
@@ -52,8 +56,35 @@ def parse_targets(entries: Iterable[str]) -> Targets:
             raise ConfigError(
                 f"alert webhook {entry!r}: write severity=url, severity one of {', '.join(_SEVERITIES)}"
             )
+        if url.startswith("http://") and not (allow_http and _loopback(url)):
+            raise ConfigError(
+                f"alert webhook to {host_of(url)}: use https:// (alert_webhook_allow_http lets "
+                "http:// reach a loopback host only, for tests and development)"
+            )
         found[severity] = (*found.get(severity, ()), url)
     return Targets(found)
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_of(url: str) -> str:
+    """What logs name for a receiver: its host (and port), never the path, query or
+    credentials, where receivers often carry a token.
+
+    >>> host_of("https://user:pw@siem.bank:8443/in/t0ken?key=k")
+    'siem.bank:8443'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -88,7 +119,11 @@ class WebhookSender:
         body = orjson.dumps(payload)
         for url in self.targets.urls_for(severity):
             if len(self._tasks) >= self.max_pending:
-                log.error("webhook %s: %d deliveries pending; this one is not sent", url, len(self._tasks))
+                log.error(
+                    "webhook to %s: %d deliveries pending; this one is not sent",
+                    host_of(url),
+                    len(self._tasks),
+                )
                 self._count_failure(severity)
                 continue
             task = asyncio.get_running_loop().create_task(self._deliver_when_free(url, severity, body))
@@ -126,8 +161,12 @@ class WebhookSender:
                 if pause is None:
                     break
                 log.info(
-                    "webhook %s: attempt %d failed (%s); retrying in %ss", url, attempt + 1, problem, pause
+                    "webhook to %s: attempt %d failed (%s); retrying in %ss",
+                    host_of(url),
+                    attempt + 1,
+                    problem,
+                    pause,
                 )
                 await asyncio.sleep(pause)
-        log.error("webhook %s: gave up after %d attempts", url, len(self.backoff) + 1)
+        log.error("webhook to %s: gave up after %d attempts", host_of(url), len(self.backoff) + 1)
         self._count_failure(severity)

@@ -27,7 +27,16 @@ from engine.errors import InfraError
 from engine.ops.rediscluster import EmbeddedCluster, start_cluster
 from engine.settings import Settings
 
-TOPICS = ("interactions", "risk.alerts", "feedback", "decisions.audit", "interactions.dlq", "risk.alerts.dlq")
+TOPICS = (
+    "interactions",
+    "risk.alerts",
+    "feedback",
+    "decisions.audit",
+    "interactions.dlq",
+    "risk.alerts.dlq",
+    "feedback.dlq",
+    "decisions.audit.dlq",
+)
 _PR_SET_PDEATHSIG = 1
 
 

@@ -119,6 +119,12 @@ class Metrics:
         self.dlq = Counter(
             "beacon_dlq_total", "Events rejected to the DLQ or with 4xx", ["path", "reason"], registry=r
         )
+        self.records_refused = Counter(
+            "beacon_records_refused_total",
+            "Records on a signed topic refused to <topic>.dlq: unsigned, forged or by an unknown key",
+            ["topic", "reason"],
+            registry=r,
+        )
         self.decision_latency = Histogram(
             "beacon_decision_latency_seconds",
             "Event to decision: HTTP from request read to response; Kafka from the record's timestamp to "

@@ -22,7 +22,7 @@ The reads of :meth:`engine.store.state.StateStore.customer_view` are decoded her
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,12 +32,10 @@ import orjson
 from engine.domain.decision import Action, Decision
 from engine.domain.events import Event, payload_digest
 from engine.domain.labels import is_label_event, label_of
-from engine.domain.profile import shown
 from engine.domain.state import CONTACT_WINDOW_S, MARKED, WINDOWS, Snapshot, Tally, to_cents
 from engine.rules.ruleset import Dropped, Offer
 from engine.settings import Settings
 from engine.store import keys
-from engine.store.redisio import text
 
 _MARKS = (b'"\\u0000A\\u0000"', b'"\\u0000B\\u0000"')
 # The audit record's holes, in the order they come in it: actions, alerts, kept, dropped,
@@ -58,7 +56,7 @@ def ingest_config(settings: Settings) -> bytes:
             "channels": list(settings.channels),
             "state_ttl": settings.state_ttl_s,
             "dedupe_ttl": settings.dedupe_ttl_s,
-            "profile_ttl": settings.profile_ttl_s,
+            "profile_ttl": settings.profile_ttl_s,  # read by scripts before 2026-12-04 only
             "known_devices": settings.known_devices,
             "recent_events": settings.recent_events,
             "recent_pins": PIN_BOUND,
@@ -238,30 +236,6 @@ def window_tallies(pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, Tall
     return out
 
 
-def customer_view(customer_id: str, replies: Sequence[Any]) -> dict[str, Any]:
-    """The unified view from the customer's keys, read in this order: profile, last,
-    devices (with scores), recent events, recent decisions, open alerts, PIN failures
-    (a count) and the window totals."""
-    profile, last, devices, recent, decisions, alerts, pins, totals = replies
-    windows = window_tallies((text(a), text(b)) for a, b in totals.items())
-    return {
-        "customer_id": customer_id,
-        "profile": shown(orjson.loads(profile)) if profile else None,  # stored before the depth limit: cut
-        "last_seen": {text(a): text(b) for a, b in last.items()},
-        "devices": [{"device_id": text(d), "last_seen": ts} for d, ts in devices],
-        "recent_pin_failures": pins,
-        "windows": {
-            w.name: {
-                dim: {"count": t.count, "amount": t.amount} for dim, t in windows.get(w.name, {}).items()
-            }
-            for w in WINDOWS
-        },
-        "recent_interactions": [orjson.loads(x) for x in recent],
-        "recent_decisions": [orjson.loads(x) for x in decisions],
-        "open_alerts": sorted((orjson.loads(a) for a in alerts), key=lambda a: a["alert_id"]),
-    }
-
-
 def commit_payload(decision: Decision, offers: Mapping[str, Offer], timings_ms: dict[str, float]) -> bytes:
     """One decision's argument to the commit script."""
     if decision.feedback:
@@ -362,8 +336,7 @@ def audit_parts(decision: Decision, view: dict[str, Any]) -> list[bytes]:
     channel view with its actions and alerts already holes (the body's own, reused); the
     last part is the candidates dropped before the commit (eligibility, risk...)."""
     explain = {"kept": "\x00K\x00", "dropped": "\x00D\x00", **decision.explanation, "\x00S\x00": 0}
-    ev = decision.event
-    record = {**view, "explain": explain, "event": ev.to_dict(), "features": decision.features,
+    record = {**view, "explain": explain, "event": decision.audit_event(), "features": decision.features,
               "scores": decision.scores}  # fmt: skip
     parts = _split(orjson.dumps(record), list(_AUDIT_MARKS))
     prior = b",".join(orjson.dumps(d.to_dict()) for d in decision.dropped)

@@ -20,7 +20,7 @@ from engine.domain.state import Snapshot
 from engine.errors import StoreError
 from engine.rules.ruleset import Offer
 from engine.settings import Settings
-from engine.store import codec, keys, readonly
+from engine.store import codec, keys, readonly, views
 from engine.store.clustersplit import ClusterSplit, Scripts
 from engine.store.layout import KeyLayout
 from engine.store.redisio import redis_errors
@@ -139,7 +139,7 @@ class StateStore:
                 pipe.zcard(k + keys.PINS)
                 pipe.hgetall(k + keys.WINDOW_TOTALS)
                 replies = await pipe.execute()
-        return codec.customer_view(customer_id, replies)
+        return views.customer_view(customer_id, replies)
 
     async def ping(self) -> None:
         with redis_errors("Redis ping"):

@@ -68,6 +68,12 @@ def test_an_officer_sees_an_alert_live_and_resolves_it(console: tuple[WorkerProc
         row.click()
         expect(page.locator("#why")).to_contain_text("state.pin_failures_1h")
         expect(page.locator("#detail")).to_contain_text("3 PIN failures")
+        # People read values, not the engine's encodings (issue 19, item 4): no previous
+        # location instead of -1, yes/no instead of 0/1.
+        evidence = page.locator("#evidence")
+        expect(evidence).to_contain_text("distance_km: no previous location")
+        expect(evidence).not_to_contain_text("-1")
+        expect(evidence).to_contain_text("new_device: no")
         page.click("#assign")
         expect(page.locator("#alert-status")).to_have_text("assigned")
         page.select_option("#disposition", "fraud")

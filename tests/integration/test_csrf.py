@@ -104,6 +104,19 @@ def test_a_login_from_a_foreign_page_is_refused(worker: WorkerProcess) -> None:
     assert from_cli.status_code == 200
 
 
+def test_every_cookie_state_change_is_origin_checked(worker: WorkerProcess, session: str) -> None:
+    # PUT and PATCH (profiles) and the logout ride on the cookie too: a foreign page may not.
+    cookie = {"Cookie": f"beacon_session={session}", "Origin": EVIL, "Content-Type": "application/json"}
+    with httpx.Client(base_url=worker.url, timeout=5) as http:
+        put = http.put("/v1/customers/X1/profile", content=b'{"segment": "mass"}', headers=cookie)
+        patch = http.patch("/v1/customers/X1/profile", content=b'{"segment": "mass"}', headers=cookie)
+        out = http.post("/v1/logout", headers=cookie)
+        still = http.get("/v1/alerts", headers={"Cookie": f"beacon_session={session}"})
+    for r in (put, patch, out):
+        assert (r.status_code, _code(r)) == (403, "origin_refused"), r.request.method
+    assert still.status_code == 200, still.text  # the forged logout ended nothing
+
+
 def test_channels_are_not_origin_checked_but_must_send_json(worker: WorkerProcess) -> None:
     event = {"event_id": "csrf-1", "customer_id": "C1", "channel": "atm", "type": "balance_inquiry"}
     event["ts"] = time.time()

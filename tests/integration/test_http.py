@@ -162,6 +162,18 @@ def test_label_events_are_acknowledged_not_decided(http: httpx.Client) -> None:
     assert [e["event_id"] for e in after["recent_interactions"][:2]] == ["h-9r", "h-9f"]
 
 
+def test_the_unified_view_gives_numbers_as_numbers(http: httpx.Client) -> None:
+    """Issue 19, item 3: ``last_seen.ts`` was ``"1796300783.7089393"`` and ``lat``
+    ``"55.972299999999997"``: strings where a channel expects numbers."""
+    ts = time.time()
+    body = event("h-num", customer_id="HN", geo={"lat": 55.9723, "lon": -3.1883}, ts=ts)
+    assert http.post("/v1/decisions", json=body).status_code == 200
+    last = http.get("/v1/customers/HN").json()["last_seen"]
+    assert last["ts"] == pytest.approx(ts) and isinstance(last["ts"], float)
+    assert (last["lat"], last["lon"]) == (55.9723, -3.1883)
+    assert last["id"] == "h-num" and last["ch"] == "internet"
+
+
 def test_alerts_are_kept_in_the_customer_view(http: httpx.Client) -> None:
     for i in range(3):
         http.post(

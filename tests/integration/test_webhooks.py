@@ -55,7 +55,7 @@ async def serving(handler: Any) -> AsyncIterator[str]:
 
 async def test_signed_per_severity_and_retried(receiver: tuple[str, list[Any], list[int]]) -> None:
     base, got, replies = receiver
-    targets = parse_targets((f"critical={base}/pager", f"*={base}/siem"))
+    targets = parse_targets((f"critical={base}/pager", f"*={base}/siem"), allow_http=True)
     replies.append(503)  # the first delivery fails once
     sender = WebhookSender(targets, SECRET, backoff=(0.05, 0.05))
     sender.notify("critical", {"alert_id": "a1"})
@@ -74,7 +74,9 @@ async def test_given_up_after_the_last_retry_and_counted(receiver: tuple[str, li
     base, got, replies = receiver
     replies.extend([500, 500, 500])
     failures = Counter("f", "f", ["severity"], registry=CollectorRegistry())
-    sender = WebhookSender(parse_targets((f"high={base}/x",)), SECRET, failures, backoff=(0.01, 0.01))
+    sender = WebhookSender(
+        parse_targets((f"high={base}/x",), allow_http=True), SECRET, failures, backoff=(0.01, 0.01)
+    )
     sender.notify("high", {"alert_id": "a3"})
     await sender.drain()
     assert len(got) == 3 and failures.labels("high")._value.get() == 1
@@ -103,7 +105,7 @@ async def test_a_slow_receiver_gets_a_bounded_number_of_requests_and_the_excess_
 
     failures = Counter("hook_failures", "x", ["severity"], registry=CollectorRegistry())
     async with serving(slow) as base:
-        sender = WebhookSender(parse_targets((f"*={base}/siem",)), SECRET, failures,
+        sender = WebhookSender(parse_targets((f"*={base}/siem",), allow_http=True), SECRET, failures,
                                backoff=(), max_concurrent=4, max_pending=10)  # fmt: skip
         for n in range(15):
             sender.notify("high", {"alert_id": f"a{n}"})
@@ -112,3 +114,30 @@ async def test_a_slow_receiver_gets_a_bounded_number_of_requests_and_the_excess_
         assert failures.labels("high")._value.get() == 5  # over the pending bound: counted, logged
         release.set()
         await sender.drain()
+
+
+async def test_logs_name_the_host_only_never_the_url(
+    receiver: tuple[str, list[Any], list[int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17, finding 5: a failing delivery logged the whole URL, so a token in its
+    path or query (many receivers take one there) ended up in the logs."""
+    base, got, replies = receiver
+    replies.extend([500, 500])
+    url = f"{base}/hook-tok3n?key=s3cr3t-in-query"
+    sender = WebhookSender(parse_targets((f"high={url}",), allow_http=True), SECRET, backoff=(0.01,))
+    with caplog.at_level("INFO", logger="beacon.webhooks"):
+        sender.notify("high", {"alert_id": "a9"})
+        await sender.drain()
+    text = caplog.text
+    assert len(got) == 2 and "127.0.0.1" in text
+    assert "s3cr3t-in-query" not in text and "hook-tok3n" not in text
+
+
+def test_plain_http_is_refused_unless_allowed_and_loopback() -> None:
+    """Issue 17, finding 5: http:// receivers were accepted, so alerts crossed networks unencrypted."""
+    with pytest.raises(ConfigError, match="use https://"):
+        parse_targets(("*=http://siem.bank/in",))
+    with pytest.raises(ConfigError, match="loopback host only"):
+        parse_targets(("*=http://siem.bank/in",), allow_http=True)
+    assert parse_targets(("*=http://127.0.0.1:9/in",), allow_http=True).urls_for("low")
+    assert parse_targets(("*=https://siem.bank/in",)).urls_for("low") == ("https://siem.bank/in",)

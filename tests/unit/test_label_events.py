@@ -111,6 +111,7 @@ class _Scorer:
 
     versions: Mapping[str, str] = {"fraud": "builtin-1"}
     profile_fields: tuple[str, ...] = ()
+    attribute_fields: tuple[str, ...] = ()
 
     def score(
         self,

@@ -26,7 +26,7 @@ for _, ty in ipairs(cfg.marked) do cfg.marked_set[ty] = true end
 local results = {}
 
 -- As strings: Redis formats a Lua number argument as a float, on every call.
-local STATE_TTL, PROFILE_TTL = string.format('%d', cfg.state_ttl), string.format('%d', cfg.profile_ttl)
+local STATE_TTL = string.format('%d', cfg.state_ttl)
 
 -- Doubles add integers exactly below 2^53. Past that (never in cents of real money) a
 -- field is left to HINCRBY, as every field was before.
@@ -431,7 +431,8 @@ local function ingest_one(p, ev, dd, stored)
   res.contact = contact_history(p, ev.ts)
   res.open_alerts = call('HLEN', p .. ':alerts')
   res.pin_recent = call('ZCOUNT', p .. ':pin', ev.ts - 3600, '+inf')
-  if res.profile then keep(p .. ':profile', PROFILE_TTL) end
+  -- The profile's TTL runs from the CRM's last write, not the customer's last event
+  -- (issue 17, finding 10): activity does not keep personal data alive.
   return res
 end
 
