@@ -14,7 +14,7 @@ class ModelError(BeaconError):
 
 
 class SigningKeyError(ModelError):
-    """``model_signing_key`` is missing or too short: no snapshot is published or loaded."""
+    """An Ed25519 key file is missing, unreadable or of the wrong kind: no snapshot is published or loaded."""
 
 
 class SnapshotRefused(ModelError):

@@ -9,7 +9,7 @@ import pytest
 
 from engine.cli.main import main
 from models.ed25519 import generate_keypair, load_private_key, load_public_keys, sign, verify
-from models.errors import SignatureRefused, SigningKeyError
+from models.errors import SignatureRefused, SigningKeyError, SnapshotRefused
 
 
 def test_a_signature_verifies_with_any_trusted_key_for_rotation() -> None:
@@ -56,13 +56,18 @@ def test_keys_generate_writes_a_private_file_only_the_owner_reads(
     assert main(["keys", "generate", str(tmp_path / "k")]) == 2  # never overwrites
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 17 finding 6: snapshots are still HMAC; not yet switched to Ed25519"
-)
 def test_the_key_a_worker_holds_cannot_sign_a_snapshot_workers_load() -> None:
-    from models.signing import pickle_model, seal, signing_key, unseal
+    """Finding 6: with HMAC every worker held the key that signs snapshots. Now a worker
+    holds public keys only: they cannot sign, and a key it makes up is not trusted."""
+    from models.signing import pickle_model, seal, unseal
 
-    worker_key = signing_key("w" * 32)  # what every worker holds today (model_signing_key)
-    forged = seal("churn", 9, pickle_model({"evil": True}), {}, worker_key)
-    with pytest.raises(Exception):  # noqa: B017 - any refusal will do
-        unseal("churn", forged.version, forged.record, forged.payload, worker_key)
+    private, public = generate_keypair()
+    worker_holds = load_public_keys([public])  # all a worker has
+    with pytest.raises(SigningKeyError):
+        load_private_key(public)
+    own_private, _ = generate_keypair()  # a compromised worker's own key
+    forged = seal("churn", 9, pickle_model({"evil": True}), {}, load_private_key(own_private))
+    with pytest.raises(SnapshotRefused, match="untrusted key"):
+        unseal("churn", forged.version, forged.record, forged.payload, worker_holds)
+    genuine = seal("churn", 9, pickle_model({"w": 1}), {}, load_private_key(private))
+    assert unseal("churn", genuine.version, genuine.record, genuine.payload, worker_holds)[0] == {"w": 1}
