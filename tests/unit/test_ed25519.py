@@ -71,3 +71,25 @@ def test_the_key_a_worker_holds_cannot_sign_a_snapshot_workers_load() -> None:
         unseal("churn", forged.version, forged.record, forged.payload, worker_holds)
     genuine = seal("churn", 9, pickle_model({"w": 1}), {}, load_private_key(private))
     assert unseal("churn", genuine.version, genuine.record, genuine.payload, worker_holds)[0] == {"w": 1}
+
+
+def test_the_hmac_model_signing_key_is_refused_with_what_replaces_it(tmp_path: Path) -> None:
+    from engine.errors import ConfigError
+    from engine.settings import Settings
+
+    with pytest.raises(ConfigError, match="BEACON_MODEL_SIGNING_KEY: replaced by Ed25519 keys"):
+        Settings.build(env={"BEACON_MODEL_SIGNING_KEY": "x" * 40})
+    toml = tmp_path / "beacon.toml"
+    toml.write_text('model_signing_key = "' + "x" * 40 + '"\n')
+    with pytest.raises(ConfigError, match="BEACON_SIGNING_KEY_FILE"):
+        Settings.build(env={}, config_file=toml)
+
+
+def test_a_worker_refuses_to_start_holding_the_private_key(tmp_path: Path) -> None:
+    from engine.cli.main import run_worker
+    from engine.errors import BeaconError
+    from engine.settings import Settings
+
+    settings = Settings.build(env={}).replace(signing_key_file=str(tmp_path / "signing.key"))
+    with pytest.raises(BeaconError, match="worker refuses to start with BEACON_SIGNING_KEY_FILE"):
+        run_worker(settings)
