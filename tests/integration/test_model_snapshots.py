@@ -23,11 +23,11 @@ from engine.service.modelwatch import ModelWatcher
 from engine.settings import Settings
 from engine.store.keys import ModelKeys
 from engine.store.redisio import connect
+from engine.store.signkeys import trusted
 from engine.store.snapshots import ANY, SnapshotStore
+from models.ed25519 import key_id
 from models.errors import ModelError, SigningKeyError, SnapshotConflict, SnapshotRefused
 from models.metrics import ModelMetrics
-from engine.store.signkeys import trusted
-from models.ed25519 import key_id
 from models.signing import SnapshotVersion
 from tests.helpers import signing_keys
 
@@ -362,9 +362,9 @@ async def test_without_a_signing_key_nothing_is_published_or_loaded(
     for missing in ("", "/nonexistent/beacon.pem"):
         none = settings.replace(signing_key_file=missing, signing_public_keys=missing)
         unsigned = SnapshotStore(client, none)
-        with pytest.raises(SigningKeyError, match="signing_key_file is not set|cannot be read"):
+        with pytest.raises(SigningKeyError, match=r"signing_key_file is not set|cannot be read"):
             await unsigned.publish("risk", river_model(2))
-        with pytest.raises(SigningKeyError, match="signing_public_keys is not set|cannot be read"):
+        with pytest.raises(SigningKeyError, match=r"signing_public_keys is not set|cannot be read"):
             await unsigned.latest("risk")
         w, worker = watcher(unsigned, none)
         assert await w.load_initial() == {} and worker.models == {} and refused(w) == 0.0

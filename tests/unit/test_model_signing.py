@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from river import linear_model
 
-from models.errors import SigningKeyError, SnapshotRefused, UnknownSnapshot
 from models.ed25519 import generate_keypair, key_id, load_private_key, load_public_keys
+from models.errors import SigningKeyError, SnapshotRefused, UnknownSnapshot
 from models.signing import (
     SnapshotVersion,
     check_name,
