@@ -403,3 +403,29 @@ def test_the_exploit_payload_used_above_really_runs_code(tmp_path: Path) -> None
     marker = tmp_path / "pwned"
     pickle.loads(b"cos\nmkdir\n(V" + str(marker).encode() + b"\ntR.")
     assert marker.is_dir()
+
+
+async def test_an_older_snapshot_does_not_replace_a_newer_one(
+    client: aioredis.Redis, settings: Settings
+) -> None:
+    """Versions only go up: a validly signed old snapshot put back as current (a replay by
+    whoever can write Redis) is refused; a signed rollback (a new, higher version that says
+    rollback_of) is the way back."""
+    store = SnapshotStore(client, settings)
+    v1 = await store.publish("risk", river_model(1))
+    v2 = await store.publish("risk", river_model(2))
+    w, worker = watcher(store, settings)
+    assert await w.load_initial() == {"risk": v2}
+    await client.set(store.keys("risk").current, v1)  # the pointer moved back to a signed v1
+    assert await w.check("risk") is False
+    assert w.active["risk"] == v2 and w.refused["risk"] == v1 and refused(w) == 1.0
+    with pytest.raises(SnapshotRefused, match="older than the running"):
+        await store.latest("risk", running=v2)
+    await client.set(store.keys("risk").current, v2)
+    v3 = await store.rollback("risk", v1)
+    assert (
+        SnapshotVersion.parse(v3).number == 3
+        and SnapshotVersion.parse(v3).digest == SnapshotVersion.parse(v1).digest
+    )
+    assert await w.check("risk") is True and w.active["risk"] == v3
+    assert same_predictions(worker.models["risk"][1], river_model(1))
