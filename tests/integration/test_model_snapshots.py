@@ -429,3 +429,38 @@ async def test_an_older_snapshot_does_not_replace_a_newer_one(
     )
     assert await w.check("risk") is True and w.active["risk"] == v3
     assert same_predictions(worker.models["risk"][1], river_model(1))
+
+
+def test_beacon_models_rollback_publishes_a_signed_rollback(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli.main import main
+
+    async def publish_two() -> tuple[str, str]:
+        client = connect(settings)
+        try:
+            store = SnapshotStore(client, settings)
+            return await store.publish("risk", river_model(1)), await store.publish("risk", river_model(2))
+        finally:
+            await client.aclose()
+
+    v1, _ = asyncio.run(publish_two())
+    for var, value in {
+        "BEACON_REDIS_URL": settings.redis_url,
+        "BEACON_KEY_PREFIX": settings.key_prefix,
+        "BEACON_SIGNING_KEY_FILE": settings.signing_key_file,
+        "BEACON_SIGNING_PUBLIC_KEYS": settings.signing_public_keys,
+    }.items():
+        monkeypatch.setenv(var, value)
+    assert main(["models", "rollback", "risk", v1]) == 0
+    assert f"(rollback_of {v1}) published" in capsys.readouterr().out
+
+    async def current() -> tuple[str, object, dict[str, Any]] | None:
+        client = connect(settings)
+        try:
+            return await SnapshotStore(client, settings).latest("risk", running=v1.replace("-v1-", "-v2-"))
+        finally:
+            await client.aclose()
+
+    loaded = asyncio.run(current())
+    assert loaded is not None and SnapshotVersion.parse(loaded[0]).number == 3
