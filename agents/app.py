@@ -24,8 +24,10 @@ from engine.domain.decision import Decision
 from engine.errors import StoreError
 from engine.http.api import Api
 from engine.http.guard import Guard
+from engine.ops.kafkaauth import kafka_auth
 from engine.service.metrics import Metrics, record_nodes
 from engine.service.runtime import Runtime
+from engine.settings import Settings
 
 log = logging.getLogger("beacon.app")
 _LAG_TICK_S = 5.0
@@ -50,12 +52,26 @@ class BeaconApp(faust.App):
         return web
 
 
+def broker_credentials(s: Settings) -> faust.SASLCredentials | None:
+    """SASL (SCRAM-SHA-512 in compose) for every Kafka client Faust makes; None: PLAINTEXT.
+    The other clients take the same from engine.ops.kafkaauth.kafka_auth."""
+    if s.kafka_security_protocol == "PLAINTEXT":
+        return None
+    return faust.SASLCredentials(
+        username=s.kafka_sasl_username,
+        password=s.kafka_sasl_password,
+        mechanism=s.kafka_sasl_mechanism,
+        ssl_context=kafka_auth(s).get("ssl_context"),
+    )
+
+
 def create_app(rt: Runtime) -> BeaconApp:
     s = rt.settings
     register()
     app = BeaconApp(
         s.app_id,
         broker=f"beacon://{s.kafka_bootstrap}",
+        broker_credentials=broker_credentials(s),
         key_serializer="raw",
         value_serializer="raw",
         web_host=s.http_host,

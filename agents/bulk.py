@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import BrokerResponseError, KafkaError
 
 from engine.domain.recordsig import SIGNED_TOPICS, RecordSigner
+from engine.ops.kafkaauth import kafka_auth
 from engine.service.metrics import Metrics
 from engine.settings import Settings
 
@@ -195,6 +196,7 @@ class BulkProducer:
         s = self._settings
         self._producer = AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap,
+            **kafka_auth(s),
             linger_ms=s.bulk_linger_ms,
             max_batch_size=512 * 1024,
             client_id=f"{s.app_id}-bulk",

@@ -16,11 +16,12 @@ from aiokafka.errors import KafkaError
 from agents.bulk import BulkProducer
 from agents.deadletter import send_dead_letter
 from engine.domain.alertrecords import parse_alert_record
-from engine.errors import ConfigError, EventError, StoreError
+from engine.errors import EventError, StoreError
 from engine.http.alerts import AlertApi
-from engine.http.webhooks import WebhookSender, parse_targets
+from engine.http.webhooks import WebhookSender, load_receivers
 from engine.service.runtime import Runtime
 from engine.store.alerts import AlertMoveError
+from engine.store.hookbox import HookBox
 
 log = logging.getLogger("beacon.desk")
 _SLA_TICK_S = 5.0
@@ -31,10 +32,25 @@ _TRANSIENT_REPLIES = ("OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "TRYAG
 def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
     s = rt.settings
     alerts = app.topic(s.topic("risk.alerts"), key_type=bytes, value_type=bytes)
-    targets = parse_targets(s.alert_webhooks, s.alert_webhook_allow_http)
-    if targets.by_severity and not s.alert_webhook_secret:
-        raise ConfigError("alert_webhooks need alert_webhook_secret (receivers verify the signature with it)")
-    hooks = WebhookSender(targets, s.alert_webhook_secret, rt.metrics.webhook_failures)
+    receivers = load_receivers(s.alert_webhook_receivers, s.alert_webhook_allow_http)
+    hooks = WebhookSender(receivers, HookBox(rt.redis, s.key_prefix), rt.metrics, s.alert_webhook_horizon_s,
+                          s.alert_webhook_retry_s, s.alert_webhook_visibility_s, s.console_url)  # fmt: skip
+
+    if receivers:
+
+        @app.task
+        async def deliver_webhooks() -> None:
+            """Every worker's loop; stopping it loses nothing (the deliveries are in Redis)."""
+            await hooks.run()
+
+    async def notify(severity: str, payload: dict[str, Any]) -> None:
+        """Enqueued in Redis before the record is acknowledged, waiting while it is away."""
+        for attempt in itertools.count():
+            try:
+                return await hooks.notify(severity, payload)
+            except StoreError as exc:
+                log.warning("webhook for alert %s not queued (%s); retrying", payload.get("alert_id"), exc)
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
 
     dlq = s.topic("risk.alerts.dlq")
     signer = bulk.signer
@@ -71,8 +87,10 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
             if change in ("raised", "grouped"):  # not a redelivery
                 typologies = body.get("typologies") or ["none"]
                 rt.metrics.desk_alerts.labels(str(body.get("severity")), str(typologies[0]), change).inc()
-            if change == "raised":  # a new alert, not one more event of an open one
-                hooks.notify(str(body.get("severity")), {"event": "raised", "alert_id": alert_id, **body})
+            # A new alert, not one more event of an open one; or the record that raised it read
+            # again (the worker stopped before acknowledging it): enqueueing is idempotent.
+            if change == "raised" or (change == "repeat" and alert_id == body.get("alert_id")):
+                await notify(str(body.get("severity")), {"event": "raised", "alert_id": alert_id, **body})
 
     @app.timer(interval=_SLA_TICK_S)
     async def escalate_overdue() -> None:
@@ -92,7 +110,7 @@ def register_desk(app: faust.App, rt: Runtime, bulk: BulkProducer) -> AlertApi:
                      "customer_id": doc["customer_id"], "at": now_ms}  # fmt: skip
             # Through the spool: a broker outage delays the announcement, does not lose it.
             bulk.publish(s.topic("risk.alerts"), doc["customer_id"].encode(), orjson.dumps(event))
-            hooks.notify(doc["severity"], event)
+            await notify(doc["severity"], event)
         await export_backlog(rt)
 
     async def publish_labels(labels: list[dict[str, Any]]) -> None:

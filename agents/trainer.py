@@ -23,6 +23,7 @@ import orjson
 
 from agents.bulk import record_signer
 from engine.domain.recordsig import RecordSigner
+from engine.ops.kafkaauth import kafka_auth
 from engine.service.trainbatch import Record, event_ts
 from engine.service.trainer import Trainer
 from engine.settings import Settings
@@ -37,13 +38,14 @@ async def consume(trainer: Trainer, settings: Settings, stop: asyncio.Event) -> 
         audit,
         feedback,
         bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_auth(settings),
         group_id=f"{settings.app_id}-trainer",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=100,
     )
     signer = record_signer(settings)
-    dlq = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    dlq = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings), acks="all")
     await dlq.start()
     await consumer.start()
     pacer = Pacer(audit)

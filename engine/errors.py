@@ -30,7 +30,8 @@ class EventError(BeaconError):
 
 class StoreError(BeaconError):
     """The state store (Redis) failed or is unreachable. ``kind`` (connection, timeout,
-    response, other) is what the metrics count it by."""
+    response, permission (Redis ACL: NOPERM), auth (WRONGPASS), cross_slot, other) is
+    what the metrics count it by."""
 
     def __init__(self, message: str, kind: str = "other") -> None:
         super().__init__(message)

@@ -27,8 +27,8 @@ from engine.settingscheck import check_settings, coerce, read_toml
 SECRET_FIELDS = frozenset(
     {
         "redis_url",
+        "redis_password",
         "kafka_sasl_password",
-        "alert_webhook_secret",
         "metrics_token",
         "record_signing_key",
         "record_verify_keys",
@@ -39,9 +39,15 @@ SECRET_FIELDS = frozenset(
 _MOVED = (
     "replaced by BEACON_MODEL_FEATURES, a file naming each model's attributes (see README, Models' inputs)"
 )
+_HOOKS = (
+    "replaced by BEACON_ALERT_WEBHOOK_RECEIVERS, a TOML file of [[receiver]] entries (name, url, "
+    "severities, secret_file, full_context), each with its own secret (see README, Alert webhooks)"
+)
 _REPLACED = {
     "BEACON_MODEL_ATTRIBUTES_NUMERIC": _MOVED,
     "BEACON_MODEL_ATTRIBUTES_CATEGORICAL": _MOVED,
+    "BEACON_ALERT_WEBHOOKS": _HOOKS,
+    "BEACON_ALERT_WEBHOOK_SECRET": _HOOKS,
     "BEACON_MODEL_SIGNING_KEY": "replaced by Ed25519 keys: BEACON_SIGNING_KEY_FILE (private key, trainer and "
     "admin CLI only) and BEACON_SIGNING_PUBLIC_KEYS (public key files, every worker); create them with "
     "`beacon keys generate DIR` (see README, Signed model snapshots)",
@@ -81,7 +87,16 @@ class Settings:
     # data: changing it moves every customer's keys (they would start afresh).
     redis_cluster: bool = False
     redis_slot_groups: int = 64
+    # Redis ACL user of this process (config/redis/users.acl, engine/ops/redisacl.py);
+    # empty: the URL's credentials, or none. BEACON_REDIS_PASSWORD_FILE reads a secret file.
+    redis_username: str = ""
+    redis_password: str = field(default="", repr=False)
     kafka_bootstrap: str = ""
+    # Kafka client security: PLAINTEXT (development) or SASL_PLAINTEXT / SASL_SSL with
+    # SCRAM-SHA-512 (compose). BEACON_KAFKA_SASL_PASSWORD_FILE reads a secret file.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
     kafka_sasl_password: str = field(default="", repr=False)
     # Namespacing, so tests and several deployments can share one broker / Redis.
     app_id: str = "beacon"
@@ -232,8 +247,13 @@ class Settings:
     alert_retention_s: int = 90 * 86400
     alert_sla_critical_s: float = 900.0  # an unacknowledged critical alert escalates after this
     alert_sla_high_s: float = 0.0  # 0: no escalation timer
-    alert_webhooks: tuple[str, ...] = ()  # "severity=url" (severity or *): see engine/http/webhooks.py
-    alert_webhook_secret: str = field(default="", repr=False)  # HMAC key of the signature header
+    # Alert webhooks (engine/http/webhooks.py): a TOML file of [[receiver]] entries, each with
+    # its own secret file; deliveries wait in Redis (engine/store/hookbox.py) until received.
+    alert_webhook_receivers: str = ""
+    alert_webhook_horizon_s: float = 86400.0  # retried with backoff this long, then dead-lettered
+    alert_webhook_retry_s: float = 1.0  # first pause; doubles each attempt, at most 1 hour
+    alert_webhook_visibility_s: float = 30.0  # a claimed delivery not settled by then is claimed again
+    console_url: str = ""  # the console's public base URL, for the link in a webhook body
     # Signed records on risk.alerts, feedback and decisions.audit (engine/domain/recordsig.py):
     # producers sign with record_signing_key under record_key_id; the desk and the trainer
     # refuse unsigned or forged records to <topic>.dlq once any key is set. Never logged.
@@ -271,6 +291,9 @@ class Settings:
         types = typing.get_type_hints(cls)
         for f in fields(cls):
             raw = env.get("BEACON_" + f.name.upper())
+            secret_file = env.get("BEACON_" + f.name.upper() + "_FILE")
+            if raw is None and secret_file and f.name in SECRET_FIELDS:
+                raw = read_secret_file(f.name, secret_file)
             if raw is not None:
                 values[f.name] = coerce(f.name, raw, types[f.name])
         values.update(overrides)
@@ -305,3 +328,11 @@ class Settings:
             if out.get(name):
                 out[name] = "***"
         return out
+
+
+def read_secret_file(name: str, path: str) -> str:
+    """``BEACON_<NAME>_FILE``: a secret from a file (Docker secrets), without the final newline."""
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"BEACON_{name.upper()}_FILE: cannot read {path}: {exc.strerror}") from exc

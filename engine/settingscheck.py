@@ -32,12 +32,14 @@ def check_settings(self: Any) -> None:
     if not self.channels:
         raise ConfigError("channels: at least one channel is required")
     positive: tuple[str, ...] = ("login_failures_per_minute", "login_concurrency", "login_hash_threads")
-    positive += ("dedupe_answer_ttl_s",)
+    positive += ("dedupe_answer_ttl_s", "alert_webhook_horizon_s", "alert_webhook_retry_s")
+    positive += ("alert_webhook_visibility_s",)
     for name in ("max_event_bytes", "batch_max", "partitions", "http_port", *positive):
         if getattr(self, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
     if not 1 <= self.redis_slot_groups <= 1024:
         raise ConfigError(f"redis_slot_groups must be 1 to 1024, got {self.redis_slot_groups}")
+    _check_credentials(self)
     if self.event_clock not in EVENT_CLOCKS:
         clocks = ", ".join(EVENT_CLOCKS)
         raise ConfigError(f"event_clock must be one of {clocks}, got {self.event_clock!r}")
@@ -66,6 +68,29 @@ def check_settings(self: Any) -> None:
             ipaddress.ip_network(entry, strict=False)
         except ValueError as exc:
             raise ConfigError(f"trusted_proxies: {entry!r} is not an address or network") from exc
+
+
+def _check_credentials(self: Any) -> None:
+    """Kafka SASL needs a known protocol and mechanism, a username and a password; a Redis
+    password needs a username (an ACL user of config/redis/users.acl)."""
+    if self.kafka_security_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"):
+        protocol = self.kafka_security_protocol
+        raise ConfigError(
+            f"kafka_security_protocol must be PLAINTEXT, SASL_PLAINTEXT or SASL_SSL, got {protocol!r}"
+        )
+    if self.kafka_sasl_mechanism not in ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"):
+        mechanism = self.kafka_sasl_mechanism
+        raise ConfigError(
+            f"kafka_sasl_mechanism must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN, got {mechanism!r}"
+        )
+    sasl = self.kafka_security_protocol != "PLAINTEXT"
+    if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+        raise ConfigError(
+            f"kafka_security_protocol {self.kafka_security_protocol} needs kafka_sasl_username"
+            " and kafka_sasl_password"
+        )
+    if self.redis_password and not self.redis_username:
+        raise ConfigError("redis_password needs redis_username (a user of config/redis/users.acl)")
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import orjson
 
 from engine.cli.demostats import DemoStats
 from engine.ops.infra import Embedded, ensure_topics, free_port, start_embedded
+from engine.ops.kafkaauth import kafka_auth
 from engine.ops.launcher import WorkerProcess, start_trainer, start_worker
 from engine.settings import Settings
 
@@ -172,7 +173,9 @@ async def _simulate(
     import aiohttp
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings), linger_ms=5
+    )
     await producer.start()
     topic = settings.topic("interactions")
     pending: set[asyncio.Task[None]] = set()
@@ -217,9 +220,15 @@ async def _print_live(
     # A channel waiting for its answers fetches with a short wait (aiokafka's default, 500 ms,
     # is held whole by the embedded broker and would be most of the latency printed).
     consumer = AIOKafkaConsumer(
-        *topics, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=5
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_auth(settings),
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=5,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=50)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings), linger_ms=50
+    )
     await consumer.start()
     await producer.start()
     models = ""
@@ -259,7 +268,7 @@ _TASTE = {
 def customer_answer(decision: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any] | None:
     """A simulated customer's answer to the top offer shown, or None (no answer: ignored)."""
     top = (decision.get("actions") or [{}])[0]
-    if top.get("kind") in (None, "fallback"):
+    if top.get("kind") in (None, "fallback", "risk"):  # a risk treatment is not an offer to answer
         return None
     liked = top["id"] in _TASTE.get(str(profile.get("segment")), ())
     roll = random.random()

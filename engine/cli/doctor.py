@@ -10,6 +10,7 @@ from collections.abc import Callable
 from importlib import metadata
 
 from engine.errors import BeaconError
+from engine.ops.kafkaauth import kafka_auth
 from engine.settings import Settings
 
 Report = Callable[[bool, str, str], None]
@@ -92,7 +93,9 @@ async def _check_broker(settings: Settings, report: Report) -> None:
 
     from engine.ops.infra import topic_names
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings), request_timeout_ms=5000
+    )
     try:
         await asyncio.wait_for(admin.start(), 8)
         existing = set(await admin.list_topics())

@@ -25,6 +25,7 @@ import orjson
 
 from engine.cli.files import read_events
 from engine.errors import BeaconError
+from engine.ops.kafkaauth import kafka_auth
 from engine.settings import Settings
 
 ANY_CHANNEL = "*"
@@ -147,7 +148,9 @@ async def _paced(n: int, rate: float) -> Any:
 async def _replay_kafka(settings: Settings, events: list[dict[str, Any]], rate: float) -> Counter[str]:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=2)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings), linger_ms=2
+    )
     await producer.start()
     outcomes: Counter[str] = Counter()
     try:

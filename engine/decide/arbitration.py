@@ -88,6 +88,23 @@ def fallback_action(fallbacks: Mapping[str, Mapping[str, str]], channel: str) ->
     )
 
 
+def shown_when_nothing_else(rules: Any, channel: str, verdict: str) -> Action:
+    """What the channel shows when no offer or message is left: for a step_up or block
+    verdict the channel's risk treatment from the rule pack (``risk_treatments``: decline
+    and retain the card at an ATM, a one-time passcode in mobile banking), so the answer
+    never thanks a customer for banking with us while it blocks them; else the fallback."""
+    treatment = (rules.risk_treatments.get(channel) or {}).get(verdict)
+    if treatment is None:
+        return fallback_action(rules.fallbacks, channel)
+    return Action(
+        id=treatment["id"],
+        kind="risk",
+        score=0.0,
+        treatment={"channel": channel, "content": treatment.get("text", ""), "verdict": verdict},
+        reasons=(f"risk verdict {verdict}",),
+    )
+
+
 def without_caps(actions: tuple[Action, ...], fallback: Action, max_actions: int) -> tuple[Action, ...]:
     """What would be shown if no contact-policy cap applied (rule tests, previews)."""
     return actions[:max_actions] or (fallback,)

@@ -28,7 +28,7 @@ they ignored it). Its audit record names the answer it follows (:func:`following
 >>> event = Event("e1", "C1", "atm", "pin_failure", ts=1795428000.0)
 >>> d = decide_without_state(event, rules, BuiltinScorer(), DecisionPolicy())
 >>> d.degraded, d.risk.verdict, [a.id for a in d.actions], d.alerts
-(True, 'step_up', ['atm_default'], ())
+(True, 'step_up', ['atm_decline_call_bank'], ())
 >>> d.risk.reasons[-1]
 'state unavailable: a pin_failure without customer state is at least step_up (when_state_unavailable)'
 """
@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 
-from engine.decide.arbitration import without_caps
+from engine.decide.arbitration import shown_when_nothing_else, without_caps
 from engine.decide.pipeline import DecisionPolicy, decide
 from engine.domain.decision import VERDICT_ORDER, Decision, Risk, Verdict
 from engine.domain.events import Event
@@ -88,12 +88,15 @@ def decide_without_state(event: Event, rules: RuleSet, scorer: Scorer, policy: D
     can their suppression window be checked and the alert be recorded."""
     decision = withhold_sales(decide(event, NO_STATE, rules, scorer, policy), WHY_DEGRADED)
     floor = rules.when_state_unavailable.floor(event.type)
-    fallback = decision.fallback
+    risk = at_least(decision.risk, floor, event.type)
+    # The channel's risk treatment for the floored verdict (fail closed: step-up, decline).
+    fallback = shown_when_nothing_else(rules, event.channel, risk.verdict) if decision.fallback else None
     shown = without_caps(decision.actions, fallback, decision.max_actions) if fallback else ()
     return replace(
         decision,
         actions=shown,
-        risk=at_least(decision.risk, floor, event.type),
+        fallback=fallback,
+        risk=risk,
         alerts=(),
         degraded=True,
         explanation={**decision.explanation, "degraded": WHY_DEGRADED, "state_unavailable": floor},

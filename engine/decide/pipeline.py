@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine import __version__
-from engine.decide.arbitration import arbitrate, fallback_action
+from engine.decide.arbitration import arbitrate, fallback_action, shown_when_nothing_else
 from engine.domain.decision import VERDICT_ORDER, Alert, Decision, Risk, Verdict, decision_id_for
 from engine.domain.events import Event
 from engine.domain.features import build_features
@@ -97,7 +97,7 @@ def decide(
         versions=versions,
         features=features,
         scores=scores.to_dict(),
-        fallback=fallback_action(rules.fallbacks, event.channel),
+        fallback=shown_when_nothing_else(rules, event.channel, risk.verdict),
         max_actions=arbitration.max_actions,
         audited=rules.needs.attributes.union(scorer.attribute_fields),
         dropped=outcome.dropped + suppressed,

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.decide.arbitration import arbitrate, fallback_action, without_caps
+from engine.decide.arbitration import arbitrate, shown_when_nothing_else, without_caps
 from engine.decide.pipeline import DecisionPolicy, assess_risk, evaluate_rules
 from engine.domain.decision import Risk
 from engine.domain.events import Event, Geo
@@ -134,7 +134,9 @@ def run_case(rules: RuleSet, case: Case, policy: DecisionPolicy) -> CaseResult:
     ranked, _, _ = arbitrate(outcome.eligible, scores, risk, event.channel, greedy)
     shown = tuple(
         a.id
-        for a in without_caps(ranked, fallback_action(rules.fallbacks, event.channel), policy.max_actions)
+        for a in without_caps(
+            ranked, shown_when_nothing_else(rules, event.channel, risk.verdict), policy.max_actions
+        )
     )
     fired = tuple(sorted(f.rule.id for f in outcome.fired))
     eligible = tuple(sorted(o.id for o in outcome.eligible))

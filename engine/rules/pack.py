@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from engine.rules.ruleset import ContactPolicy, Offer, RiskRule, RuleSet, StateU
 __all__ = ["Case", "Compiled", "RulePackError", "bundle_digest", "compile_bundle", "read_bundle"]
 
 _PACK_KEYS = {
-    "risk": {"kind", "rules", "typologies", "lists", "tests", "when_state_unavailable"},
+    "risk": {"kind", "rules", "typologies", "lists", "tests", "when_state_unavailable", "risk_treatments"},
     "offers": {"kind", "offers", "contact_policy", "fallbacks", "arbitration", "lists", "tests"},
 }
 
@@ -94,6 +94,7 @@ def compile_bundle(files: Mapping[str, str], channels: frozenset[str], version: 
     typologies = tuple(t for p in parts for t in p.typologies)
     _check_typologies(parts, {r.id for r in risk})
     fallbacks = {ch: fb for p in parts for ch, fb in p.fallbacks.items()}
+    treatments = {ch: t for p in parts for ch, t in p.treatments.items()}
     offers = tuple(o for p in parts for o in p.offers)
     if offers:
         missing = sorted(channels - set(fallbacks))
@@ -112,6 +113,7 @@ def compile_bundle(files: Mapping[str, str], channels: frozenset[str], version: 
         offers=offers,
         typologies=typologies,
         fallbacks=fallbacks,
+        risk_treatments=treatments,
         lists=_merged_lists(parts),
         origins=seen,
         arbitration=_arbitration(parts, channels),
@@ -132,6 +134,7 @@ class _Part:
     cases: list[Case]
     arbitration: Any = None
     unavailable: StateUnavailable | None = None
+    treatments: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
 
 def _parse_file(name: str, text: str, channels: frozenset[str]) -> _Part:
@@ -148,6 +151,7 @@ def _parse_file(name: str, text: str, channels: frozenset[str]) -> _Part:
     if data["kind"] == "risk":
         part.risk = [check.risk_rule(r) for r in _items(data, "rules", name)]
         part.typologies = [check.typology(t) for t in _items(data, "typologies", name)]
+        part.treatments = check.risk_treatments(data.get("risk_treatments"))
         if "when_state_unavailable" in data:
             part.unavailable = state_unavailable(name, data["when_state_unavailable"])
     else:

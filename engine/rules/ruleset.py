@@ -223,6 +223,8 @@ class RuleSet:
     offers: tuple[Offer, ...] = ()
     typologies: tuple[Typology, ...] = ()
     fallbacks: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # What a channel shows for a step_up or block verdict: {channel: {verdict: {id, text}}}.
+    risk_treatments: Mapping[str, Mapping[str, Mapping[str, str]]] = field(default_factory=dict)
     lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
     needs: Needs = field(default_factory=Needs)
     origins: Mapping[str, str] = field(default_factory=dict)  # rule or offer id -> its pack file

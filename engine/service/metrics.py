@@ -192,11 +192,23 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
-        self.webhook_failures = Counter(
-            "beacon_alert_webhook_failures_total",
-            "Alert webhook deliveries given up after every retry",
-            ["severity"],
+        self.webhook_sent = Counter(
+            "beacon_alert_webhook_sent_total", "Alert webhook deliveries received", ["receiver"], registry=r
+        )
+        self.webhook_retries = Counter(
+            "beacon_alert_webhook_retries_total",
+            "Alert webhook attempts that failed and were rescheduled",
+            ["receiver"],
             registry=r,
+        )
+        self.webhook_dead_letters = Counter(
+            "beacon_alert_webhook_dead_letters_total",
+            "Alert webhook deliveries dead-lettered: not received within the horizon",
+            ["receiver"],
+            registry=r,
+        )
+        self.webhook_pending = Gauge(
+            "beacon_alert_webhook_pending", "Alert webhook deliveries waiting in Redis", registry=r
         )
         self.overloaded = Counter("beacon_overloaded_total", "Requests shed with 429", registry=r)
         self.offer_scoring = Counter(

@@ -40,7 +40,7 @@ def reference(customer_id: str) -> str:
     """The anonymous reference an erased customer's alerts and log entry carry.
 
     >>> reference("C000042")
-    'erased:86a6d2be6edec36c'
+    'erased:8bace91dd866f585'
     """
     return "erased:" + hashlib.sha256(customer_id.encode()).hexdigest()[:16]
 

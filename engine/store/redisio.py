@@ -10,8 +10,14 @@ from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.errors import StoreError
@@ -31,7 +37,7 @@ def redis_errors(what: str) -> Iterator[None]:
         raise StoreError(f"{what} failed: connection dropped under the client ({exc})", "connection") from exc
     except (RedisError, RedisClusterException) as exc:
         kind = kind_of(exc)
-        hint = _CROSS_SLOT_HINT if kind == "cross_slot" else ""
+        hint = {"cross_slot": _CROSS_SLOT_HINT, "permission": _NOPERM_HINT}.get(kind, "")
         raise StoreError(f"{what} failed: {exc}{hint}", kind) from exc
 
 
@@ -50,12 +56,22 @@ _CROSS_SLOT_HINT = (
 )
 
 
+_NOPERM_HINT = (
+    " (Redis ACL, NOPERM: this process's user (redis_username) may not run that command or touch that"
+    " key; see config/redis/users.acl and engine/ops/redisacl.py)"
+)
+
+
 def kind_of(exc: RedisError | RedisClusterException) -> str:
     """What an SRE tells apart: Redis gone, Redis slow, Redis saying no (OOM, scripts), or
     a command whose keys are in more than one slot of a Redis Cluster (a defect: every
     layout in engine/store/keys.py keeps what one command touches in one slot)."""
     if "same key slot" in str(exc) or "same slot" in str(exc) or "CROSSSLOT" in str(exc):
         return "cross_slot"
+    if isinstance(exc, NoPermissionError) or str(exc).startswith("NOPERM"):
+        return "permission"
+    if isinstance(exc, AuthenticationError) or "WRONGPASS" in str(exc):
+        return "auth"
     if isinstance(exc, RedisClusterException):  # no node reachable, slots not covered
         return "connection"
     if isinstance(exc, RedisTimeoutError):
@@ -94,6 +110,7 @@ def connect(settings: Settings) -> aioredis.Redis:
                 startup_nodes=[ClusterNode(host, port) for host, port in others],
                 socket_timeout=settings.store_timeout_s,
                 socket_connect_timeout=settings.store_timeout_s,
+                **credentials(settings),
             ),
         )
     return aioredis.Redis.from_url(
@@ -101,7 +118,15 @@ def connect(settings: Settings) -> aioredis.Redis:
         socket_timeout=settings.store_timeout_s,
         socket_connect_timeout=settings.store_timeout_s,
         health_check_interval=30,
+        **credentials(settings),
     )
+
+
+def credentials(settings: Settings) -> dict[str, Any]:
+    """The ACL user of this process (config/redis/users.acl), over the URL's own, if set."""
+    if not settings.redis_username:
+        return {}
+    return {"username": settings.redis_username, "password": settings.redis_password}
 
 
 def cluster_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:

@@ -63,6 +63,8 @@ PROMETHEUS_CONFIG = ROOT / "config" / "prometheus" / "prometheus.yml"
 GRAFANA_PROVISIONING = ROOT / "config" / "grafana" / "provisioning"
 
 SETTING_VARS = {"BEACON_" + f.name.upper() for f in fields(Settings)} | {"BEACON_CONFIG"}
+# A secret may come from a file instead (Docker secrets): BEACON_<NAME>_FILE.
+SETTING_VARS |= {"BEACON_" + name.upper() + "_FILE" for name in SECRET_FIELDS}
 REQUIRED_TOPICS = {
     "interactions",
     "decisions.atm",
@@ -146,6 +148,21 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
         pairs = (item.split("=", 1) if "=" in item else (item, "") for item in env)
         return {k: v for k, v in pairs}
     return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def settings_env(service: dict[str, Any]) -> dict[str, str]:
+    """The environment Settings.build sees in the container: a ``BEACON_<SECRET>_FILE``
+    (a Docker secret the service mounts) stands for the secret itself."""
+    env = env_of(service)
+    mounted = {
+        f"/run/secrets/{e['source'] if isinstance(e, dict) else e}" for e in service.get("secrets") or []
+    }
+    for name in SECRET_FIELDS:
+        path = env.pop(f"BEACON_{name.upper()}_FILE", None)
+        if path is not None:
+            assert path in mounted, f"BEACON_{name.upper()}_FILE={path}: not a secret the service mounts"
+            env.setdefault(f"BEACON_{name.upper()}", "from-the-secret-file")
+    return env
 
 
 def command_of(service: dict[str, Any]) -> list[str]:
@@ -323,7 +340,7 @@ def listening_ports(service: dict[str, Any]) -> set[int]:
     ports = {container for _, container in published_ports(service)}
     ports |= {int(str(port).split("/", 1)[0]) for port in service.get("expose") or []}
     if "build" in service:
-        settings = Settings.build(env=env_of(service))
+        settings = Settings.build(env=settings_env(service))
         if command_of(service) == ["trainer"]:
             ports.discard(settings.http_port)  # the trainer serves no API
             ports |= {settings.trainer_metrics_port} - {0}
@@ -539,14 +556,14 @@ def test_beacon_env_vars_are_beacon_settings(beacon_services: dict[str, dict[str
         env = env_of(svc)
         unknown = sorted(set(env) - SETTING_VARS)
         assert not unknown, f"{name} sets variables that are not Beacon settings: {unknown}"
-        Settings.build(env=env)  # raises ConfigError on a bad value
+        Settings.build(env=settings_env(svc))  # raises ConfigError on a bad value
 
 
 def test_worker_env_builds_valid_settings(
     workers: dict[str, dict[str, Any]], services: dict[str, dict[str, Any]]
 ) -> None:
     for name, worker in workers.items():
-        settings = Settings.build(env=env_of(worker))  # raises ConfigError on a bad value
+        settings = Settings.build(env=settings_env(worker))  # raises ConfigError on a bad value
         assert settings.redis_url and settings.kafka_bootstrap, f"{name}: `beacon worker` needs both servers"
         assert settings.http_host == "0.0.0.0", f"{name}: bind the HTTP API to 0.0.0.0 in a container"
         published = {container: host for host, container in published_ports(worker)}
@@ -622,7 +639,7 @@ def test_init_service_creates_every_topic_with_worker_partitions(
         f"missing: {(REQUIRED_TOPICS | engine_topics) - created}"
     )
     partitions = {int(env_of(init)["PARTITIONS"])}
-    partitions |= {Settings.build(env=env_of(w)).partitions for w in workers.values()}
+    partitions |= {Settings.build(env=settings_env(w)).partitions for w in workers.values()}
     assert len(partitions) == 1, f"workers' BEACON_PARTITIONS must match the topics: {partitions}"
     assert "--if-not-exists" in script, "topic creation must be idempotent"
 
@@ -1109,7 +1126,7 @@ def test_prod_beacon_processes_use_the_cluster_once_formed(prod: dict[str, dict[
     beacon = {name: svc for name, svc in prod.items() if "build" in svc}
     assert set(beacon) == EXPECTED_WORKERS[PROD_COMPOSE_FILE.name] | {"trainer"}
     for name, svc in beacon.items():
-        settings = Settings.build(env=env_of(svc))
+        settings = Settings.build(env=settings_env(svc))
         assert settings.redis_cluster, f"{name}: set BEACON_REDIS_CLUSTER"
         assert redis_url_parts(settings.redis_url)[1] in redis_nodes(prod), f"{name}: name a cluster node"
         deps = depends_on(svc)
@@ -1117,7 +1134,7 @@ def test_prod_beacon_processes_use_the_cluster_once_formed(prod: dict[str, dict[
             f"{name} must wait for the cluster to be formed"
         )
         # The slot groups are fixed for the life of the data: every process uses the same.
-        assert len({Settings.build(env=env_of(s)).redis_slot_groups for s in beacon.values()}) == 1
+        assert len({Settings.build(env=settings_env(s)).redis_slot_groups for s in beacon.values()}) == 1
 
 
 def test_prod_kafka_is_three_nodes_with_one_quorum(prod: dict[str, dict[str, Any]]) -> None:
@@ -1130,10 +1147,10 @@ def test_prod_kafka_is_three_nodes_with_one_quorum(prod: dict[str, dict[str, Any
     voters = {f"{ids[name]}@{name}:9093" for name in brokers}
     for name, env in envs.items():
         assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters, name
-        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092", name
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"SASL_PLAINTEXT://{name}:9092", name
     for name, svc in prod.items():
         if "build" in svc:
-            bootstrap = Settings.build(env=env_of(svc)).kafka_bootstrap.split(",")
+            bootstrap = Settings.build(env=settings_env(svc)).kafka_bootstrap.split(",")
             assert sorted(bootstrap) == sorted(f"{b}:9092" for b in brokers), (
                 f"{name}: bootstrap every broker"
             )
@@ -1160,9 +1177,11 @@ def test_prod_holds_no_secret_literal() -> None:
         for var, value in env_of(svc).items():
             if var == "BEACON_REDIS_URL":
                 password = redis_url_parts(value)[0]
-                assert SECRET_VALUE.fullmatch(password), (
-                    f"{name}: the Redis URL's password must be ${{VAR:?...}}"
+                assert not password or SECRET_VALUE.fullmatch(password), (
+                    f"{name}: the Redis URL's password must be ${{VAR:?...}} (or none: an ACL user)"
                 )
+            elif var.endswith("_FILE"):
+                assert value.startswith("/run/secrets/"), f"{name}: {var} must name a Docker secret"
             elif value.startswith("/run/secrets/"):
                 continue  # a file Compose mounts from a secret: a path, not the secret
             elif var in secret_vars or re.search(r"PASSWORD|SECRET|TOKEN|KEY", var):
@@ -1186,3 +1205,99 @@ def test_only_the_trainer_holds_the_private_signing_key(path: Any) -> None:
             assert env.get("BEACON_SIGNING_PUBLIC_KEYS") == "/run/secrets/beacon_signing_public_key"
             assert bool(env.get("BEACON_SIGNING_KEY_FILE")) == (name == "trainer"), name
             assert "BEACON_MODEL_SIGNING_KEY" not in env
+
+
+# ---- (g) credentials: Redis ACL users and Kafka SASL/SCRAM principals (both files) ----
+
+
+def test_each_beacon_process_has_its_own_redis_user_and_kafka_principal(
+    services: dict[str, dict[str, Any]], workers: dict[str, dict[str, Any]]
+) -> None:
+    seen = {}
+    for name, svc in {**workers, "trainer": services["trainer"]}.items():
+        settings = Settings.build(env=settings_env(svc))
+        assert settings.redis_username and settings.redis_password, f"{name}: no Redis ACL user"
+        assert settings.kafka_security_protocol == "SASL_PLAINTEXT", name
+        assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512", name
+        env = env_of(svc)
+        assert "BEACON_REDIS_PASSWORD" not in env and "BEACON_KAFKA_SASL_PASSWORD" not in env, (
+            f"{name}: passwords come from /run/secrets files, not the environment"
+        )
+        assert not redis_url_parts(settings.redis_url)[0], f"{name}: no password in the Redis URL"
+        seen[name] = (settings.redis_username, settings.kafka_sasl_username)
+    assert {seen[w] for w in workers} == {("beacon-worker", "beacon-worker")}
+    assert seen["trainer"] == ("beacon-trainer", "beacon-trainer")
+
+
+def test_redis_loads_the_acl_users_with_hashed_secrets(services: dict[str, dict[str, Any]]) -> None:
+    from engine.ops.redisacl import acl_file
+
+    nodes = redis_nodes(services)
+    assert nodes
+    for name, node in nodes.items():
+        script = script_of(node)
+        assert "./config/redis/users.acl:/etc/redis/users.acl:ro" in node["volumes"], name
+        # A single Redis loads the file; cluster nodes append its users to their config.
+        assert redis_server_options(node).get("aclfile") == "/tmp/users.acl" or ">> /tmp/auth.conf" in script
+        assert "sha256sum" in script and "/#<redis_/d" in script, f"{name}: a placeholder must not load"
+        secrets = [e for e in node["secrets"] if e.startswith("redis_") and e != "redis_password"]
+        assert {"redis_worker_password", "redis_trainer_password"} <= set(secrets), name
+        for secret in secrets:
+            assert f"#<{secret}>" in acl_file("beacon"), f"{secret}: no user of the ACL file"
+
+
+def test_kafka_listeners_use_sasl_and_the_authorizer_denies_by_default(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, kafka in kafka_brokers(services).items():
+        env = env_of(kafka)
+        protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+        for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(","):
+            assert protocols[listener.split("://")[0]] == "SASL_PLAINTEXT", f"{name}: {listener}"
+        assert "SCRAM-SHA-512" in env["KAFKA_SASL_ENABLED_MECHANISMS"].split(","), name
+        assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer"), name
+        assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false", name
+        assert "--command-config" in " ".join(kafka["healthcheck"]["test"]), name
+        assert "/run/secrets/kafka_admin_password" in script_of(kafka), name
+
+
+def test_kafka_init_creates_scram_users_and_acls_on_every_topic(services: dict[str, dict[str, Any]]) -> None:
+    init = services["kafka-init"]
+    script = script_of(init)
+    users = set(re.findall(r"^\s*scram\s+(\S+)\s+(\S+)", script, flags=re.MULTILINE))
+    assert {u for u, _ in users} == {"beacon-worker", "beacon-trainer", "beacon-cli"}
+    assert {s for _, s in users} <= set(init["secrets"])
+    assert "SCRAM-SHA-512=[" in script and "kafka-acls.sh" in script
+    created = set(re.findall(r"^\s*create\s+(\S+)", script, flags=re.MULTILINE))
+    grants = kafka_grants(script)
+    granted = {topic for _, _, topic in grants}
+    assert created <= granted, f"topics no principal may use: {sorted(created - granted)}"
+    trainer = {(op, t) for user, op, t in grants if user == "beacon-trainer"}
+    assert trainer == {
+        ("Read", "decisions.audit"),
+        ("Read", "feedback"),
+        ("Write", "decisions.audit.dlq"),
+        ("Write", "feedback.dlq"),
+    }
+    worker = {(op, t) for user, op, t in grants if user == "beacon-worker"}
+    assert ("Read", "interactions") in worker
+    # A worker starts by checking every topic exists (ensure_topics): it must see them all.
+    seen = {t for op, t in worker if op in {"Describe", "Read", "Write"}}
+    engine_topics = set(topic_names(Settings()))
+    assert engine_topics <= seen, f"the worker cannot see {sorted(engine_topics - seen)}"
+
+
+def kafka_grants(script: str) -> set[tuple[str, str, str]]:
+    """(principal, operation, topic) for each ``acl`` line of kafka-init, loops unrolled."""
+    flat = re.sub(r"; do\s*\n\s*", "; do ", script.replace("\\\n", " "))
+    grants = set()
+    for line in flat.splitlines():
+        loop = re.match(r"\s*for t in (.+?); do (.*?)(?:; done)?$", line)
+        topics, body = (loop[1].split(), loop[2]) if loop else ([], line)
+        m = re.match(r"\s*acl (\S+) (.*)--topic (\S+)", body)
+        if not m:
+            continue
+        for topic in topics or [m[3]]:
+            for op in re.findall(r"--operation (\w+)", m[2]):
+                grants.add((m[1], op, topic.strip('"')))
+    return grants

@@ -33,6 +33,7 @@ BOUNDED_LABELS = {
     "component", "kind", "change", "by", "status", "disposition",
     "node", "role",  # the deployment's Redis nodes (host:port) and primary/replica/unknown
     "source",  # who sent a fraud label: engine.domain.labels.SOURCE_RANKS
+    "receiver",  # an alert webhook receiver's name, from BEACON_ALERT_WEBHOOK_RECEIVERS
 }  # fmt: skip
 _SUFFIX = {"counter": "_total", "info": "_info"}
 
