@@ -29,7 +29,6 @@ SECRET_FIELDS = frozenset(
         "redis_url",
         "redis_password",
         "kafka_sasl_password",
-        "model_signing_key",
         "metrics_token",
         "record_signing_key",
         "record_verify_keys",
@@ -49,6 +48,9 @@ _REPLACED = {
     "BEACON_MODEL_ATTRIBUTES_CATEGORICAL": _MOVED,
     "BEACON_ALERT_WEBHOOKS": _HOOKS,
     "BEACON_ALERT_WEBHOOK_SECRET": _HOOKS,
+    "BEACON_MODEL_SIGNING_KEY": "replaced by Ed25519 keys: BEACON_SIGNING_KEY_FILE (private key, trainer and "
+    "admin CLI only) and BEACON_SIGNING_PUBLIC_KEYS (public key files, every worker); create them with "
+    "`beacon keys generate DIR` (see README, Signed model snapshots)",
 }
 DEFAULT_CHANNELS = ("atm", "internet", "mobile", "branch", "call_centre")
 DEFAULT_EVENT_TYPES = (
@@ -102,9 +104,11 @@ class Settings:
     key_prefix: str = "beacon"
     rules_dir: str = ""  # rule packs seeded into Redis when none is published; "": the project's rules/
     rules_poll_s: float = 2.0  # how often a worker checks for a newly published rule version
-    # Model snapshots (engine/store/snapshots.py): HMAC-SHA256 key that signs and verifies them, at least
-    # 32 characters; empty means no snapshot is published or loaded. Never logged.
-    model_signing_key: str = field(default="", repr=False)
+    # Model snapshots (engine/store/snapshots.py), Ed25519: the private key PEM file that signs them
+    # (trainer and admin CLI only; a worker refuses to start with it) and the comma list of public key
+    # PEM files that verify them (several during a rotation). Empty: nothing published / loaded.
+    signing_key_file: str = ""
+    signing_public_keys: str = ""
     model_poll_s: float = 2.0  # how often a worker checks for a newly published model snapshot
     # Contract of the interaction event.
     channels: tuple[str, ...] = DEFAULT_CHANNELS

@@ -14,7 +14,7 @@ class ModelError(BeaconError):
 
 
 class SigningKeyError(ModelError):
-    """``model_signing_key`` is missing or too short: no snapshot is published or loaded."""
+    """An Ed25519 key file is missing, unreadable or of the wrong kind: no snapshot is published or loaded."""
 
 
 class SnapshotRefused(ModelError):
@@ -38,3 +38,8 @@ class SnapshotConflict(ModelError):
 
 class UnknownSnapshot(ModelError):
     """A model name or version that is not valid or not stored."""
+
+
+class SignatureRefused(ModelError):
+    """An Ed25519 signature (snapshot or rule bundle) is missing, malformed, made by an
+    untrusted key, or does not verify. The signed data is not used."""

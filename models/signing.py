@@ -4,15 +4,16 @@ A stored snapshot has two parts:
 
 - the **payload**: the pickled model. Unpickling runs code chosen by whoever wrote the
   bytes, so a payload is unpickled only after its signature and digest verify;
-- the **record**: ``<signature hex>.<manifest JSON>``. The manifest names the model, the
+- the **record**: ``<signature>.<manifest JSON>``. The manifest names the model, the
   version, the payload's SHA-256 and size, the publisher's clock, the signing key's id,
-  the Python and River versions, and the publisher's ``meta``.
+  ``rollback_of`` (a signed rollback), the Python and River versions, and ``meta``.
 
-The signature is ``HMAC-SHA256(key, b"beacon-model-snapshot/1\\n" + manifest bytes)``
-over the manifest exactly as stored (no re-encoding, so no canonical-JSON pitfalls). The
-manifest binds ``name``, ``version`` and ``sha256(payload)``, so the signed statement is
-"``name`` | ``version`` | ``sha256(payload)``" plus the metadata, and a snapshot cannot be
-replayed under another model's name or another version string.
+The signature is Ed25519 (``models/ed25519.py``, ``ed25519:<key id>:<hex>``) over
+``b"beacon-model-snapshot/2\n" + manifest bytes``, exactly as stored. Only the publisher
+(trainer, admin CLI) holds the private key; workers verify with public keys, so a worker
+cannot sign a snapshot other workers load (issue 17, finding 6). The manifest binds
+``name``, ``version`` and ``sha256(payload)``, so a snapshot cannot be replayed under
+another model's name or another version string. HMAC-signed (``/1``) snapshots are refused.
 
 A version reads ``<name>-v<n>-<sha12>``: ``n`` counts the model's publishes, ``sha12``
 is the first 12 hex digits of the payload's SHA-256.
@@ -20,11 +21,12 @@ is the first 12 hex digits of the payload's SHA-256.
 >>> v = SnapshotVersion.parse("offer_propensity-v12-0123456789ab")
 >>> v.name, v.number, v.digest, str(v)
 ('offer_propensity', 12, '0123456789ab', 'offer_propensity-v12-0123456789ab')
->>> key = signing_key("k" * 32)
->>> sealed = seal("churn", 3, pickle_model({"w": 1.5}), {"learned": 10}, key)
+>>> private, public = generate_keypair()
+>>> signer, trusted = load_private_key(private), load_public_keys([public])
+>>> sealed = seal("churn", 3, pickle_model({"w": 1.5}), {"learned": 10}, signer)
 >>> sealed.version.startswith("churn-v3-")
 True
->>> model, manifest = unseal("churn", sealed.version, sealed.record, sealed.payload, key)
+>>> model, manifest = unseal("churn", sealed.version, sealed.record, sealed.payload, trusted)
 >>> model, manifest["meta"]
 ({'w': 1.5}, {'learned': 10})
 """
@@ -32,25 +34,28 @@ True
 from __future__ import annotations
 
 import hashlib
-import hmac
 import pickle
 import platform
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from models.errors import SigningKeyError, SnapshotRefused, UnknownSnapshot
+from models import ed25519
+from models.ed25519 import generate_keypair, load_private_key, load_public_keys
+from models.errors import SignatureRefused, SnapshotRefused, UnknownSnapshot
 
-SCHEME = "beacon-model-snapshot/1"
-MIN_KEY_CHARS = 32
+__all__ = ["generate_keypair", "load_private_key", "load_public_keys"]
+
+SCHEME = "beacon-model-snapshot/2"
+OLD_SCHEME = "beacon-model-snapshot/1"
 MAX_META_BYTES = 64 * 1024
-KEY_HINT = 'generate one with: python -c "import secrets; print(secrets.token_hex(32))"'
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
 _VERSION = re.compile(r"([a-z][a-z0-9_]{0,47})-v([1-9][0-9]{0,17})-([0-9a-f]{12})")
 
@@ -91,47 +96,6 @@ class SnapshotVersion:
         return f"{self.name}-v{self.number}-{self.digest}"
 
 
-def key_problem(key: str) -> str | None:
-    """What is wrong with a configured signing key, or None. For ``beacon doctor``-style
-    checks; never echoes the key.
-
-    >>> print(key_problem("short"))  # doctest: +ELLIPSIS
-    model_signing_key is too short (5 characters, at least 32 needed): ...
-    >>> key_problem("x" * 32) is None
-    True
-    """
-    if not key:
-        return (
-            "model_signing_key is not set: model snapshots are neither published nor loaded; "
-            f"set BEACON_MODEL_SIGNING_KEY ({KEY_HINT})"
-        )
-    if len(key) < MIN_KEY_CHARS:
-        return (
-            f"model_signing_key is too short ({len(key)} characters, at least {MIN_KEY_CHARS} needed): "
-            f"model snapshots are neither published nor loaded ({KEY_HINT})"
-        )
-    return None
-
-
-def signing_key(key: str) -> bytes:
-    """The key as bytes (its UTF-8 encoding), or :class:`SigningKeyError`."""
-    problem = key_problem(key)
-    if problem:
-        raise SigningKeyError(problem)
-    return key.encode()
-
-
-def key_id(key: bytes) -> str:
-    """A short public id of a key, recorded in each manifest so that a worker holding a
-    different key says so instead of only "bad signature". It is an HMAC output, so it
-    reveals nothing about the key beyond what any signature already does."""
-    return hmac.new(key, b"beacon-model-key-id", hashlib.sha256).hexdigest()[:8]
-
-
-def sign(key: bytes, manifest: bytes) -> str:
-    return hmac.new(key, SCHEME.encode() + b"\n" + manifest, hashlib.sha256).hexdigest()
-
-
 def pickle_model(model: object) -> bytes:
     """Pickle on the caller's thread: a trainer calls this on its event loop, between two
     ``learn_one`` calls, so the snapshot is one consistent state of the model."""
@@ -160,10 +124,12 @@ def seal(
     number: int,
     payload: bytes,
     meta: Mapping[str, Any] | None,
-    key: bytes,
+    key: Ed25519PrivateKey,
     created_at: float | None = None,
+    rollback_of: str | None = None,
 ) -> Sealed:
-    """Name, describe and sign a pickled model as version ``number`` of ``name``."""
+    """Name, describe and sign a pickled model as version ``number`` of ``name``.
+    ``rollback_of``: the older version whose payload this republishes (a signed rollback)."""
     check_name(name)
     digest = hashlib.sha256(payload).hexdigest()
     version = str(SnapshotVersion(name, number, digest[:12]))
@@ -176,7 +142,8 @@ def seal(
         "size": len(payload),
         "format": "pickle",
         "created_at": round(time.time() if created_at is None else created_at, 3),
-        "key_id": key_id(key),
+        "key_id": ed25519.key_id(key.public_key()),
+        **({"rollback_of": rollback_of} if rollback_of else {}),
         **_environment(),
         "meta": dict(meta or {}),
     }
@@ -188,16 +155,21 @@ def seal(
         raise UnknownSnapshot(
             f"model {name}: meta is too large ({len(body)} bytes, at most {MAX_META_BYTES})"
         )
-    return Sealed(version, sign(key, body).encode() + b"." + body, payload, manifest)
+    signature = ed25519.sign(key, SCHEME, body)
+    return Sealed(version, signature.encode() + b"." + body, payload, manifest)
 
 
 def verify(
-    name: str, version: str, record: bytes | None, payload: bytes | None, key: bytes
+    name: str,
+    version: str,
+    record: bytes | None,
+    payload: bytes | None,
+    keys: Sequence[Ed25519PublicKey],
 ) -> dict[str, Any]:
     """The manifest of a stored snapshot once everything checks, else :class:`SnapshotRefused`.
 
     Checks, in order: the version string is this model's; record and payload are present;
-    the signature over the manifest verifies (constant-time comparison); the manifest names
+    the Ed25519 signature over the manifest verifies with a trusted public key; the manifest names
     this model and this version; the payload has the signed size and SHA-256."""
     try:
         if SnapshotVersion.parse(version).name != name:
@@ -207,10 +179,19 @@ def verify(
     if record is None or payload is None:
         raise SnapshotRefused(name, version, f"its {'record' if record is None else 'payload'} is missing")
     signature, dot, body = record.partition(b".")
-    if not dot or len(signature) != 64:
+    if not dot:
         raise SnapshotRefused(name, version, "its record is malformed (no signature)")
-    if not hmac.compare_digest(signature, sign(key, body).encode()):
-        raise SnapshotRefused(name, version, _signature_failure(body, key))
+    if not signature.startswith(b"ed25519:"):
+        raise SnapshotRefused(
+            name,
+            version,
+            "HMAC-signed (an old snapshot format): republish it with the Ed25519 signing key "
+            "(signing_key_file) before workers load it",
+        )
+    try:
+        ed25519.verify(keys, SCHEME, body, signature.decode("ascii", "replace"))
+    except SignatureRefused as exc:
+        raise SnapshotRefused(name, version, f"{exc} (trusted: {_ids(keys)})") from None
     manifest: dict[str, Any] = orjson.loads(body)  # signed by us: well-formed
     if manifest.get("scheme") != SCHEME:
         raise SnapshotRefused(name, version, f"unknown scheme {manifest.get('scheme')!r}")
@@ -227,28 +208,23 @@ def verify(
     return manifest
 
 
-def _signature_failure(body: bytes, key: bytes) -> str:
-    """Why a signature failed, as far as the unverified manifest can tell (key ids only)."""
-    try:
-        claimed = orjson.loads(body).get("key_id")
-    except (orjson.JSONDecodeError, AttributeError):
-        claimed = None
-    mine = key_id(key)
-    if isinstance(claimed, str) and claimed != mine and re.fullmatch(r"[0-9a-f]{8}", claimed):
-        return (
-            f"bad signature: signed with key id {claimed}, this worker's key id is {mine} "
-            "(a different model_signing_key?)"
-        )
-    return "bad signature (the manifest or signature was altered, or it was signed with another key)"
+def _ids(keys: Sequence[Ed25519PublicKey]) -> str:
+    return ", ".join(ed25519.key_id(k) for k in keys) or "no public keys"
 
 
 def unseal(
-    name: str, version: str, record: bytes | None, payload: bytes | None, key: bytes
+    name: str,
+    version: str,
+    record: bytes | None,
+    payload: bytes | None,
+    keys: Sequence[Ed25519PublicKey],
+    running: str | None = None,
 ) -> tuple[object, dict[str, Any]]:
     """Verify, then (only then) unpickle. Returns the model and its manifest.
 
     Blocking and CPU-bound for big models: call it in a thread (``asyncio.to_thread``)."""
-    manifest = verify(name, version, record, payload, key)
+    manifest = verify(name, version, record, payload, keys)
+    check_not_older(name, version, manifest, running)
     assert payload is not None  # verify refuses a missing payload
     try:
         model = pickle.loads(payload)
@@ -260,3 +236,25 @@ def unseal(
             f"python {manifest.get('python')}, river {manifest.get('river')})",
         ) from exc
     return model, manifest
+
+
+def check_not_older(name: str, version: str, manifest: Mapping[str, Any], running: str | None) -> None:
+    """Versions only go up: refuse a verified snapshot numbered below ``running`` (the
+    version a worker runs) unless its signed manifest says ``rollback_of``. A replayed old,
+    validly signed snapshot cannot take a worker back.
+
+    >>> check_not_older("churn", "churn-v2-0123456789ab", {"number": 2}, "churn-v3-0123456789ab")
+    Traceback (most recent call last):
+    ...
+    models.errors.SnapshotRefused: model churn: snapshot ... and not a signed rollback
+    >>> rollback = {"number": 2, "rollback_of": "churn-v1-0123456789ab"}
+    >>> check_not_older("churn", "churn-v2-0123456789ab", rollback, "churn-v3-0123456789ab")
+    """
+    if running is None or manifest.get("rollback_of"):
+        return
+    try:
+        current = SnapshotVersion.parse(running).number
+    except UnknownSnapshot:
+        return
+    if int(manifest.get("number", 0)) < current:
+        raise SnapshotRefused(name, version, f"older than the running {running} and not a signed rollback")

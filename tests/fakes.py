@@ -185,7 +185,9 @@ class FakeSnapshotStore(SnapshotSource):
             raise self.fail
         return self.pointer.get(name)
 
-    async def latest(self, name: str) -> tuple[str, object, dict[str, Any]] | None:
+    async def latest(
+        self, name: str, running: str | None = None
+    ) -> tuple[str, object, dict[str, Any]] | None:
         self.fetches += 1
         version = self.pointer.get(name)
         if version is None:

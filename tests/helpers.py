@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engine.ops.launcher import WorkerProcess, isolated, running_worker, start_worker
+from models.ed25519 import generate_keypair
 
 __all__ = [
     "WorkerProcess",
@@ -78,3 +80,15 @@ def same_origin(url: str) -> dict[str, str]:
     """The Origin header a browser on the console's own page sends with a state change:
     a test client that uses the session cookie sends it too (engine/http/browser.py)."""
     return {"Origin": url}
+
+
+def signing_keys() -> dict[str, str]:
+    """A fresh Ed25519 key pair in a temporary directory, as settings:
+    ``Settings.replace(**signing_keys())`` (or ``isolated(infra, **signing_keys())``)."""
+    private, public = generate_keypair()
+    directory = tempfile.mkdtemp(prefix="beacon-test-keys-")
+    with open(f"{directory}/signing.key", "wb") as f:
+        f.write(private)
+    with open(f"{directory}/signing.pub", "wb") as f:
+        f.write(public)
+    return {"signing_key_file": f"{directory}/signing.key", "signing_public_keys": f"{directory}/signing.pub"}

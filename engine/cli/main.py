@@ -19,7 +19,16 @@ log = logging.getLogger("beacon")
 
 
 def run_worker(settings: Settings) -> int:
-    """Run one Faust worker (agents + HTTP API) in this process until stopped."""
+    """Run one Faust worker (agents + HTTP API) in this process until stopped.
+
+    Refuses to start with ``signing_key_file`` set: a worker faces the internet, and the
+    private key that signs model snapshots must not be on it (issue 17, finding 6)."""
+    if settings.signing_key_file:
+        raise BeaconError(
+            "a worker refuses to start with BEACON_SIGNING_KEY_FILE set: the private key that signs "
+            "model snapshots belongs to the trainer and the admin CLI only; give workers "
+            "BEACON_SIGNING_PUBLIC_KEYS"
+        )
     import faust
     import uvloop
 
@@ -63,7 +72,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         from engine.ops.launcher import start_trainer
 
         trainer = start_trainer(settings, Path(settings.data_dir) / "logs")  # learns; the worker only scores
-        return run_worker(settings)
+        return run_worker(settings.replace(signing_key_file=""))  # the trainer alone signs
     finally:
         if trainer is not None:
             trainer.stop()
@@ -79,7 +88,7 @@ def _mask(url: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.cli import commands, models, rules, users
+    from engine.cli import commands, keys, models, rules, users
 
     parser = argparse.ArgumentParser(prog="beacon", description="Beacon real-time decision engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_commands(sub)
     models.add_commands(sub, add)
     users.add_commands(sub)
+    keys.add_commands(sub)
     return parser
 
 

@@ -26,11 +26,21 @@ def add_commands(sub: Any, add: Any) -> None:
     )
     p = sub.add_parser("models", help=what, description=what)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
-    msub = p.add_subparsers(dest="models_command", metavar="{report}")
+    msub = p.add_subparsers(dest="models_command", metavar="{report,rollback}")
     r = msub.add_parser("report", help="print the trainer's quality report", description=what)
     r.add_argument("--config", help="TOML settings file (else BEACON_CONFIG, env vars, defaults)")
     r.add_argument("--redis-url", dest="redis_url", help="Redis URL (else BEACON_REDIS_URL)")
     r.set_defaults(func=cmd_report)
+    why = (
+        "republish an old snapshot's payload as a new, higher version whose signed manifest says "
+        "rollback_of (workers refuse to go back otherwise); needs BEACON_SIGNING_KEY_FILE"
+    )
+    b = msub.add_parser("rollback", help=why, description=why)
+    b.add_argument("name", help="the model, e.g. fraud")
+    b.add_argument("version", help="the stored version to go back to, e.g. fraud-v12-0123456789ab")
+    b.add_argument("--config", help="TOML settings file (else BEACON_CONFIG, env vars, defaults)")
+    b.add_argument("--redis-url", dest="redis_url", help="Redis URL (else BEACON_REDIS_URL)")
+    b.set_defaults(func=cmd_rollback)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -59,6 +69,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         print("no quality report yet: is `beacon trainer` running, and have labels arrived?")
         return 1
     print(report)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from engine.store.snapshots import SnapshotStore
+
+    settings = _settings(args)
+
+    async def rollback() -> str:
+        client = connect(settings)
+        try:
+            return await SnapshotStore(client, settings).rollback(args.name, args.version)
+        finally:
+            await client.aclose()
+
+    print(f"{args.name}: {asyncio.run(rollback())} (rollback_of {args.version}) published")
     return 0
 
 

@@ -103,15 +103,31 @@ class Embedded:
 
     def settings_for(self, settings: Settings) -> Settings:
         """Settings pointing at the embedded servers. The embedded Redis lives as long as
-        this run, so a model-signing key made up for the run is enough when none is set;
-        a deployment sets BEACON_MODEL_SIGNING_KEY (workers refuse unsigned snapshots).
+        this run, so an Ed25519 key pair made up for the run (in its work dir) is enough when
+        none is set; a deployment sets BEACON_SIGNING_KEY_FILE on the trainer and
+        BEACON_SIGNING_PUBLIC_KEYS everywhere (workers refuse unsigned snapshots).
         The embedded broker does not implement idempotent producers (InitProducerId)."""
         return settings.replace(
             redis_url=self.redis_url or settings.redis_url,
             kafka_bootstrap=self.kafka_bootstrap or settings.kafka_bootstrap,
-            model_signing_key=settings.model_signing_key or secrets.token_hex(32),
+            **self._signing_keys(settings),
             bulk_idempotence=settings.bulk_idempotence and not self.kafka_bootstrap,
         )
+
+    def _signing_keys(self, settings: Settings) -> dict[str, str]:
+        if settings.signing_key_file or settings.signing_public_keys:
+            return {}
+        from models.ed25519 import generate_keypair
+
+        keydir = Path(self.workdir or tempfile.mkdtemp(prefix="beacon-keys-")) / "keys"
+        private_path, public_path = keydir / "signing.key", keydir / "signing.pub"
+        if not private_path.exists():
+            keydir.mkdir(parents=True, exist_ok=True)
+            private, public = generate_keypair()
+            private_path.touch(mode=0o600)
+            private_path.write_bytes(private)
+            public_path.write_bytes(public)
+        return {"signing_key_file": str(private_path), "signing_public_keys": str(public_path)}
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

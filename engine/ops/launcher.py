@@ -88,6 +88,7 @@ def is_ready(url: str) -> bool:
 
 def start_worker(settings: Settings, log_dir: Path, timeout: float = 60.0) -> WorkerProcess:
     log_path = log_dir / f"worker-{settings.app_id}-{settings.http_port}.log"
+    settings = settings.replace(signing_key_file="")  # a worker never holds the private key
     return _start("worker", settings, log_path, lambda w: is_ready(w.url), timeout)
 
 

@@ -13,7 +13,7 @@ refused: the running model stays, the refusal is logged once (no key material) a
 ``beacon_model_snapshot_refused_total{model}`` counts it; the same version is not
 fetched again. ``beacon_model_version_info{model,version}`` shows the active version.
 
-Without a usable ``model_signing_key`` nothing is loaded: the worker keeps the models it
+Without usable ``signing_public_keys`` nothing is loaded: the worker keeps the models it
 started with and says so once.
 """
 
@@ -89,7 +89,7 @@ class ModelWatcher:
         if version is None or version in (self.active.get(name), self.refused.get(name)):
             return False
         try:
-            snapshot = await self.store.latest(name)
+            snapshot = await self.store.latest(name, self.active.get(name))
         except SnapshotRefused as exc:
             self._refuse(exc)
             return False

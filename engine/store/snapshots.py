@@ -3,7 +3,7 @@
 One trainer per model publishes; every scoring worker loads the current version (see
 ``engine/service/modelwatch.py``), so all workers score with the same model and learning never
 forks. Signing and verification live in ``models/signing.py``; a snapshot is unpickled
-only after its HMAC verifies, and a refused one raises :class:`SnapshotRefused`.
+only after its Ed25519 signature verifies, and a refused one raises :class:`SnapshotRefused`.
 
 Keys: :class:`engine.store.keys.ModelKeys` (``N`` the model name; one model's keys share
 one slot, so one script may change them all, and different models spread over the
@@ -37,18 +37,13 @@ from redis.exceptions import RedisError
 
 from engine.errors import StoreError
 from engine.settings import Settings
+from engine.store import signkeys
 from engine.store.cancel import raise_if_cancelling
 from engine.store.keys import ModelKeys, model_channel
 from engine.store.redisio import redis_errors, text
+from models import ed25519
 from models.errors import ModelError, SigningKeyError, SnapshotConflict, SnapshotRefused, UnknownSnapshot
-from models.signing import (
-    SnapshotVersion,
-    key_id,
-    pickle_model,
-    seal,
-    signing_key,
-    unseal,
-)
+from models.signing import SnapshotVersion, pickle_model, seal, unseal, verify
 
 __all__ = [
     "ANY",
@@ -144,7 +139,7 @@ class SnapshotStore:
             raise ValueError("keep, history_cap and max_bytes must be at least 1")
         self._redis = client
         self.key_prefix = settings.key_prefix
-        self._key_setting = settings.model_signing_key  # checked on use: listing needs no key
+        self._settings = settings  # keys read on use: listing needs none
         self.keep = keep
         self.history_cap = history_cap
         self.max_bytes = max_bytes
@@ -157,10 +152,16 @@ class SnapshotStore:
 
     def key_id(self) -> str:
         """The public id of the configured key (:class:`SigningKeyError` if unusable)."""
-        return key_id(signing_key(self._key_setting))
+        return ed25519.key_id(signkeys.signer(self._settings).public_key())
 
     async def publish(
-        self, name: str, model: object, meta: Mapping[str, Any] | None = None, *, parent: str | None = ANY
+        self,
+        name: str,
+        model: object,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        parent: str | None = ANY,
+        rollback_of: str | None = None,
     ) -> str:
         """Pickle, sign and store ``model`` as the new current version of ``name``.
 
@@ -172,9 +173,9 @@ class SnapshotStore:
         Raises :class:`SigningKeyError` without a usable key, :class:`ModelError` for a
         payload over ``max_bytes``."""
         keys = self.keys(name)
-        key = signing_key(self._key_setting)
+        key = signkeys.signer(self._settings)
         try:
-            payload = pickle_model(model)
+            payload = model if isinstance(model, bytes) and rollback_of else pickle_model(model)
         except Exception as exc:  # pickle raises many types: one error at the boundary
             raise ModelError(f"model {name}: cannot be pickled ({type(exc).__name__}: {exc})") from exc
         if len(payload) > self.max_bytes:
@@ -185,9 +186,9 @@ class SnapshotStore:
         with redis_errors("model snapshot publish"):
             number = int(await self._redis.incr(keys.seq))
         if len(payload) > _THREAD_BYTES:
-            sealed = await asyncio.to_thread(seal, name, number, payload, meta, key)
+            sealed = await asyncio.to_thread(seal, name, number, payload, meta, key, None, rollback_of)
         else:
-            sealed = seal(name, number, payload, meta, key)
+            sealed = seal(name, number, payload, meta, key, rollback_of=rollback_of)
         args: list[str | bytes | int] = [sealed.version, number, "" if parent is None else parent]
         args += [sealed.record, payload, self.keep, self.history_cap, self.channel, len(payload)]
         args.append(sealed.manifest["key_id"])
@@ -209,24 +210,39 @@ class SnapshotStore:
             raw = await self._redis.get(keys.current)
         return None if raw is None else text(raw)
 
-    async def latest(self, name: str) -> tuple[str, object, dict[str, Any]] | None:
+    async def latest(
+        self, name: str, running: str | None = None
+    ) -> tuple[str, object, dict[str, Any]] | None:
         """The current version, its model and its meta; None before the first publish.
 
-        The HMAC and the payload digest are verified before the payload is unpickled (in
-        a thread, off the event loop); a snapshot that fails raises :class:`SnapshotRefused`.
-        Raises :class:`SigningKeyError` without a usable key."""
+        The Ed25519 signature and the payload digest are verified before the payload is
+        unpickled (in a thread, off the event loop); a snapshot that fails, or one numbered
+        below ``running`` without a signed ``rollback_of``, raises :class:`SnapshotRefused`.
+        Raises :class:`SigningKeyError` without usable public keys."""
         keys = self.keys(name)
-        key = signing_key(self._key_setting)
+        key = signkeys.trusted(self._settings)
         with redis_errors("model snapshot read"):
             reply = await self._current(keys=[keys.current, keys.records, keys.payloads])
         if not reply:
             return None
         version = text(reply[0])
         record, payload = _raw(reply[1]), _raw(reply[2])
-        model, manifest = await asyncio.to_thread(unseal, name, version, record, payload, key)
+        model, manifest = await asyncio.to_thread(unseal, name, version, record, payload, key, running)
         meta = dict(manifest.get("meta") or {})
         meta.setdefault("published_at", float(manifest.get("created_at", 0.0)))
         return version, model, meta
+
+    async def rollback(self, name: str, version: str) -> str:
+        """Republish stored ``version``'s payload as a new, higher version whose signed
+        manifest says ``rollback_of``: the only way workers go back (versions only go up)."""
+        keys = self.keys(name)
+        trusted = signkeys.trusted(self._settings)
+        with redis_errors("model snapshot read"):
+            record = _raw(await self._redis.hget(keys.records, version))
+            payload = _raw(await self._redis.hget(keys.payloads, version))
+        manifest = await asyncio.to_thread(verify, name, version, record, payload, trusted)
+        assert payload is not None  # verify refuses a missing payload
+        return await self.publish(name, payload, dict(manifest.get("meta") or {}), rollback_of=version)
 
     async def versions(self, name: str) -> list[SnapshotInfo]:
         """Stored versions, newest first, as their manifests say (not verified: use

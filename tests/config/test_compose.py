@@ -998,7 +998,7 @@ def test_env_example_names_every_variable_compose_reads(compose: dict[str, Any])
         f".env.example names what no compose file reads: {sorted(set(example) - all_needed)}"
     )
     required = {name for name, req in variables.items() if req}
-    assert {"BEACON_MODEL_SIGNING_KEY", "BEACON_METRICS_TOKEN", "GRAFANA_ADMIN_PASSWORD"} <= required
+    assert {"BEACON_SIGNING_KEY_PEM", "BEACON_METRICS_TOKEN", "GRAFANA_ADMIN_PASSWORD"} <= required
     # A secret read into a Compose secret is checked nowhere else: make some `:?` refuse it empty.
     assert secret_vars <= required, f"require these with ${{VAR:?...}}: {sorted(secret_vars - required)}"
     # Empty on purpose: a placeholder would satisfy `:?` and run with a value published here.
@@ -1182,6 +1182,8 @@ def test_prod_holds_no_secret_literal() -> None:
                 )
             elif var.endswith("_FILE"):
                 assert value.startswith("/run/secrets/"), f"{name}: {var} must name a Docker secret"
+            elif value.startswith("/run/secrets/"):
+                continue  # a file Compose mounts from a secret: a path, not the secret
             elif var in secret_vars or re.search(r"PASSWORD|SECRET|TOKEN|KEY", var):
                 assert not value or SECRET_VALUE.fullmatch(value), f"{name}: {var} must be ${{VAR:?...}}"
     for text in strings_in(compose):
@@ -1189,6 +1191,20 @@ def test_prod_holds_no_secret_literal() -> None:
         assert not re.search(r"--(requirepass|masterauth)\b|redis-cli[^\n]*\s-a\s", text), text
         for m in re.finditer(r"\b(requirepass|masterauth)\s+([^\s\\]+)", text):
             assert m[2] in {'"%s"', "%s"}, f"{m[1]} is given a value in the file: {m[2]}"
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES)
+def test_only_the_trainer_holds_the_private_signing_key(path: Any) -> None:
+    services = load_compose(path)["services"]
+    holders = {n for n, svc in services.items() if "beacon_signing_key" in (svc.get("secrets") or [])}
+    assert holders == {"trainer"}
+    for name, svc in services.items():
+        env = env_of(svc)
+        if svc.get("image") == "beacon:local" or "BEACON_SIGNING_PUBLIC_KEYS" in env:
+            assert "beacon_signing_public_key" in (svc.get("secrets") or []), name
+            assert env.get("BEACON_SIGNING_PUBLIC_KEYS") == "/run/secrets/beacon_signing_public_key"
+            assert bool(env.get("BEACON_SIGNING_KEY_FILE")) == (name == "trainer"), name
+            assert "BEACON_MODEL_SIGNING_KEY" not in env
 
 
 # ---- (g) credentials: Redis ACL users and Kafka SASL/SCRAM principals (both files) ----

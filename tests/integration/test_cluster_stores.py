@@ -46,7 +46,7 @@ from tests.integration.test_alertdesk import (  # noqa: F401 - collected again, 
     test_snooze_holds_back_the_rule_for_the_customer,
 )
 from tests.integration.test_model_snapshots import (  # noqa: F401
-    KEY,
+    KEYS,
     river_model,
     test_a_restarted_worker_warm_starts_from_the_latest,
     test_a_second_trainer_is_detected_not_forked,
@@ -77,7 +77,7 @@ def infra(redis_cluster: Settings) -> Settings:
 @pytest.fixture
 def settings(infra: Settings) -> Settings:
     # One fixture for the rules and the snapshot tests above (the rules ignore the key).
-    return isolated(infra, model_signing_key=KEY, model_poll_s=30.0)
+    return isolated(infra, **KEYS, model_poll_s=30.0)
 
 
 @pytest.fixture

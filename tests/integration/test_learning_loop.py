@@ -25,7 +25,7 @@ from engine.ops.launcher import (
     start_worker,
 )
 from engine.settings import Settings
-from tests.helpers import isolated
+from tests.helpers import isolated, signing_keys
 
 pytestmark = pytest.mark.integration
 SEGMENTS = {"young": "savings_round_up", "affluent": "credit_card_gold"}
@@ -36,7 +36,6 @@ PROFILE = {"income_band": "high", "products": ["current", "debit_card"], "kyc_ri
 def settings(infra: Settings) -> Settings:
     return isolated(
         infra,
-        model_signing_key="test-signing-key-" + "x" * 16,
         model_poll_s=0.5,
         snapshot_every_labels=50,
         snapshot_interval_s=1.0,
@@ -142,7 +141,7 @@ def _labelled_history(path: Path, now: float, n: int = 1500, seed: int = 11) -> 
 
 def test_replaying_a_labelled_history_prints_an_honest_report(infra: Settings, tmp_path: Path) -> None:
     s = isolated(infra, fraud_maturity_s=900.0, snapshot_interval_s=1.0, snapshot_every_labels=200,
-                 model_signing_key="test-signing-key-" + "y" * 16)  # fmt: skip
+                 **signing_keys())  # fmt: skip
     history = tmp_path / "history.jsonl"
     frauds = _labelled_history(history, time.time())
     with running_worker(s, tmp_path) as worker, running_trainer(s, tmp_path):

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import os
 import pickle
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,14 +23,17 @@ from engine.service.modelwatch import ModelWatcher
 from engine.settings import Settings
 from engine.store.keys import ModelKeys
 from engine.store.redisio import connect
+from engine.store.signkeys import trusted
 from engine.store.snapshots import ANY, SnapshotStore
+from models.ed25519 import key_id
 from models.errors import ModelError, SigningKeyError, SnapshotConflict, SnapshotRefused
 from models.metrics import ModelMetrics
-from models.signing import SnapshotVersion, key_id
+from models.signing import SnapshotVersion
+from tests.helpers import signing_keys
 
 pytestmark = pytest.mark.integration
 
-KEY = secrets.token_hex(32)
+KEYS = signing_keys()
 X: tuple[dict[str, float], ...] = ({"a": 0.0, "b": 1.0}, {"a": 2.0, "b": -1.0}, {"a": 7.5}, {})
 
 
@@ -53,7 +55,7 @@ def same_predictions(a: Any, b: Any) -> bool:
 
 @pytest.fixture
 def settings(infra: Settings) -> Settings:
-    return isolated(infra, model_signing_key=KEY, model_poll_s=30.0)
+    return isolated(infra, **KEYS, model_poll_s=30.0)
 
 
 @pytest.fixture
@@ -136,7 +138,7 @@ async def test_publish_latest_round_trip_with_a_river_model(
         (v2, True, {"learned": 2}),
         (v1, False, listed[1].meta),
     ]
-    assert listed[0].key_id == key_id(KEY.encode()) and listed[0].size > 0
+    assert listed[0].key_id == key_id(trusted(settings)[0]) and listed[0].size > 0
     history = await store.history("risk")
     assert [(e["version"], e["previous"], e["action"]) for e in history] == [
         (v2, v1, "publish"),
@@ -169,11 +171,9 @@ async def test_tampered_or_foreign_snapshots_are_refused_and_the_old_model_stays
     assert await w.check("risk") is False and refused(w) == 1.0  # counted once, not each poll
 
     # 2. a snapshot signed with another key (a test deployment's trainer writing to production)
-    foreign = SnapshotStore(client, settings.replace(model_signing_key=secrets.token_hex(32)))
+    foreign = SnapshotStore(client, settings.replace(**signing_keys()))
     v3 = await foreign.publish("risk", river_model(11))
-    with pytest.raises(
-        SnapshotRefused, match=r"bad signature: signed with key id .*, this worker's key id is"
-    ):
+    with pytest.raises(SnapshotRefused, match=r"signed by an untrusted key .* \(trusted: "):
         await store.latest("risk")
     assert await w.check("risk") is False and w.refused["risk"] == v3 and refused(w) == 2.0
 
@@ -359,13 +359,14 @@ async def test_without_a_signing_key_nothing_is_published_or_loaded(
 ) -> None:
     signed = SnapshotStore(client, settings)
     v1 = await signed.publish("risk", river_model(1))
-    for key in ("", "too-short"):
-        unsigned = SnapshotStore(client, settings.replace(model_signing_key=key))
-        with pytest.raises(SigningKeyError, match="model_signing_key is"):
+    for missing in ("", "/nonexistent/beacon.pem"):
+        none = settings.replace(signing_key_file=missing, signing_public_keys=missing)
+        unsigned = SnapshotStore(client, none)
+        with pytest.raises(SigningKeyError, match=r"signing_key_file is not set|cannot be read"):
             await unsigned.publish("risk", river_model(2))
-        with pytest.raises(SigningKeyError, match="model_signing_key is"):
+        with pytest.raises(SigningKeyError, match=r"signing_public_keys is not set|cannot be read"):
             await unsigned.latest("risk")
-        w, worker = watcher(unsigned, settings.replace(model_signing_key=key))
+        w, worker = watcher(unsigned, none)
         assert await w.load_initial() == {} and worker.models == {} and refused(w) == 0.0
         assert [v.version for v in await unsigned.versions("risk")] == [v1]  # listing needs no key
     assert await signed.current_version("risk") == v1
@@ -402,3 +403,64 @@ def test_the_exploit_payload_used_above_really_runs_code(tmp_path: Path) -> None
     marker = tmp_path / "pwned"
     pickle.loads(b"cos\nmkdir\n(V" + str(marker).encode() + b"\ntR.")
     assert marker.is_dir()
+
+
+async def test_an_older_snapshot_does_not_replace_a_newer_one(
+    client: aioredis.Redis, settings: Settings
+) -> None:
+    """Versions only go up: a validly signed old snapshot put back as current (a replay by
+    whoever can write Redis) is refused; a signed rollback (a new, higher version that says
+    rollback_of) is the way back."""
+    store = SnapshotStore(client, settings)
+    v1 = await store.publish("risk", river_model(1))
+    v2 = await store.publish("risk", river_model(2))
+    w, worker = watcher(store, settings)
+    assert await w.load_initial() == {"risk": v2}
+    await client.set(store.keys("risk").current, v1)  # the pointer moved back to a signed v1
+    assert await w.check("risk") is False
+    assert w.active["risk"] == v2 and w.refused["risk"] == v1 and refused(w) == 1.0
+    with pytest.raises(SnapshotRefused, match="older than the running"):
+        await store.latest("risk", running=v2)
+    await client.set(store.keys("risk").current, v2)
+    v3 = await store.rollback("risk", v1)
+    assert (
+        SnapshotVersion.parse(v3).number == 3
+        and SnapshotVersion.parse(v3).digest == SnapshotVersion.parse(v1).digest
+    )
+    assert await w.check("risk") is True and w.active["risk"] == v3
+    assert same_predictions(worker.models["risk"][1], river_model(1))
+
+
+def test_beacon_models_rollback_publishes_a_signed_rollback(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli.main import main
+
+    async def publish_two() -> tuple[str, str]:
+        client = connect(settings)
+        try:
+            store = SnapshotStore(client, settings)
+            return await store.publish("risk", river_model(1)), await store.publish("risk", river_model(2))
+        finally:
+            await client.aclose()
+
+    v1, _ = asyncio.run(publish_two())
+    for var, value in {
+        "BEACON_REDIS_URL": settings.redis_url,
+        "BEACON_KEY_PREFIX": settings.key_prefix,
+        "BEACON_SIGNING_KEY_FILE": settings.signing_key_file,
+        "BEACON_SIGNING_PUBLIC_KEYS": settings.signing_public_keys,
+    }.items():
+        monkeypatch.setenv(var, value)
+    assert main(["models", "rollback", "risk", v1]) == 0
+    assert f"(rollback_of {v1}) published" in capsys.readouterr().out
+
+    async def current() -> tuple[str, object, dict[str, Any]] | None:
+        client = connect(settings)
+        try:
+            return await SnapshotStore(client, settings).latest("risk", running=v1.replace("-v1-", "-v2-"))
+        finally:
+            await client.aclose()
+
+    loaded = asyncio.run(current())
+    assert loaded is not None and SnapshotVersion.parse(loaded[0]).number == 3

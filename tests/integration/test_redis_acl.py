@@ -24,6 +24,7 @@ from engine.store.redisio import connect, guarded
 from engine.store.snapshots import SnapshotStore
 from engine.store.state import StateStore
 from engine.store.users import AuthStore
+from tests.helpers import signing_keys
 from tests.unit.rulefixture import fixture_rules
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     aclfile.write_text(acl_file(PREFIX, secrets))
     emb = start_embedded(Settings(), broker=False, redis_args=("--aclfile", str(aclfile)))
     try:
-        yield Settings(redis_url=emb.redis_url, key_prefix=PREFIX, model_signing_key="k" * 64).replace(
+        yield Settings(redis_url=emb.redis_url, key_prefix=PREFIX, **signing_keys()).replace(
             data_dir=str(secrets)
         )
     finally:

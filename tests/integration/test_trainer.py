@@ -17,7 +17,7 @@ from engine.store.feedback import FeedbackStore
 from engine.store.redisio import connect
 from models.learner import Learner
 from models.registry import REGISTRY, build
-from tests.helpers import isolated
+from tests.helpers import isolated, signing_keys
 
 pytestmark = pytest.mark.integration
 DAY = 86400.0
@@ -126,7 +126,7 @@ async def test_a_second_trainer_cannot_fork_the_models(infra: Settings) -> None:
     from engine.store.snapshots import SnapshotStore
     from models.errors import SnapshotConflict
 
-    s = isolated(infra, model_signing_key="k" * 40)
+    s = isolated(infra, **signing_keys())
     client = connect(s)
 
     def trainer() -> Trainer:

@@ -92,7 +92,7 @@ async def test_the_version_info_keeps_only_the_active_version() -> None:
 async def test_no_key_or_no_redis_is_said_once_and_nothing_changes(caplog: pytest.LogCaptureFixture) -> None:
     w, store, installed = make()
     store.put("risk", 1, "m")
-    store.fail = SigningKeyError("model_signing_key is not set")
+    store.fail = SigningKeyError("signing_public_keys is not set")
     with caplog.at_level(logging.WARNING, logger="beacon.models"):
         for _ in range(3):
             assert await w.check_all() == []
@@ -100,7 +100,7 @@ async def test_no_key_or_no_redis_is_said_once_and_nothing_changes(caplog: pytes
         for _ in range(3):
             assert await w.check_all() == []
     assert [r.getMessage() for r in caplog.records] == [
-        "models: model_signing_key is not set; the running models stay",
+        "models: signing_public_keys is not set; the running models stay",
         "models: cannot read snapshots from Redis (connection refused); the running models stay",
     ]
     assert installed == {} and sample(w, "risk") == 0.0
