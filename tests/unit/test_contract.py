@@ -14,7 +14,8 @@ import orjson
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from engine.contract import OPENAPI
+from engine.contract import OPENAPI, topic_schema
+from engine.domain import events
 
 WEB = Path(__file__).resolve().parents[2] / "agents" / "web.py"
 METHODS = {"get", "post", "put", "patch", "delete"}
@@ -40,8 +41,8 @@ def test_the_spec_is_valid_openapi_3_1() -> None:
 
 
 def test_every_schema_object_is_valid_json_schema_2020_12() -> None:
-    for name, schema in SPEC["components"]["schemas"].items():
-        Draft202012Validator.check_schema(schema), name
+    for schema in SPEC["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
 
 
 def test_every_served_route_is_in_the_spec() -> None:
@@ -68,3 +69,26 @@ def test_every_error_answer_uses_the_error_shape() -> None:
             for status, response in op["responses"].items():
                 if status.startswith(("4",)):
                     assert response == {"$ref": "#/components/responses/Error"}, (path, method, status)
+
+
+TOPIC_SCHEMAS = ("interactions", "decisions", "decisions.audit", "risk.alerts", "feedback", "dlq")
+
+
+def test_every_topic_schema_is_valid_json_schema_2020_12() -> None:
+    for stem in TOPIC_SCHEMAS:
+        schema = topic_schema(stem)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema", stem
+        Draft202012Validator.check_schema(schema)
+
+
+def test_the_event_schema_agrees_with_the_parser_field_table() -> None:
+    """A field added to engine/domain/events.py _KNOWN must be added to interactions.schema.json."""
+    value = topic_schema("interactions")["properties"]["value"]
+    assert set(value["properties"]) == set(events._KNOWN)
+    assert set(value["required"]) <= set(events._KNOWN)
+
+
+def test_the_dead_letter_schema_requires_the_reason_headers() -> None:
+    headers = topic_schema("dlq")["properties"]["headers"]
+    assert {"beacon-error-code", "beacon-source"} <= set(headers["required"])
+    assert "beacon-sig" in headers["properties"]
