@@ -8,6 +8,7 @@ status the spec does not list fails ``test_live_answers_match_the_spec`` naming 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,8 +21,11 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from engine.contract import OPENAPI
+from engine.http.guard import SESSION_COOKIE
 from engine.ops.launcher import WorkerProcess
 from engine.settings import Settings
+from engine.store.redisio import connect
+from engine.store.users import AuthStore
 from tests.helpers import isolated, running_worker
 
 pytestmark = pytest.mark.integration
@@ -108,3 +112,88 @@ def test_the_served_document_is_the_checked_in_one(worker: WorkerProcess) -> Non
     with httpx.Client(base_url=worker.url, timeout=10) as http:
         r = http.get("/openapi.json")
     assert r.status_code == 200 and r.json() == SPEC
+
+
+PASSWORD = "correct horse battery"
+EVIL = "https://evil.example"
+# With authentication on: (method, spec path, url, JSON body, extra headers, with the session cookie, status, code)
+REFUSED: list[tuple[str, str, str, object, dict[str, str], bool, int, str]] = [
+    ("get", "/v1/alerts", "/v1/alerts", None, {}, False, 401, "unauthenticated"),
+    ("get", "/metrics", "/metrics", None, {}, False, 401, "unauthenticated"),
+    (
+        "post",
+        "/v1/alerts/{alert_id}/{action}",
+        "/v1/alerts/a1/ack",
+        {},
+        {"Origin": EVIL},
+        True,
+        403,
+        "origin_refused",
+    ),
+    (
+        "patch",
+        "/v1/customers/{customer_id}/profile",
+        "/v1/customers/K1/profile",
+        {},
+        {"Origin": EVIL},
+        True,
+        403,
+        "origin_refused",
+    ),
+    ("post", "/v1/logout", "/v1/logout", None, {"Origin": EVIL}, True, 403, "origin_refused"),
+    (
+        "post",
+        "/v1/login",
+        "/v1/login",
+        {"user": "olga", "password": "wrong"},
+        {},
+        False,
+        401,
+        "unauthenticated",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def guarded(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[WorkerProcess, str]]:
+    s = isolated(infra, auth_required=True)
+
+    async def users() -> None:
+        client = connect(s)
+        try:
+            await AuthStore(client, s.key_prefix, s.session_ttl_s).add_user("olga", "risk_officer", PASSWORD)
+        finally:
+            await client.aclose()
+
+    asyncio.run(users())
+    with running_worker(s, tmp_path_factory.mktemp("contract-auth")) as w:
+        with httpx.Client(base_url=w.url, timeout=10) as http:
+            r = http.post("/v1/login", json={"user": "olga", "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        check_answer("post", "/v1/login", 200, r.headers["content-type"], r.content)
+        yield w, str(r.json()["session"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "url", "body", "headers", "cookie", "status", "code"),
+    REFUSED,
+    ids=[f"{c[0]} {c[2]} {c[6]}" for c in REFUSED],
+)
+def test_refusals_match_the_spec(
+    guarded: tuple[WorkerProcess, str],
+    method: str,
+    path: str,
+    url: str,
+    body: object,
+    headers: dict[str, str],
+    cookie: bool,
+    status: int,
+    code: str,
+) -> None:
+    worker, session = guarded
+    cookies = {SESSION_COOKIE: session} if cookie else {}
+    with httpx.Client(base_url=worker.url, timeout=10, cookies=cookies) as http:
+        r = http.request(method, url, json=body, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+    check_answer(method, path, r.status_code, r.headers.get("content-type", ""), r.content)
