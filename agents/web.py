@@ -11,6 +11,7 @@ import faust
 import orjson
 from faust.web import Request, Response, View
 
+from engine.contract import OPENAPI
 from engine.errors import StoreError
 from engine.http.alerts import AlertApi
 from engine.http.api import Api, Reply, error
@@ -268,6 +269,12 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
         async def get(self, request: Request) -> Response:
             # The page itself holds no data: it logs in, then every call it makes is checked.
             return _respond(self, Reply(200, _CONSOLE, dict(_CONSOLE_HEADERS), content_type="text/html"))
+
+    @app.page("/openapi.json")
+    class OpenApi(View):
+        async def get(self, request: Request) -> Response:
+            # Public like /healthz: it describes the routes, holds no data or secrets.
+            return _respond(self, Reply(200, OPENAPI), API_HEADERS)
 
     @app.page("/healthz")
     class Health(View):
