@@ -147,6 +147,10 @@ class FakeRuleStore(RuleSource):
         self.reads += 1
         return None if self.pointer is None else (self.pointer, self.versions[self.pointer])
 
+    async def current_signed(self) -> tuple[str, dict[str, str], str | None] | None:
+        current = await self.current()
+        return None if current is None else (*current, None)  # unsigned: no keys in unit tests
+
     async def seed_if_empty(
         self, files: Mapping[str, str], author: str = "beacon worker", note: str = ""
     ) -> str | None:

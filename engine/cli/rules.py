@@ -23,6 +23,7 @@ from engine.errors import BeaconError
 from engine.rules.pack import Compiled, RulePackError, read_bundle
 from engine.settings import Settings
 from engine.store.rules import RuleStore, UnknownVersion
+from engine.store.signkeys import signer
 
 T = TypeVar("T")
 
@@ -174,7 +175,10 @@ def _with_store(settings: Settings, work: Callable[[RuleStore], Awaitable[T]]) -
 
         client = connect(settings)
         try:
-            return await work(RuleStore(client, settings.key_prefix))
+            # Signed with the publisher's key (BEACON_SIGNING_KEY_FILE): workers holding the
+            # public keys run only signed bundles, or their own packs (README, Signed ...).
+            key = signer(settings) if settings.signing_key_file else None
+            return await work(RuleStore(client, settings.key_prefix, signer=key))
         finally:
             await client.aclose()
 

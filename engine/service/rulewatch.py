@@ -26,7 +26,10 @@ from engine.service.decisions import DecisionService
 from engine.service.metrics import Metrics
 from engine.settings import Settings
 from engine.store.base import RuleSource
-from engine.store.rules import UnknownVersion, Version
+from engine.store.rules import RULES_DOMAIN, UnknownVersion, Version
+from engine.store.signkeys import public_key_files, trusted
+from models import ed25519
+from models.errors import SignatureRefused
 
 log = logging.getLogger("beacon.rules")
 
@@ -64,6 +67,10 @@ class RuleWatcher:
         self.refused: str | None = None
         self.loaded = asyncio.Event()
         self._last_warning = ""
+        # Who may publish rules: the holders of the private keys these verify (the admin
+        # CLI, `beacon rules publish`); none configured: nothing to check with (development).
+        self._keys = trusted(settings) if public_key_files(settings) else []
+        self._local: str | None = None  # digest of this worker's own packs, once read
 
     async def load_initial(self) -> None:
         """Return once a version runs. Seeds Redis from ``rules_dir`` if it has none;
@@ -100,10 +107,14 @@ class RuleWatcher:
         version = await self.store.current_version()
         if version is None or version in (self.active, self.refused):
             return False
-        current = await self.store.current()
+        current = await self.store.current_signed()
         if current is None or current[0] in (self.active, self.refused):
             return False
-        version, files = current
+        version, files, signature = current
+        distrust = self._untrusted(files, signature)
+        if distrust is not None:
+            self._refuse(version, RulePackError(distrust))
+            return False
         try:
             # A thread, so a large bundle does not stall decisions on the event loop.
             rules = await asyncio.to_thread(compile_version, version, files, self.settings)
@@ -112,6 +123,32 @@ class RuleWatcher:
             return False
         self._switch(rules)
         return True
+
+    def _untrusted(self, files: Mapping[str, str], signature: str | None) -> str | None:
+        """Why a bundle may not run here, or None: it is signed by a trusted key, or it is
+        this worker's own packs (the seed a worker publishes unsigned from its image)."""
+        if not self._keys:
+            return None
+        digest = bundle_digest(files)
+        if digest == self._local_digest():
+            return None
+        if signature is None:
+            return (
+                "the bundle is not signed: publish it with `beacon rules publish` (BEACON_SIGNING_KEY_FILE)"
+            )
+        try:
+            ed25519.verify(self._keys, RULES_DOMAIN, digest.encode(), signature)
+        except SignatureRefused as exc:
+            return f"the bundle's signature is refused: {exc}"
+        return None
+
+    def _local_digest(self) -> str | None:
+        if self._local is None:
+            try:
+                self._local = bundle_digest(read_bundle(self.settings.rules_path()))
+            except (RulePackError, OSError):
+                self._local = ""
+        return self._local or None
 
     def _refuse(self, version: str, exc: Exception) -> None:
         self.refused = version

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.exceptions import RedisError
 
 from engine.errors import BeaconError, StoreError
@@ -39,6 +40,11 @@ from engine.rules.pack import bundle_digest
 from engine.store.cancel import raise_if_cancelling
 from engine.store.keys import RuleKeys
 from engine.store.redisio import redis_errors, text
+from models import ed25519
+
+# What a rules bundle's signature covers: this domain, a newline, the bundle's digest (a
+# hash of every file), so a snapshot's signature cannot pass for a bundle's.
+RULES_DOMAIN = "beacon-rules-bundle/1"
 
 KEEP_VERSIONS = 50
 HISTORY_CAP = 200
@@ -146,6 +152,14 @@ def _files(raw: Any, version: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in files.items()}
 
 
+def _signature(raw: Any) -> str | None:
+    try:
+        sig = orjson.loads(raw).get("sig")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return sig if isinstance(sig, str) else None
+
+
 class RuleStore:
     """Redis adapter for rule versions. The client is shared with the state store."""
 
@@ -155,20 +169,28 @@ class RuleStore:
         key_prefix: str,
         keep: int = KEEP_VERSIONS,
         history_cap: int = HISTORY_CAP,
+        signer: Ed25519PrivateKey | None = None,
     ) -> None:
+        """``signer``: the publisher's key (the admin CLI's ``signing_key_file``): every
+        bundle published through this store is signed with it."""
         if keep < 1 or history_cap < 1:
             raise ValueError("keep and history_cap must be at least 1")
         self._redis = client
         self.keys = RuleKeys.of(key_prefix)
         self.keep = keep
         self.history_cap = history_cap
+        self.signer = signer
         self._publish = client.register_script(_PUBLISH)
         self._rollback = client.register_script(_ROLLBACK)
         self._current = client.register_script(_CURRENT)
 
-    async def publish(self, files: Mapping[str, str], author: str, note: str = "") -> str:
-        """Store a bundle as a new version and make it current; returns the version."""
-        version = await self._write("publish", files, author, note)
+    async def publish(
+        self, files: Mapping[str, str], author: str, note: str = "", signer: Ed25519PrivateKey | None = None
+    ) -> str:
+        """Store a bundle as a new version and make it current; returns the version. With
+        ``signer`` (the publisher's Ed25519 key) the bundle carries a signature over its
+        digest, which workers check before they run it (engine/service/rulewatch.py)."""
+        version = await self._write("publish", files, author, note, signer or self.signer)
         assert version is not None  # only a seed may find a version already there
         return version
 
@@ -179,11 +201,16 @@ class RuleStore:
         Returns the new version, or None when one was already there."""
         return await self._write("seed", files, author, note)
 
-    async def _write(self, action: str, files: Mapping[str, str], author: str, note: str) -> str | None:
+    async def _write(
+        self, action: str, files: Mapping[str, str], author: str, note: str, signer: Any = None
+    ) -> str | None:
         if not files:
             raise BeaconError("a rules bundle needs at least one file")
         digest = bundle_digest(files)
-        bundle = orjson.dumps({"digest": digest, "files": dict(files)})
+        stored: dict[str, Any] = {"digest": digest, "files": dict(files)}
+        if signer is not None:
+            stored["sig"] = ed25519.sign(signer, RULES_DOMAIN, digest.encode())
+        bundle = orjson.dumps(stored)
         args: list[str | bytes | int] = [action, digest, bundle, author[:_AUTHOR_MAX], note[:_NOTE_MAX]]
         args += [self.keep, self.history_cap, self.keys.channel]
         with redis_errors("rules " + action):
@@ -214,6 +241,11 @@ class RuleStore:
 
     async def current(self) -> tuple[str, dict[str, str]] | None:
         """The current version and its files, read together, or None before any publish."""
+        signed = await self.current_signed()
+        return None if signed is None else (signed[0], signed[1])
+
+    async def current_signed(self) -> tuple[str, dict[str, str], str | None] | None:
+        """The current version, its files and its signature (None: published unsigned)."""
         with redis_errors("rules read"):
             reply = await self._current(keys=[self.keys.current, self.keys.bundles])
         if not reply:
@@ -221,7 +253,8 @@ class RuleStore:
         version = text(reply[0])
         if reply[1] is None:  # only if someone deleted the bundle by hand
             raise StoreError(f"rules version {version} is current but its bundle is missing")
-        return version, _files(reply[1], version)
+        sig = _signature(reply[1])
+        return version, _files(reply[1], version), sig
 
     async def bundle(self, version: str) -> dict[str, str]:
         """The files of a stored version; :class:`UnknownVersion` if it is not stored."""

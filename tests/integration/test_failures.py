@@ -37,6 +37,7 @@ from engine.service.metrics import Metrics
 from engine.settings import Settings
 from engine.store.redisio import connect
 from engine.store.rules import RuleStore
+from engine.store.signkeys import signer
 from engine.store.snapshots import SnapshotStore
 from engine.store.state import StateStore
 from models.registry import build
@@ -456,7 +457,8 @@ async def test_rules_publish_and_model_swap_under_load_fail_no_decision(
             lanes = [asyncio.create_task(_lane(http, lane, stop, answers)) for lane in range(4)]
             sending = asyncio.create_task(paced(kafka_events, 100, to_kafka))
             await asyncio.sleep(2)
-            assert await RuleStore(client, settings.key_prefix).publish(bundle("new"), "test") == new_rules
+            store = RuleStore(client, settings.key_prefix, signer=signer(settings))  # as the CLI signs
+            assert await store.publish(bundle("new"), "test") == new_rules
             model = await SnapshotStore(client, settings).publish("fraud", build("fraud"), {"test": 1})
             deadline = time.monotonic() + 20
             while not _swapped(answers, new_rules, model) and time.monotonic() < deadline:

@@ -26,6 +26,7 @@ from engine.settings import Settings
 from engine.store.keys import RuleKeys
 from engine.store.redisio import connect
 from engine.store.rules import RuleStore, UnknownVersion
+from engine.store.signkeys import signer
 from engine.store.state import StateStore
 from tests.helpers import running_worker
 from tests.rulebundles import broken, bundle, version_of, write
@@ -139,7 +140,8 @@ async def test_redis_failures_become_store_errors() -> None:
 def _watcher(settings: Settings, client: aioredis.Redis, metrics: Metrics) -> RuleWatcher:
     service = DecisionService(settings, StateStore(client, settings), None, BuiltinScorer(), metrics)
     readiness = {"redis": True, "broker": True, "rules": False}
-    return RuleWatcher(RuleStore(client, settings.key_prefix), service, settings, metrics, readiness)
+    store = RuleStore(client, settings.key_prefix, signer=signer(settings))  # as `beacon rules publish`
+    return RuleWatcher(store, service, settings, metrics, readiness)
 
 
 async def test_refused_version_leaves_the_running_version_in_force(
@@ -242,9 +244,10 @@ def _tag(version_answer: Answer, old: str, new: str) -> str:
 
 
 async def test_worker_switches_versions_under_traffic_without_a_failed_decision(
-    infra: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    infra: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = isolated(infra, rules_dir=str(write(tmp_path / "old", bundle("old"))), rules_poll_s=2.0)
+    monkeypatch.setenv("BEACON_SIGNING_KEY_FILE", s.signing_key_file)  # the publisher signs
     old, new = version_of(1, bundle("old")), version_of(2, bundle("new"))
     new_dir = write(tmp_path / "new", bundle("new"))
     with running_worker(s, tmp_path / "logs") as worker:
@@ -289,7 +292,7 @@ async def test_worker_refuses_a_broken_version_and_keeps_deciding(infra: Setting
     with running_worker(s, tmp_path / "logs") as worker:
         client = connect(s)
         try:
-            bad = await RuleStore(client, s.key_prefix).publish(broken("bad"), "mallory")  # no validation
+            bad = await RuleStore(client, s.key_prefix, signer=signer(s)).publish(broken("bad"), "mallory")
         finally:
             await client.aclose()
         deadline = time.monotonic() + 10
