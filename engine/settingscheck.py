@@ -59,6 +59,13 @@ def check_settings(self: Any) -> None:
             f"cookie_secure is off while the API listens on {self.http_host}: session cookies would"
             " travel over plain http; keep it on (TLS in front), or bind to 127.0.0.1 / ::1"
         )
+    if not (self.record_signing_key or self.record_verify_keys) and not _loopback(self.http_host):
+        raise ConfigError(
+            f"record_signing_key is not set while the API listens on {self.http_host}: records on"
+            " risk.alerts, feedback and decisions.audit would be neither signed nor checked, so any"
+            " Kafka writer could raise alerts or teach the models; set BEACON_RECORD_SIGNING_KEY(_FILE),"
+            " or bind to 127.0.0.1 / ::1"
+        )
     if self.session_idle_s <= 0 or not 0 < self.token_ttl_days <= self.token_max_days:
         raise ConfigError("need session_idle_s > 0 and 0 < token_ttl_days <= token_max_days")
     if self.stream_recheck_s <= 0:

@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from engine.cli.main import build_parser
+from engine.errors import ConfigError
 from engine.ops.infra import topic_names
 from engine.rules.pack import read_bundle
 from engine.settings import SECRET_FIELDS, Settings
@@ -741,7 +742,11 @@ def dockerfile_env() -> dict[str, str]:
 def test_dockerfile_env_vars_are_beacon_settings() -> None:
     env = {k: v for k, v in dockerfile_env().items() if k.startswith("BEACON_")}
     assert set(env) <= SETTING_VARS, f"not Beacon settings: {sorted(set(env) - SETTING_VARS)}"
-    Settings.build(env=env)
+    # The image binds 0.0.0.0, so the deployment must give it the record signing key (a
+    # secret, never in the image): without one it refuses to start.
+    with pytest.raises(ConfigError, match="record_signing_key"):
+        Settings.build(env=env)
+    Settings.build(env={**env, "BEACON_RECORD_SIGNING_KEY_FILE": __file__})
 
 
 def test_image_carries_the_rule_packs_the_first_worker_publishes() -> None:

@@ -66,6 +66,17 @@ def test_boolean_words_read_both_ways(word: str, value: bool) -> None:
     assert Settings.build(env={"BEACON_BULK_IDEMPOTENCE": word}).bulk_idempotence is value
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "worker.bank.internal"])
+def test_a_worker_off_loopback_needs_the_record_signing_key(host: str) -> None:
+    """Issue 17, finding 1: without a key a worker neither signs nor checks the records on
+    risk.alerts, feedback and decisions.audit, so it must not run where others reach it."""
+    with pytest.raises(ConfigError, match="record_signing_key is not set while the API listens on"):
+        Settings.build(env={"BEACON_HTTP_HOST": host})
+    Settings.build(env={"BEACON_HTTP_HOST": host, "BEACON_RECORD_SIGNING_KEY": "k" * 64})
+    Settings.build(env={"BEACON_HTTP_HOST": host, "BEACON_RECORD_VERIFY_KEYS": "k1=" + "k" * 64})
+    Settings.build(env={"BEACON_HTTP_HOST": "127.0.0.1"})  # development: nothing reaches it
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "::", "worker.bank.internal"])
 def test_auth_off_is_refused_on_a_non_loopback_bind(host: str) -> None:
     with pytest.raises(ConfigError, match="auth_required is off while the API listens on"):
