@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from engine.settings import Settings
+
+T = TypeVar("T")
+
+
+async def with_redis(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``work(client)`` on a Redis client made for it, closed afterwards (one command's use)."""
+    from engine.store.redisio import connect
+
+    client = connect(settings)
+    try:
+        return await work(client)
+    finally:
+        await client.aclose()
 
 
 def load_settings(args: argparse.Namespace) -> Settings:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from engine.cli.common import load_settings
+from engine.cli.common import load_settings, with_redis
 from engine.errors import BeaconError
 
 
@@ -58,23 +58,16 @@ def cmd_erasures(args: argparse.Namespace) -> int:
 
 async def _erase(settings: Any, customer_id: str, by: str, dry_run: bool) -> dict[str, Any]:
     from engine.store.erasure import Eraser
-    from engine.store.redisio import connect
 
-    client = connect(settings)
-    try:
+    async def work(client: Any) -> dict[str, Any]:
         eraser = Eraser(client, settings)
         plan = await (eraser.plan(customer_id) if dry_run else eraser.erase(customer_id, by))
         return {**plan.summary(), "key_names": plan.keys}
-    finally:
-        await client.aclose()
+
+    return await with_redis(settings, work)
 
 
 async def _log(settings: Any, limit: int) -> list[dict[str, Any]]:
     from engine.store.erasure import Eraser
-    from engine.store.redisio import connect
 
-    client = connect(settings)
-    try:
-        return await Eraser(client, settings).log(limit)
-    finally:
-        await client.aclose()
+    return await with_redis(settings, lambda client: Eraser(client, settings).log(limit))

@@ -10,6 +10,7 @@ import logging.config
 import signal
 from typing import Any
 
+from engine.cli.common import with_redis
 from engine.errors import BeaconError
 from engine.service.logs import logging_config
 from engine.settings import Settings
@@ -77,14 +78,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
 
-    async def rollback() -> str:
-        client = connect(settings)
-        try:
-            return await SnapshotStore(client, settings).rollback(args.name, args.version)
-        finally:
-            await client.aclose()
+    async def rollback(client: Any) -> str:
+        return await SnapshotStore(client, settings).rollback(args.name, args.version)
 
-    print(f"{args.name}: {asyncio.run(rollback())} (rollback_of {args.version}) published")
+    published = asyncio.run(with_redis(settings, rollback))
+    print(f"{args.name}: {published} (rollback_of {args.version}) published")
     return 0
 
 
