@@ -2,8 +2,9 @@
 backtests read (``decisions.audit``, ``feedback``).
 
 Each partition is sought to the first record at or after ``since`` (the broker's record
-timestamp, ``offsets_for_times``) and read up to the end offsets taken at the start, so
-a read ends even while workers keep writing. No consumer group: nothing is committed and
+timestamp, ``offsets_for_times``) and read to its end as it was when the read began (a
+record stamped after that ends its partition), so a read ends even while workers keep
+writing. No consumer group: nothing is committed and
 no live consumer is disturbed. On a signed topic, a record without a valid ``beacon-sig``
 by a trusted key is skipped and counted when verify keys are configured, as the trainer
 refuses it (agents/trainer.py); so is a record that is not a JSON object.
@@ -12,6 +13,7 @@ refuses it (agents/trainer.py); so is a record that is not a JSON object.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +59,7 @@ async def read_topic(
     counts: ReadCounts | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """The JSON values of topic ``name`` (without the prefix) whose record timestamp is in
-    [since, until), partition by partition in offset order, up to the end taken at start."""
+    [since, until), partition by partition in offset order, up to the end as the read began."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     counts = counts if counts is not None else ReadCounts()
@@ -82,32 +84,38 @@ async def read_topic(
             return
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
+        began_ms = int(time.time() * 1000)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.offsets_for_times({tp: max(int(since * 1000), 0) for tp in tps})
-        todo: dict[Any, int] = {}
+        todo: set[Any] = set()
         for tp in tps:
             found = starts.get(tp)
-            if found is not None and found.offset < ends[tp]:
+            if found is not None and (found.timestamp is None or found.timestamp >= 0):
                 consumer.seek(tp, found.offset)
-                todo[tp] = ends[tp]
+                todo.add(tp)
         idle = 0
         while todo and idle < _IDLE_POLLS:
             batch = await consumer.getmany(*todo, timeout_ms=_POLL_MS)
-            idle = 0 if any(batch.values()) else idle + 1
+            if not any(batch.values()):
+                # Nothing more to fetch: a partition at its end offset is done. (Some
+                # brokers report end offsets short of the last batch: a partition ends
+                # on an empty fetch, not on its end offset alone.)
+                idle += 1
+                todo -= {tp for tp in todo if await consumer.position(tp) >= ends[tp]}
+                continue
+            idle = 0
             for tp in sorted(batch, key=lambda t: t.partition):
                 for r in batch[tp]:
-                    if r.offset >= todo.get(tp, 0):
+                    if r.timestamp >= began_ms:  # written after the read began: the end
+                        todo.discard(tp)
                         break
                     value = _value(r, signer, counts)
                     if value is None or (until is not None and r.timestamp >= until * 1000):
                         continue
                     counts.read += 1
                     yield value
-            for tp in list(todo):
-                if await consumer.position(tp) >= todo[tp]:
-                    del todo[tp]
         if todo:
-            log.warning("%s: stopped %d partition(s) short of their end offsets", topic, len(todo))
+            log.warning("%s: stopped %d partition(s) short of their end", topic, len(todo))
     finally:
         await consumer.stop()
         if counts.skipped:
