@@ -1,5 +1,6 @@
 """Issue 18, item 2: a backtest of a planted rule change on audit records a real worker
-wrote, read back from Kafka (signatures verified), against fraud labels from ``feedback``.
+wrote, read back from Kafka (signatures verified), against fraud labels from ``feedback``;
+and a backtest of a model snapshot version, verified before it scores.
 
 Customer k (k = 1..4) fails their PIN k times within ten minutes, so the n-th failure
 reads ``pin_failures_1h == n``. The live pack blocks from the 3rd failure, the candidate
@@ -29,6 +30,12 @@ from engine.service.auditlog import read_audit
 from engine.service.backtest import Request, run
 from engine.service.topicread import ReadCounts, read_topic
 from engine.settings import Settings
+from engine.store.redisio import connect
+from engine.store.snapshots import SnapshotStore
+from models.errors import SnapshotRefused, UnknownSnapshot
+from models.registry import REGISTRY, build
+from tests.helpers import signing_keys
+from tests.unit.test_backtest import DAY, T0, month
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,3 +151,41 @@ async def _first_audit(settings: Settings, since: float) -> dict[str, Any]:
 
 async def _all_audit(settings: Settings, since: float, counts: ReadCounts) -> list[dict[str, Any]]:
     return [r async for r in read_topic(settings, "decisions.audit", since, None, counts)]
+
+
+def test_a_model_snapshot_version_is_verified_then_scores_the_backtest(
+    infra: Settings, tmp_path: Path
+) -> None:
+    settings = isolated(infra, **signing_keys())
+    records, hand = month()
+    alarmed = build("fraud")  # taught that every one of these events is fraud (score > 0.9)
+    inputs = [REGISTRY["fraud"].features.extract(r["features"], {}) for r in records if r.get("features")]
+    for _ in range(20):
+        for x in inputs:
+            alarmed.learn_one(x, True)
+
+    async def publish() -> str:
+        client = connect(settings)
+        try:
+            return await SnapshotStore(client, settings).publish("fraud", alarmed, {"note": "backtest"})
+        finally:
+            await client.aclose()
+
+    version = asyncio.run(publish())
+    audit = tmp_path / "audit.jsonl"
+    audit.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    request = Request(ROOT / "rules", since=T0, until=T0 + 3 * DAY, models=(version,), file=audit)
+    report = asyncio.run(run(settings, request))
+    assert report["backtest"]["candidate"] == {"rules": report["backtest"]["candidate"]["rules"],
+                                               "models": {"fraud": version}}  # fmt: skip
+    # The fraud score alone now blocks every event the rules did not block already.
+    assert report["verdicts"]["new"] == {"allow": 0, "review": 0, "step_up": 0, "block": hand["events"]}
+    assert report["alerts"]["added"] == report["alerts"]["removed"] == 0  # the rules did not change
+
+    with pytest.raises(UnknownSnapshot):
+        asyncio.run(
+            run(settings, Request(ROOT / "rules", since=T0, models=("fraud-v999-0123456789ab",), file=audit))
+        )
+    stranger = isolated(infra, **signing_keys()).replace(key_prefix=settings.key_prefix)  # other public key
+    with pytest.raises(SnapshotRefused):
+        asyncio.run(run(stranger, request))
