@@ -28,6 +28,7 @@ def add_commands(sub: Any, add: Any) -> None:
     )
     p.add_argument("--since", required=True, help="start: 2026-11-01, an ISO 8601 time, or epoch seconds")
     p.add_argument("--until", help="end (exclusive), as --since; default: everything recorded")
+    p.add_argument("--channel", action="append", default=[], help="only this channel's events (repeat)")
     p.add_argument("--file", type=Path, metavar="AUDIT.jsonl", help="audit records from this file, not Kafka")
     p.add_argument("--out", type=Path, metavar="DIR", help="write backtest.json, .md and .png here")
     p.add_argument("--format", choices=("md", "json"), default="md", help="what to print (default md)")
@@ -45,6 +46,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         until=parse_time(args.until) if args.until else None,
         models=models,
         file=args.file,
+        channels=tuple(sorted(set(args.channel))),
     )
     report = asyncio.run(run(settings, request))
     if args.out is not None:

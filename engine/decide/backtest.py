@@ -75,6 +75,7 @@ class Redecided:
     old_contacts: int  # offers and messages shown (not fallbacks or risk treatments)
     new_contacts: int
     gaps: tuple[str, ...] = ()  # inputs the candidate read that the record did not keep (:func:`gaps_of`)
+    rule_errors: tuple[str, ...] = ()  # candidate rules or offers whose condition raised here
 
     @property
     def day(self) -> str:
@@ -181,6 +182,7 @@ def redecide(record: Mapping[str, Any], candidate: Candidate) -> Redecided:
         old_contacts=sum(1 for a in old_actions if a.get("kind") in CONTACT_KINDS),
         new_contacts=sum(1 for a in shown if a.kind in CONTACT_KINDS),
         gaps=gaps_of(record, candidate),
+        rule_errors=tuple(sorted({e.split(":", 1)[0] for e in decision.versions.get("rule_errors") or ()})),
     )
 
 

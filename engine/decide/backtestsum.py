@@ -53,6 +53,7 @@ def summarize(
             "skipped": dict(sorted(skipped.items())),
         },
         "input_gaps": dict(sorted(gaps.items())),
+        "rule_errors": dict(sorted(Counter(e for r in rows for e in r.rule_errors).items())),
         "labels": {
             "fraud": n_fraud,
             "legitimate": sum(labels.get((r.channel, r.event_id)) is False for r in rows),
@@ -225,6 +226,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     if report["input_gaps"]:
         out += ["Inputs the candidate reads that the records did not keep (taken as absent):", ""]
         out += _table(["gap", "events"], sorted(report["input_gaps"].items()))
+    if report["rule_errors"]:
+        out += ["Candidate conditions that raised (they count as not matched), events:", ""]
+        out += _table(["rule or offer", "events"], sorted(report["rule_errors"].items()))
     v = report["verdicts"]
     out += ["## Verdicts", "", f"{v['changed']} verdicts change.", ""]
     for channel, c in v["by_channel"].items():

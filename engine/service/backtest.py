@@ -41,6 +41,7 @@ class Request:
     until: float | None = None
     models: tuple[str, ...] = ()  # snapshot versions, e.g. fraud-v12-0123456789ab
     file: Path | None = None  # else the decisions.audit topic
+    channels: tuple[str, ...] = ()  # only these channels' events (all when empty)
 
 
 def parse_time(text: str) -> float:
@@ -108,11 +109,59 @@ def in_period(record: Mapping[str, Any], since: float, until: float | None) -> b
     return since <= ts and (until is None or ts < until)
 
 
-def _order(record: Mapping[str, Any]) -> tuple[float, str, str, str]:
-    ev = record.get("event") if isinstance(record.get("event"), dict) else {}
-    assert isinstance(ev, dict)
-    return (float(ev.get("ts") or 0.0), str(record.get("channel")), str(record.get("event_id")),
-            str(record.get("customer_id")))  # fmt: skip
+class Backtest:
+    """Records in one at a time (a month of them need not fit in memory, only one small
+    row per event), then :meth:`report`. A record delivered twice counts once: both
+    copies decide the same, so which one is kept does not matter."""
+
+    def __init__(self, candidate: Candidate, request: Request) -> None:
+        self.candidate = candidate
+        self.request = request
+        self.rows: list[Redecided] = []
+        self.labels: list[dict[str, Any]] = []
+        self.skipped: Counter[str] = Counter()
+        self.decided_with: Counter[str] = Counter()
+        self._seen: set[tuple[str, str, str]] = set()
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        self.labels += labels_in((record,))  # a label event outside the period labels one inside
+        if not in_period(record, self.request.since, self.request.until):
+            self.skipped["outside_period"] += 1
+            return
+        if self.request.channels and record.get("channel") not in self.request.channels:
+            self.skipped["other_channel"] += 1
+            return
+        key = (str(record.get("customer_id")), str(record.get("channel")), str(record.get("event_id")))
+        if key in self._seen:
+            self.skipped["duplicate"] += 1
+            return
+        self._seen.add(key)
+        why = skip_reason(record)
+        if why is not None:
+            self.skipped[why] += 1
+            return
+        self.rows.append(redecide(record, self.candidate))
+        self.decided_with[str((record.get("versions") or {}).get("rules"))] += 1
+
+    def report(self, labels: Iterable[Mapping[str, Any]], sources: Mapping[str, str]) -> dict[str, Any]:
+        """The summary; ``labels``: fraud labels known besides the label events read."""
+        request, candidate = self.request, self.candidate
+        verdicts = fraud_labels([*self.labels, *labels])
+        scorer = candidate.scorer
+        models = {
+            k: v for k, v in sorted((scorer.versions if scorer else {}).items()) if k in candidate.rescored
+        }
+        meta = {
+            "period": {
+                "since": iso(request.since),
+                "until": iso(request.until) if request.until else "the end",
+            },
+            "channels": list(request.channels) or "all",
+            "candidate": {"rules": candidate.rules.version, "models": models or "as recorded"},
+            "decided_with": {"rules": dict(sorted(self.decided_with.items()))},
+            **sources,
+        }
+        return summarize(self.rows, verdicts, dict(self.skipped), meta)
 
 
 def backtest(
@@ -122,37 +171,11 @@ def backtest(
     request: Request,
     sources: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Decide every record of the period again and summarise. ``labels``: fraud labels
-    known so far besides the label events among ``records`` (which are always used)."""
-    all_records = list(records)
-    kept = sorted((r for r in all_records if in_period(r, request.since, request.until)), key=_order)
-    skipped: Counter[str] = Counter()
-    seen: set[tuple[str, str, str]] = set()
-    rows: list[Redecided] = []
-    decided_with: Counter[str] = Counter()
-    for record in kept:
-        key = (str(record.get("customer_id")), str(record.get("channel")), str(record.get("event_id")))
-        if key in seen:
-            skipped["duplicate"] += 1
-            continue
-        seen.add(key)
-        why = skip_reason(record)
-        if why is not None:
-            skipped[why] += 1
-            continue
-        rows.append(redecide(record, candidate))
-        decided_with[str((record.get("versions") or {}).get("rules"))] += 1
-    skipped["outside_period"] = len(all_records) - len(kept)
-    verdicts = fraud_labels([*labels_in(all_records), *labels])
-    scorer = candidate.scorer
-    models = {k: v for k, v in sorted((scorer.versions if scorer else {}).items()) if k in candidate.rescored}
-    meta = {
-        "period": {"since": iso(request.since), "until": iso(request.until) if request.until else "the end"},
-        "candidate": {"rules": candidate.rules.version, "models": models or "as recorded"},
-        "decided_with": {"rules": dict(sorted(decided_with.items()))},
-        **sources,
-    }
-    return summarize(rows, verdicts, {k: v for k, v in skipped.items() if v}, meta)
+    """Decide every record of the period again and summarise (:class:`Backtest`)."""
+    acc = Backtest(candidate, request)
+    for record in records:
+        acc.add(record)
+    return acc.report(labels, sources)
 
 
 async def run(settings: Settings, request: Request) -> dict[str, Any]:
@@ -161,9 +184,8 @@ async def run(settings: Settings, request: Request) -> dict[str, Any]:
     if request.file is not None:
         from engine.service.auditlog import read_audit_file
 
-        records = list(read_audit_file(request.file))
         sources = {"audit": request.file.name, "labels": "label events in the file"}
-        return backtest(records, (), candidate, request, sources)
+        return backtest(read_audit_file(request.file), (), candidate, request, sources)
     if not settings.kafka_bootstrap:
         raise BeaconError("reading decisions.audit needs BEACON_KAFKA_BOOTSTRAP (or --kafka); or pass --file")
     from engine.service.auditlog import read_audit
@@ -171,10 +193,11 @@ async def run(settings: Settings, request: Request) -> dict[str, Any]:
 
     # Decided in the period means recorded at or after its start; later records are read
     # to the end and kept by their event's time (a decision is recorded after its event).
-    records = [r async for r in read_audit(settings, request.since, None)]
+    acc = Backtest(candidate, request)
+    async for record in read_audit(settings, request.since, None):
+        acc.add(record)
     labels = [r async for r in read_topic(settings, "feedback", request.since, None)]
-    sources = {"audit": "decisions.audit", "labels": "feedback topic and label events"}
-    return backtest(records, labels, candidate, request, sources)
+    return acc.report(labels, {"audit": "decisions.audit", "labels": "feedback topic and label events"})
 
 
 def report_bytes(report: Mapping[str, Any], fmt: str) -> bytes:

@@ -13,6 +13,7 @@ refuses it (agents/trainer.py); so is a record that is not a JSON object.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ async def read_topic(
                         todo.discard(tp)
                         break
                     value = _value(r, signer, counts)
-                    if value is None or (until is not None and r.timestamp >= until * 1000):
+                    if value is None or not since * 1000 <= r.timestamp < (until or math.inf) * 1000:
                         continue
                     counts.read += 1
                     yield value

@@ -224,3 +224,13 @@ def test_the_command_writes_json_markdown_and_png(candidate_dir: Path, tmp_path:
     assert printed["rules"]["pin_bruteforce"]["new"]["fires"] == 18
     assert orjson.loads((tmp_path / "out" / "backtest.json").read_bytes()) == printed
     assert "| pin_bruteforce | 9 | 18 |" in (tmp_path / "out" / "backtest.md").read_text()
+
+
+def test_a_backtest_of_one_channel(candidate_dir: Path) -> None:
+    records, _ = month()
+    rules, _ = candidate_rules(SETTINGS, candidate_dir)
+    request = Request(candidate_dir, since=T0, until=T0 + 3 * DAY, channels=("atm",))
+    report = backtest(records, (), Candidate(rules), request, {})
+    assert list(report["verdicts"]["by_channel"]) == ["atm"] and report["records"]["re_decided"] == 30
+    assert report["records"]["skipped"]["other_channel"] == 27 + 15  # logins, and the reports (mobile)
+    assert report["labels"]["fraud"] == 6  # the reports still label the ATM events
