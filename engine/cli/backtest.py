@@ -15,8 +15,12 @@ HELP = (
 )
 
 
-def add_commands(sub: Any, add: Any) -> None:
-    p = add("backtest", HELP, cmd_backtest)
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("backtest", help=HELP, description=HELP)
+    p.set_defaults(func=cmd_backtest)
+    p.add_argument("--config", help="TOML settings file (else BEACON_CONFIG, env vars, defaults)")
+    p.add_argument("--redis-url", dest="redis_url", help="Redis URL, for --models (else BEACON_REDIS_URL)")
+    p.add_argument("--kafka", dest="kafka_bootstrap", help="broker host:port (else BEACON_KAFKA_BOOTSTRAP)")
     p.add_argument("--rules", required=True, type=Path, metavar="DIR", help="candidate rule packs (*.yaml)")
     p.add_argument(
         "--models",

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_commands(sub, add)
     rules.add_commands(sub)
     models.add_commands(sub, add)
-    backtest.add_commands(sub, add)
+    backtest.add_commands(sub)
     users.add_commands(sub)
     keys.add_commands(sub)
     return parser

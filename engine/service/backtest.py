@@ -81,6 +81,8 @@ async def build_candidate(settings: Settings, request: Request) -> Candidate:
     policy = DecisionPolicy(settings.risk_step_up, settings.risk_block, settings.max_actions)
     if not request.models:
         return Candidate(rules, policy)
+    if not settings.redis_url:
+        raise BeaconError("--models reads model snapshots from Redis: set BEACON_REDIS_URL or --redis-url")
     from engine.store.redisio import connect
     from engine.store.snapshots import SnapshotStore
     from models.featureconfig import load_feature_config

@@ -101,9 +101,20 @@ def test_a_planted_rule_change_matches_the_hand_count(
          "ts": time.time() - 5 + i, "attributes": {"ref_event_id": f"pin-{tag}-{k}-{n}", "ref_channel": "atm"}}
         for i, (k, n) in enumerate(((3, 3), (4, 2)))
     ]  # fmt: skip
+    # Customers offers are made to, often enough that contact caps hold some back.
+    profile = {"segment": "affluent", "income_band": "high", "products": ["current"], "kyc_risk": "low",
+               "tenure_months": 36, "timezone": "Europe/London"}  # fmt: skip
+    offered = [
+        {"event_id": f"web-{tag}-{c}-{i}", "customer_id": f"BO{c}{tag}", "channel": "internet", "type": "login",
+         "ts": t0 + 600 + c * 60 + i, "device_id": f"pc-{c}"}
+        for c in range(3) for i in range(5)
+    ]  # fmt: skip
     with httpx.Client(base_url=worker.url, timeout=10) as http:
-        for event in [*events, *reports]:
+        for c in range(3):
+            assert http.put(f"/v1/customers/BO{c}{tag}/profile", json=profile).status_code == 200
+        for event in [*events, *offered, *reports]:
             assert http.post("/v1/decisions", json=event).status_code == 200
+    events += offered
     asyncio.run(_wait_for(s, "decisions.audit", since, len(events) + len(reports)))
     asyncio.run(_wait_for(s, "feedback", since, len(reports)))
     real = asyncio.run(_first_audit(s, since))
@@ -113,9 +124,20 @@ def test_a_planted_rule_change_matches_the_hand_count(
     assert counts.skipped == {"record_unsigned": 1} and len(read) == len(events) + len(reports)
     assert all(isinstance(r.get("profile"), dict) for r in read if not r.get("feedback"))
 
-    report = asyncio.run(run(s, Request(candidate_dir, since=since - 3600)))
+    shown = [a["kind"] for r in read for a in r["actions"]]
+    capped = [
+        d for r in read for d in r.get("explain", {}).get("dropped", []) if d["stage"] == "contact_policy"
+    ]
+    assert shown.count("offer") + shown.count("service") > 0 and capped, "offers shown and capped"
+
+    # The live rules decide every event again exactly as the worker did: offers and caps too.
+    same = asyncio.run(run(s, Request(ROOT / "rules", since=since - 3600)))
+    assert same["records"]["re_decided"] == 25 and same["records"]["changed"] == 0
+    assert same["offers"]["events_changed"] == 0 and same["contacts"]["old"] == same["contacts"]["new"] > 0
+
+    report = asyncio.run(run(s, Request(candidate_dir, since=since - 3600, channels=("atm",))))
     assert report["records"]["re_decided"] == 10
-    assert report["records"]["skipped"] == {"label_event": 2}
+    assert report["records"]["skipped"] == {"other_channel": 17}  # the logins, the reports
     pins = report["rules"]["pin_bruteforce"]
     assert pins["old"] == {"fires": 3, "fraud": 1, "precision": 0.3333, "recall": 0.5}
     assert pins["new"] == {"fires": 6, "fraud": 2, "precision": 0.3333, "recall": 1.0}
@@ -127,6 +149,7 @@ def test_a_planted_rule_change_matches_the_hand_count(
         "by_rule": {"pin_bruteforce": {"added": 3, "removed": 0}}, "any_alert": None, "events_alerted": None,
     }  # fmt: skip
     assert report["labels"] == {"fraud": 2, "legitimate": 0, "unlabelled": 8}
+    assert report["offers"]["events_changed"] == 3  # the ATM's risk treatment for the new blocks
 
     # The command, twice, against the topic: byte-identical files.
     outs = []
