@@ -8,14 +8,15 @@ Re-deciding feeds these to :func:`decide` as its prepared inputs, so nothing is
 recomputed from a state that has moved on since. With a candidate scorer (a model
 snapshot), the scores are computed again from the recorded features.
 
-What a record cannot say is approximated, and the report says so (:func:`caveats`):
+What a record cannot say is approximated, and the report counts it (:func:`gaps_of`):
 
 - Contact-policy caps: an offer the live decision found capped is taken as capped for the
   candidate too (the counts before the event are the same); one it never considered is
   taken as under its caps.
 - A profile field or event attribute that only the candidate reads was not kept: it reads
   as absent (its default).
-- Without a candidate scorer, an offer only the candidate has gets propensity 0.
+- Unless the offers model is scored again, an offer only the candidate has gets
+  propensity 0.
 - Alerts are compared as the rules raised them; the desk's per-customer suppression
   windows are not replayed (the live alerts kept after them are counted apart).
 
@@ -190,7 +191,7 @@ def gaps_of(record: Mapping[str, Any], candidate: Candidate) -> tuple[str, ...]:
     """What the candidate reads that this record does not hold: ``no_profile`` (a record
     written before audit records kept the profile fields the rules read, while the
     candidate reads some) and ``unscored_offer:<id>`` (an offer of the record's channel
-    with no recorded propensity, when the candidate has no scorer of its own).
+    with no recorded propensity, when the offers model is not scored again).
 
     >>> gaps_of(sample_record(profile=None), candidate_for_doctest(3))
     ()
