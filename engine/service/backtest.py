@@ -126,6 +126,8 @@ class Backtest:
         self._seen: set[tuple[str, str, str]] = set()
 
     def add(self, record: Mapping[str, Any]) -> None:
+        if "decision_id" not in record and isinstance(record.get("value"), dict):
+            record = record["value"]  # a consumed message {key, headers, value}, as exported
         self.labels += labels_in((record,))  # a label event outside the period labels one inside
         if not in_period(record, self.request.since, self.request.until):
             self.skipped["outside_period"] += 1
@@ -187,7 +189,10 @@ async def run(settings: Settings, request: Request) -> dict[str, Any]:
         from engine.service.auditlog import read_audit_file
 
         sources = {"audit": request.file.name, "labels": "label events in the file"}
-        return backtest(read_audit_file(request.file), (), candidate, request, sources)
+        try:
+            return backtest(read_audit_file(request.file), (), candidate, request, sources)
+        except OSError as exc:
+            raise BeaconError(f"cannot read {request.file}: {exc}") from exc
     if not settings.kafka_bootstrap:
         raise BeaconError("reading decisions.audit needs BEACON_KAFKA_BOOTSTRAP (or --kafka); or pass --file")
     from engine.service.auditlog import read_audit
