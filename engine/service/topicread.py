@@ -2,12 +2,14 @@
 backtests read (``decisions.audit``, ``feedback``).
 
 Each partition is sought to the first record at or after ``since`` (the broker's record
-timestamp, ``offsets_for_times``) and read to its end as it was when the read began (a
-record stamped after that ends its partition), so a read ends even while workers keep
-writing. No consumer group: nothing is committed and
-no live consumer is disturbed. On a signed topic, a record without a valid ``beacon-sig``
-by a trusted key is skipped and counted when verify keys are configured, as the trainer
-refuses it (agents/trainer.py); so is a record that is not a JSON object.
+timestamp, ``offsets_for_times``) and read to its end as it was when the read began, so a
+read ends even while workers keep writing: every record before the end offset taken at
+the start, and past it only records stamped before the start (the embedded broker
+reports an end offset at the start of the last batch, short of the records in it). No
+consumer group: nothing is committed and no live consumer is disturbed. On a signed
+topic, a record without a valid ``beacon-sig`` by a trusted key is skipped and counted
+when verify keys are configured, as the trainer refuses it (agents/trainer.py); so is a
+record that is not a JSON object.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ async def read_topic(
             idle = 0
             for tp in sorted(batch, key=lambda t: t.partition):
                 for r in batch[tp]:
-                    if r.timestamp >= began_ms:  # written after the read began: the end
+                    if r.offset >= ends[tp] and r.timestamp >= began_ms:  # written after the read began
                         todo.discard(tp)
                         break
                     value = _value(r, signer, counts)
