@@ -242,7 +242,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     ]  # fmt: skip
     any_old, any_new = a["any_alert"]["old"], a["any_alert"]["new"]
     out += _table(
-        ["events alerted", "fires", "fraud", "precision", "recall"],
+        ["any alert", "events", "fraud", "precision", "recall"],
         [["old", *any_old.values()], ["new", *any_new.values()]],
     )
     out += ["## Rules", ""]
