@@ -219,13 +219,12 @@ async def _ask_http(http: Any, url: str, event: dict[str, Any], token: str, stat
 
 
 async def _print_live(settings: Settings, stop: asyncio.Event, gen: Any, stats: DemoStats) -> None:
-    """Print what the channels receive; feed every decision's audit record back to the
-    simulated customers, who answer offers (with a taste per segment that the offer model
-    should pick up) and convert (engine/ops/responses.py: a planted uplift for one offer)."""
+    """Print what the channels receive. The simulated customers answer what they are shown
+    (from ``decisions.audit``, see ``_feed_back``; from these answers when that is not
+    readable, without the control group's held-back offers)."""
     from aiokafka import AIOKafkaConsumer
 
-    audit = settings.topic("decisions.audit")
-    topics = [settings.topic(f"decisions.{c}") for c in CHANNELS] + [settings.topic("risk.alerts"), audit]
+    topics = [settings.topic(f"decisions.{c}") for c in CHANNELS] + [settings.topic("risk.alerts")]
     # A channel waiting for its answers fetches with a short wait (aiokafka's default, 500 ms,
     # is held whole by the embedded broker and would be most of the latency printed).
     consumer = AIOKafkaConsumer(
@@ -236,13 +235,11 @@ async def _print_live(settings: Settings, stop: asyncio.Event, gen: Any, stats: 
         fetch_max_wait_ms=5,
     )
     await consumer.start()
+    feed = asyncio.create_task(_feed_back(settings, gen))
     models = ""
     try:
         async for record in consumer:
             body = orjson.loads(record.value)
-            if record.topic == audit:
-                gen.observe(body, time.time())  # answers and conversions go out with the traffic
-                continue
             if record.topic.endswith("risk.alerts"):
                 stats.alerted()
                 _print_alert(body)
@@ -251,12 +248,41 @@ async def _print_live(settings: Settings, stop: asyncio.Event, gen: Any, stats: 
             if ms is not None:
                 stats.decided("kafka", ms)
             _print_decision("kafka", body, ms)
+            if feed.done():  # no audit records to read: answer what the channel was told
+                gen.observe(body, time.time())
             now = ", ".join(f"{v}" for v in (body.get("versions") or {}).get("models", {}).values())
             if now and now != models:
                 models = stats.models = now
                 print(f"   models: {models}", flush=True)
     finally:
+        feed.cancel()
+        await asyncio.gather(feed, return_exceptions=True)
         await consumer.stop()
+
+
+async def _feed_back(settings: Settings, gen: Any) -> None:
+    """Every decision's audit record to the simulated customers, who answer offers (with a
+    taste per segment the offer model should pick up) and open products (a planted uplift
+    for one offer against the control group: engine/ops/responses.py)."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.errors import KafkaError
+
+    consumer = AIOKafkaConsumer(
+        settings.topic("decisions.audit"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_auth(settings),
+        auto_offset_reset="latest",
+    )
+    try:
+        await consumer.start()
+        try:
+            async for record in consumer:
+                gen.observe(orjson.loads(record.value), time.time())
+        finally:
+            await consumer.stop()
+    except KafkaError as e:  # e.g. a principal without read access to decisions.audit
+        note = f"{type(e).__name__} on decisions.audit"
+        print(f"   customers answer from the channels' decisions ({note})", flush=True)
 
 
 def _print_decision(path: str, d: dict[str, Any], ms: float | None) -> None:

@@ -58,7 +58,7 @@ class Simulation:
         town: Town,
         seed: int = 11,
         id_prefix: str = "sim",
-        fraud_share: float = 0.002,
+        fraud_share: float = 0.003,
         complaint_share: float = 0.002,
         session_gap_s: float = 1800.0,
         responses: Responses | None = None,
