@@ -73,6 +73,7 @@ DEFAULT_EVENT_TYPES = (
     "account_closure",
     "fraud_report",
     "chargeback",
+    "conversion",  # a product opened, from the core systems (matched to offers: issue 18)
 )
 
 

@@ -23,7 +23,7 @@ def add_commands(sub: Any, add: Add) -> None:
     p = add("demo", "start everything, simulate channel traffic, print live decisions", demo.cmd_demo)
     p.add_argument("--rate", type=float, default=8.0, help="simulated events per second (default 8)")
     p.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 = until Ctrl-C")
-    p.add_argument("--customers", type=int, default=300, help="simulated customers (default 300)")
+    p.add_argument("--customers", type=int, default=20000, help="simulated customers (default 20000)")
 
     what = "send events from a JSON Lines or CSV file at a fixed rate"
     replay.add_arguments(add("replay", what, replay.cmd_replay))

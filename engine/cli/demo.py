@@ -1,10 +1,13 @@
 """``beacon demo``: everything in one command, for a first look.
 
-Starts the embedded Redis and broker (unless configured), one worker, imports a few
-hundred simulated customer profiles, and runs channel simulators for ATM, internet
-and mobile banking. Most traffic goes through Kafka; every tenth event is asked over
-HTTP as a channel system would. Live decisions and alerts are printed as they
-arrive. Ctrl-C stops everything the demo started.
+Starts the embedded Redis and broker (unless configured), one worker and the trainer,
+imports the simulated customers' profiles (20,000 by default) and simulates a day at a
+bank (engine/ops/simulation.py): customers at home, at work and travelling, banking at
+ATMs, in internet and mobile banking in their own ways, a small planted share of fraud
+scenarios, answers to the offers shown and products opened. Most traffic goes through
+Kafka; every tenth event of a channel with a token is asked over HTTP as a channel system
+would. Live decisions and alerts are printed as they arrive. Ctrl-C stops everything
+the demo started.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import secrets
 import signal
 import socket
@@ -31,8 +33,9 @@ from engine.ops.launcher import WorkerProcess, start_trainer, start_worker
 from engine.settings import Settings
 
 CHANNELS = ("atm", "internet", "mobile")
+_LABELS = frozenset({"offer_response", "conversion"})  # sent by core systems and customers: Kafka
 _COLOURS = {"atm": "\033[36m", "internet": "\033[34m", "mobile": "\033[35m", "alert": "\033[1;31m",
-            "summary": "\033[1m"}  # fmt: skip
+            "conversion": "\033[32m", "summary": "\033[1m"}  # fmt: skip
 _RESET = "\033[0m"
 
 
@@ -113,11 +116,16 @@ async def _token(settings: Settings, role: str, name: str, channel: str | None =
 
 
 async def _run(settings: Settings, url: str, args: argparse.Namespace) -> None:
-    from engine.ops.traffic import Population, TrafficGenerator
+    from engine.ops.daylife import Town
+    from engine.ops.responses import Responses
+    from engine.ops.simulation import Simulation
 
-    pop = Population(args.customers, seed=int(time.time()) % 1000)
-    await _import_profiles(settings, pop)
-    gen = TrafficGenerator(pop, seed=int(time.time()), id_prefix=f"demo{int(time.time())}", fraud_rate=0.03)
+    town = Town(args.customers, seed=int(time.time()) % 1000)
+    await _import_profiles(settings, town)
+    seed, prefix = int(time.time()), f"demo{int(time.time())}"
+    # Products opened within minutes of an offer, so a first look sees the loop close.
+    responses = Responses(seed, prefix, delay_s=(20.0, 300.0))
+    gen = Simulation(town, seed=seed, id_prefix=prefix, responses=responses)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -126,10 +134,9 @@ async def _run(settings: Settings, url: str, args: argparse.Namespace) -> None:
         loop.call_later(args.duration, stop.set)
     stats = DemoStats()
     tokens = await _channel_tokens(settings)
-    profiles = {c.customer_id: c.profile for c in pop.customers}
     tasks = [
         asyncio.create_task(_simulate(settings, url, gen, args.rate, stop, tokens, stats)),
-        asyncio.create_task(_print_live(settings, stop, profiles, stats)),
+        asyncio.create_task(_print_live(settings, stop, gen, stats)),
         asyncio.create_task(_print_summaries(stats)),
     ]
     await stop.wait()
@@ -184,8 +191,10 @@ async def _simulate(
             start, i = time.perf_counter(), 0
             while not stop.is_set():
                 event = gen.next_event(time.time())
-                if i % 10 == 9:
-                    token = tokens.get(event["channel"], "")
+                if event["type"] == "conversion":
+                    _print_conversion(event)
+                if i % 10 == 9 and event["channel"] in tokens and event["type"] not in _LABELS:
+                    token = tokens[event["channel"]]
                     task = asyncio.create_task(_ask_http(http, url, event, token, stats))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
@@ -209,12 +218,11 @@ async def _ask_http(http: Any, url: str, event: dict[str, Any], token: str, stat
         _print_decision("http", body, ms)
 
 
-async def _print_live(
-    settings: Settings, stop: asyncio.Event, profiles: dict[str, dict[str, Any]], stats: DemoStats
-) -> None:
-    """Print what the channels receive; customers answer offers (with a taste per segment
-    that the offer model should pick up), so the trainer has labels to learn from."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+async def _print_live(settings: Settings, stop: asyncio.Event, gen: Any, stats: DemoStats) -> None:
+    """Print what the channels receive. The simulated customers answer what they are shown
+    (from ``decisions.audit``, see ``_feed_back``; from these answers when that is not
+    readable, without the control group's held-back offers)."""
+    from aiokafka import AIOKafkaConsumer
 
     topics = [settings.topic(f"decisions.{c}") for c in CHANNELS] + [settings.topic("risk.alerts")]
     # A channel waiting for its answers fetches with a short wait (aiokafka's default, 500 ms,
@@ -226,11 +234,8 @@ async def _print_live(
         auto_offset_reset="latest",
         fetch_max_wait_ms=5,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings), linger_ms=50
-    )
     await consumer.start()
-    await producer.start()
+    feed = asyncio.create_task(_feed_back(settings, gen))
     models = ""
     try:
         async for record in consumer:
@@ -243,50 +248,41 @@ async def _print_live(
             if ms is not None:
                 stats.decided("kafka", ms)
             _print_decision("kafka", body, ms)
+            if feed.done():  # no audit records to read: answer what the channel was told
+                gen.observe(body, time.time())
             now = ", ".join(f"{v}" for v in (body.get("versions") or {}).get("models", {}).values())
             if now and now != models:
                 models = stats.models = now
                 print(f"   models: {models}", flush=True)
-            response = customer_answer(body, profiles.get(body.get("customer_id", ""), {}))
-            if response is not None:
-                await producer.send(
-                    settings.topic("interactions"), orjson.dumps(response), key=body["customer_id"].encode()
-                )
     finally:
-        await producer.stop()
+        feed.cancel()
+        await asyncio.gather(feed, return_exceptions=True)
         await consumer.stop()
 
 
-_TASTE = {
-    "young": ("savings_round_up", "mobile_app_adoption"),
-    "affluent": ("mortgage_review", "credit_card_gold"),
-    "private": ("term_deposit_idle_balance", "mortgage_review"),
-    "mass": ("overdraft_protection", "bill_pay_autopay"),
-}
+async def _feed_back(settings: Settings, gen: Any) -> None:
+    """Every decision's audit record to the simulated customers, who answer offers (with a
+    taste per segment the offer model should pick up) and open products (a planted uplift
+    for one offer against the control group: engine/ops/responses.py)."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.errors import KafkaError
 
-
-def customer_answer(decision: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any] | None:
-    """A simulated customer's answer to the top offer shown, or None (no answer: ignored)."""
-    top = (decision.get("actions") or [{}])[0]
-    if top.get("kind") in (None, "fallback", "risk"):  # a risk treatment is not an offer to answer
-        return None
-    liked = top["id"] in _TASTE.get(str(profile.get("segment")), ())
-    roll = random.random()
-    if roll < (0.5 if liked else 0.04):
-        response = "accepted"
-    elif roll < 0.7:
-        response = "declined"
-    else:
-        return None
-    answer = {"decision_id": decision["decision_id"], "action_id": top["id"], "response": response}
-    return {
-        "event_id": f"resp-{decision['decision_id']}",
-        "customer_id": decision["customer_id"],
-        "channel": decision["channel"],
-        "type": "offer_response",
-        "ts": time.time(),
-        "attributes": answer,
-    }
+    consumer = AIOKafkaConsumer(
+        settings.topic("decisions.audit"),
+        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_auth(settings),
+        auto_offset_reset="latest",
+    )
+    try:
+        await consumer.start()
+        try:
+            async for record in consumer:
+                gen.observe(orjson.loads(record.value), time.time())
+        finally:
+            await consumer.stop()
+    except KafkaError as e:  # e.g. a principal without read access to decisions.audit
+        note = f"{type(e).__name__} on decisions.audit"
+        print(f"   customers answer from the channels' decisions ({note})", flush=True)
 
 
 def _print_decision(path: str, d: dict[str, Any], ms: float | None) -> None:
@@ -309,6 +305,15 @@ def _ms(ms: float | None) -> str:
     """The latency column: the channel's wait for this decision (a label event's answer,
     sent by the demo's customers, has none)."""
     return f"{ms:6.1f} ms" if ms is not None else "       -  "
+
+
+def _print_conversion(ev: dict[str, Any]) -> None:
+    """A product opened (the core systems' event): the offers report matches it to offers."""
+    print(
+        f"{_COLOURS['conversion']}  CONVERTED{_RESET} {ev['customer_id']}  {ev['attributes']['product']}  "
+        f"{ev['amount']:.2f} {ev['currency']}",
+        flush=True,
+    )
 
 
 def _print_alert(a: dict[str, Any]) -> None:
