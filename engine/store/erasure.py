@@ -140,10 +140,15 @@ class Eraser:
                     ttl = await pipe.ttl(trail_key)
                     if raw is None:
                         return
-                    doc = _anonymous(orjson.loads(raw), ref)
+                    original = orjson.loads(raw)
+                    doc = _anonymous(original, ref)
                     entries = [{**orjson.loads(t), "note": ERASED_NOTE} for t in trail]
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(doc_key, orjson.dumps(doc), keepttl=True)
+                    # The inbox's customer index follows (same slot as the alert).
+                    pipe.zrem(self.desk.index("cu", str(original.get("customer_id"))), alert_id)
+                    pipe.zadd(self.desk.index("cu", ref), {alert_id: int(original.get("created") or 0)})
+                    pipe.expire(self.desk.index("cu", ref), self.s.alert_retention_s)
                     if entries:
                         pipe.delete(trail_key)
                         pipe.rpush(trail_key, *[orjson.dumps(e) for e in entries])
