@@ -4,15 +4,19 @@ status, and alerts recorded before the indexes existed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from engine.settings import Settings
 from engine.store.alerts import AlertDesk, AlertFilter
 from engine.store.redisio import connect
-from tests.helpers import isolated
+from engine.store.users import AuthStore
+from tests.helpers import isolated, running_worker
 
 pytestmark = pytest.mark.integration
 NOW = 1_795_428_000_000
@@ -96,3 +100,119 @@ async def test_alerts_recorded_before_the_indexes_are_indexed_once(desk: AlertDe
     assert await ids(fresh, AlertFilter(customer="C1")) == ["a03", "a01"]
     assert await ids(fresh, AlertFilter(assignee="bob", status="assigned")) == ["a03"]
     assert await r.exists(k.indexed) == 1
+
+
+# --- Through a real worker's HTTP API, authentication on.
+
+PASSWORD = "officer password 1"
+
+
+async def _setup(s: Settings) -> None:
+    client = connect(s)
+    try:
+        auth = AuthStore(client, s.key_prefix)
+        await auth.add_user("olive", "risk_officer", PASSWORD)
+        await auth.add_user("vic", "viewer", PASSWORD)
+        desk = AlertDesk(client, s.key_prefix, s.alert_retention_s, s.alert_group_window_s, {})
+        now = int(time.time() * 1000)
+        for n in range(12):
+            sev = ("low", "medium", "high", "critical")[n % 4]
+            await desk.raise_alert(
+                alert(n, customer=f"H{n % 3}", severity=sev, typologies=(f"g{n}", f"t{n % 2}")), now + n
+            )
+        await desk.move("a01", "assign", "olive", now + 20, assignee="olive")
+        await desk.move("a02", "ack", "olive", now + 21)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def officer(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    s = isolated(infra, auth_required=True)
+    asyncio.run(_setup(s))
+    with (
+        running_worker(s, tmp_path_factory.mktemp("inbox")) as w,
+        httpx.Client(base_url=w.url, timeout=10, headers={"Origin": w.url}) as http,
+    ):
+        assert http.post("/v1/login", json={"user": "olive", "password": PASSWORD}).status_code == 200
+        yield http
+
+
+def test_the_inbox_filters_counts_and_pages_over_http(officer: httpx.Client) -> None:
+    page = officer.get("/v1/alerts", params={"limit": 5}).json()
+    assert [a["alert_id"] for a in page["alerts"]] == ["a11", "a10", "a09", "a08", "a07"]
+    assert page["counts"] == {"open": 10, "acknowledged": 1, "assigned": 1, "escalated": 0, "resolved": 0}
+    assert page["counts_exact"] and not page["partial"]
+    rest = officer.get("/v1/alerts", params={"limit": 5, "cursor": page["cursor"]}).json()
+    last = officer.get("/v1/alerts", params={"limit": 5, "cursor": rest["cursor"]}).json()
+    assert [a["alert_id"] for a in rest["alerts"] + last["alerts"]] == [f"a{n:02d}" for n in range(6, -1, -1)]
+    assert last["cursor"] is None and last["next"] is None
+    high = officer.get("/v1/alerts", params={"severity": "high", "customer": "H2"}).json()
+    assert [a["alert_id"] for a in high["alerts"]] == ["a02"]  # n = 2: high, H2
+    assert high["counts"] == {"open": 0, "acknowledged": 1, "assigned": 0, "escalated": 0, "resolved": 0}
+    mine = officer.get("/v1/alerts", params={"mine": "true"}).json()
+    assert [a["alert_id"] for a in mine["alerts"]] == ["a01"] and mine["alerts"][0]["assignee"] == "olive"
+    typ = officer.get("/v1/alerts", params={"typology": "t1", "status": "open"}).json()
+    assert [a["alert_id"] for a in typ["alerts"]] == ["a11", "a09", "a07", "a05", "a03"]
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "field"),
+    [
+        ({"stauts": "open"}, "unknown_parameter", "stauts"),
+        ({"status": "closed"}, "invalid_value", "status"),
+        ({"severity": "urgent"}, "invalid_value", "severity"),
+        ({"limit": "0"}, "invalid_value", "limit"),
+        ({"limit": "201"}, "invalid_value", "limit"),
+        ({"limit": "ten"}, "wrong_type", "limit"),
+        ({"since": "-5"}, "wrong_type", "since"),
+        ({"cursor": "garbage"}, "invalid_value", "cursor"),
+        ({"cursor": "1:a1", "before": "5"}, "invalid_value", "cursor"),
+        ({"mine": "yes"}, "invalid_value", "mine"),
+        ({"mine": "true", "assignee": "bob"}, "invalid_value", "mine"),
+        ({"customer": "x" * 101}, "invalid_value", "customer"),
+    ],
+)
+def test_bad_query_parameters_are_refused_with_a_code(
+    officer: httpx.Client, params: dict[str, str], code: str, field: str
+) -> None:
+    r = officer.get("/v1/alerts", params=params)
+    assert r.status_code == 400 and r.json()["error"]["code"] == code and r.json()["error"]["field"] == field
+
+
+def test_beside_an_alert_the_customers_earlier_alerts(officer: httpx.Client) -> None:
+    d = officer.get("/v1/alerts/a09").json()
+    assert [a["alert_id"] for a in d["earlier"]] == ["a06", "a03", "a00"]  # H0's others, newest first
+    assert "recent_interactions" in d["customer"]
+
+
+def test_bulk_acknowledge_checks_each_alert_and_reports_each(officer: httpx.Client) -> None:
+    ids = ["a04", "a02", "nope", "a01", "a04", "a08"]  # open, acknowledged, unknown, assigned, again, open
+    r = officer.post("/v1/alerts/ack", json={"alert_ids": ids, "note": "morning sweep"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [
+        (x["alert_id"], x["ok"], x.get("status"), x.get("error", {}).get("code")) for x in body["results"]
+    ] == [
+        ("a04", True, "acknowledged", None),
+        ("a02", False, None, "not_open"),
+        ("nope", False, None, "not_found"),
+        ("a01", False, None, "not_open"),
+        ("a08", True, "acknowledged", None),
+    ]
+    assert body["acknowledged"] == 2 and body["refused"] == 3
+    trail = officer.get("/v1/alerts/a04").json()["audit"]
+    assert [(t["action"], t["who"], t["note"]) for t in trail][-1] == ("ack", "olive", "morning sweep")
+    assert (
+        officer.post("/v1/alerts/ack", json={"alert_ids": ["a"] * 101}).json()["error"]["field"]
+        == "alert_ids"
+    )
+
+
+def test_a_viewer_reads_the_inbox_but_cannot_acknowledge(officer: httpx.Client) -> None:
+    with httpx.Client(base_url=officer.base_url, timeout=10, headers=officer.headers) as viewer:
+        assert viewer.post("/v1/login", json={"user": "vic", "password": PASSWORD}).status_code == 200
+        assert viewer.get("/v1/alerts", params={"status": "open"}).status_code == 200
+        r = viewer.post("/v1/alerts/ack", json={"alert_ids": ["a05"]})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        assert viewer.get("/v1/alerts", params={"mine": "true"}).json()["alerts"] == []
