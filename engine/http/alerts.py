@@ -105,10 +105,10 @@ class AlertApi:
     async def find(self, query: Mapping[str, str], actor: str | None = None) -> Reply:
         """One page of the inbox and the counts per status the filter (but its status)
         admits; ``actor``: the logged-in person, whom ``mine=true`` names."""
-        flt = parse_query(query, actor)
-        if isinstance(flt, Reply):
-            return flt
-        flt, limit, before, cursor = flt
+        parsed = parse_query(query, actor)
+        if isinstance(parsed, Reply):
+            return parsed
+        flt, limit, before, cursor = parsed
         try:
             found = await self.desk.find(flt, limit, before, cursor=cursor)
             counts, exact = await self.desk.counts(flt, int(time.time() * 1000))

@@ -184,7 +184,7 @@ class AlertDesk:
             hi = f"({before_ms}" if flt.until_ms is None or before_ms <= flt.until_ms else hi
         lo = "-inf" if flt.since_ms is None else str(flt.since_ms)
         script_keys = [self.keys.by_time, self.keys.alerts, *flt.indexes(self.keys)]
-        args = [limit, hi, after_id, lo, scan_max]
+        args: list[str | int] = [limit, hi, after_id, lo, scan_max]
         reply = await self._call(self._find(keys=script_keys, args=args))
         (at_ms, at_id, partial), raws = reply[0], reply[1:]
         docs = [_doc(orjson.loads(raw)) for raw in raws]
