@@ -33,6 +33,7 @@ DISPOSITIONS = ("fraud", "legitimate", "needs_information")
 STATUSES = ("open", "acknowledged", "assigned", "escalated", "resolved")
 _EVENTS_KEPT = 50
 _SCAN_MAX = 2000  # alerts read per listing request at most
+_SCRIPT_READS = 500  # entries one script call reads at most (Redis does nothing else meanwhile)
 
 
 class AlertMoveError(BeaconError):
@@ -169,10 +170,10 @@ class AlertDesk:
     async def find(self, flt: AlertFilter, limit: int = 50, before_ms: int | None = None,
                    scan_max: int = _SCAN_MAX, cursor: str | None = None) -> AlertPage:  # fmt: skip
         """Newest first, in a stable order (created ms, then id); ``cursor`` (a page's
-        ``cursor``) or ``before_ms`` says where the page starts. One script call walks the
-        smallest index the filter names and reads at most ``scan_max`` entries of it, so a
-        filter that matches little costs a bounded slice, not the whole desk: the page is
-        then ``partial`` and its cursor says where to go on."""
+        ``cursor``) or ``before_ms`` says where the page starts. Script calls of at most
+        500 entries each walk the smallest index the filter names, at most ``scan_max``
+        entries in all, so a filter that matches little costs a bounded slice, not the
+        whole desk: the page is then ``partial`` and its cursor says where to go on."""
         await self.ensure_indexed()
         hi: str = "+inf" if flt.until_ms is None else str(flt.until_ms)
         after_id = ""
@@ -184,21 +185,27 @@ class AlertDesk:
             hi = f"({before_ms}" if flt.until_ms is None or before_ms <= flt.until_ms else hi
         lo = "-inf" if flt.since_ms is None else str(flt.since_ms)
         script_keys = [self.keys.by_time, self.keys.alerts, *flt.indexes(self.keys)]
-        args: list[str | int] = [limit, hi, after_id, lo, scan_max]
-        reply = await self._call(self._find(keys=script_keys, args=args))
-        (at_ms, at_id, partial), raws = reply[0], reply[1:]
-        docs = [_doc(orjson.loads(raw)) for raw in raws]
-        if not text(at_ms):
-            return AlertPage(docs, None)
-        ms = int(float(text(at_ms)))
-        return AlertPage(docs, ms, bool(partial), f"{ms}:{text(at_id)}")
+        docs: list[dict[str, Any]] = []
+        while True:  # slices of _SCRIPT_READS entries, so no one call holds Redis long
+            budget = min(_SCRIPT_READS, scan_max)
+            args: list[str | int] = [limit - len(docs), hi, after_id, lo, budget]
+            reply = await self._call(self._find(keys=script_keys, args=args))
+            (at_ms, at_id, partial), raws = reply[0], reply[1:]
+            docs += [_doc(orjson.loads(raw)) for raw in raws]
+            scan_max -= budget
+            if not text(at_ms):
+                return AlertPage(docs, None)
+            ms = int(float(text(at_ms)))
+            if not partial or scan_max <= 0:
+                return AlertPage(docs, ms, bool(partial), f"{ms}:{text(at_id)}")
+            hi, after_id = str(ms), text(at_id)
 
     async def counts(
-        self, flt: AlertFilter, now_ms: int, scan_max: int = _SCAN_MAX
+        self, flt: AlertFilter, now_ms: int, scan_max: int = _SCRIPT_READS
     ) -> tuple[dict[str, int], bool]:
         """Alerts per status among those the filter admits but for its status, and whether
-        the counts are exact (a filter walks at most ``scan_max`` alerts of its smallest
-        index; without one, each status index is counted whole)."""
+        the counts are exact: each walks the smaller of its status's index and the filter's
+        indexes, at most ``scan_max`` entries (engine/store/lua/alert_count.lua)."""
         await self.ensure_indexed()
         lo = now_ms - self.retention_s * 1000
         lo = lo if flt.since_ms is None else max(lo, flt.since_ms)
@@ -207,7 +214,7 @@ class AlertDesk:
         reply = await self._call(self._count(keys=script_keys, args=[lo, hi, scan_max, *STATUSES]))
         return dict(zip(STATUSES, (int(n) for n in reply[1:]), strict=True)), bool(reply[0])
 
-    async def ensure_indexed(self, chunk: int = 500) -> None:
+    async def ensure_indexed(self, chunk: int = 25) -> None:
         """Add the alerts recorded before the inbox's indexes existed to them, once per
         desk (the first listing after an upgrade; idempotent, so workers may race)."""
         if self._indexed:

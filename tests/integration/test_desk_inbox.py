@@ -83,8 +83,23 @@ async def test_the_indexes_follow_every_move_and_grouping(desk: AlertDesk) -> No
     assert exact and counts == {"open": 1, "acknowledged": 1, "assigned": 0, "escalated": 0, "resolved": 1}
     counts, exact = await desk.counts(AlertFilter(status="open", severity="critical"), NOW + 20)
     assert exact and counts == {"open": 0, "acknowledged": 1, "assigned": 0, "escalated": 0, "resolved": 0}
-    counts, exact = await desk.counts(AlertFilter(severity="high"), NOW + 20, scan_max=1)
-    assert not exact and sum(counts.values()) == 1
+    counts, exact = await desk.counts(AlertFilter(severity="high"), NOW + 20)
+    assert exact and counts == {"open": 1, "acknowledged": 0, "assigned": 0, "escalated": 0, "resolved": 1}
+
+
+async def test_counts_are_exact_while_the_backlog_is_within_the_bound(desk: AlertDesk) -> None:
+    for n in range(8):
+        await desk.raise_alert(alert(n, customer=f"C{n}", severity="high" if n < 6 else "low"), NOW + n)
+    for n in range(3):
+        await desk.move(f"a{n:02d}", "resolve", "ann", NOW + 10, disposition="legitimate")
+    # One filter: the open ones walked (3 high of 5 open), resolved is the rest of the 6 high.
+    counts, exact = await desk.counts(AlertFilter(severity="high"), NOW + 20, scan_max=5)
+    assert exact and (counts["open"], counts["resolved"]) == (3, 3)
+    # Two filters: each status walked, at most scan_max entries each.
+    both = AlertFilter(severity="high", typology="card_compromise")
+    assert await desk.counts(both, NOW + 20, scan_max=5) == (counts, True)
+    counts, exact = await desk.counts(both, NOW + 20, scan_max=2)
+    assert not exact and counts["open"] == 0  # of the newest 2 open ones read: both low
 
 
 async def test_alerts_recorded_before_the_indexes_are_indexed_once(desk: AlertDesk) -> None:
