@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 RATE ?= 500
 DURATION ?= 30
 
-.PHONY: chromium prometheus wrk rules-check bench-rules install demo up test check lint typecheck unit integration bench loadtest clean modelbench-data
+.PHONY: chromium prometheus wrk rules-check bench-rules install demo up test check lint typecheck unit integration bench loadtest clean modelbench-data console-screenshot
 
 # The console's browser test drives Debian's Chromium (Playwright never downloads one).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
@@ -117,6 +117,11 @@ bench-rules: install
 loadtest: install
 	$(BIN)/python -m loadtest.run --rate $(RATE) --duration $(DURATION) $(if $(PROCS),--procs $(PROCS)) \
 	  $(if $(WORKERS),--workers $(WORKERS)) $(if $(SHAPE),--shape $(SHAPE))
+
+# docs/console.png (the README's first screen): the console over a busy desk of fixed
+# alerts, in Chromium at a fixed size, time zone and locale. On demand only: no test run rewrites it.
+console-screenshot: install chromium
+	BEACON_SCREENSHOT=docs/console.png $(BIN)/python -m pytest -q tests/integration/test_console.py -k screenshot
 
 clean:
 	rm -rf $(VENV) .beacon .pytest_cache .mypy_cache .ruff_cache *.egg-info

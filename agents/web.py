@@ -167,7 +167,17 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             who = await allow(request, "read")
             if isinstance(who, Reply):
                 return _respond(self, who)
-            return _browser(self, await alerts.find(dict(request.query)))
+            actor = None if who is ANONYMOUS else who.name
+            return _browser(self, await alerts.find(dict(request.query), actor))
+
+    @app.page("/v1/alerts/ack")
+    class AlertsAck(View):
+        async def post(self, request: Request) -> Response:
+            got = await allow_with_body(request, "work")
+            if isinstance(got, Reply):
+                return _respond(self, got)
+            who, body = got
+            return _browser(self, await alerts.ack_many(body, None if who is ANONYMOUS else who.name))
 
     @app.page("/v1/alerts/stream")
     class AlertStream(View):

@@ -33,6 +33,7 @@ DISPOSITIONS = ("fraud", "legitimate", "needs_information")
 STATUSES = ("open", "acknowledged", "assigned", "escalated", "resolved")
 _EVENTS_KEPT = 50
 _SCAN_MAX = 2000  # alerts read per listing request at most
+_SCRIPT_READS = 500  # entries one script call reads at most (Redis does nothing else meanwhile)
 
 
 class AlertMoveError(BeaconError):
@@ -53,6 +54,12 @@ class AlertFilter:
     since_ms: int | None = None
     until_ms: int | None = None
 
+    def indexes(self, desk: keys.DeskKeys, with_status: bool = True) -> list[str]:
+        """The index zsets an alert this filter admits is in (the time bounds apart)."""
+        named = (("st", self.status if with_status else None), ("sv", self.severity),
+                 ("ty", self.typology), ("as", self.assignee), ("cu", self.customer))  # fmt: skip
+        return [desk.index(dim, value) for dim, value in named if value is not None]
+
     def admits(self, doc: Mapping[str, Any]) -> bool:
         typologies = doc.get("typologies") or []
         return (
@@ -72,6 +79,19 @@ class AlertPage:
     alerts: list[dict[str, Any]]
     next_before_ms: int | None
     partial: bool = False
+    cursor: str | None = None  # '<created ms>:<alert id>' of the last alert read: exact paging
+
+
+def parse_cursor(cursor: str) -> tuple[int, str]:
+    """A page cursor as (created ms, alert id); ValueError when it is not one.
+
+    >>> parse_cursor("1795428000000:a:1")
+    (1795428000000, 'a:1')
+    """
+    ms, sep, alert_id = cursor.partition(":")
+    if not sep or not alert_id or not ms.isdigit() or len(ms) > 15:
+        raise ValueError(cursor)
+    return int(ms), alert_id
 
 
 class AlertDesk:
@@ -90,6 +110,11 @@ class AlertDesk:
         lua = resources.files("engine.store").joinpath("lua")
         self._raise = client.register_script(lua.joinpath("alert_raise.lua").read_text())
         self._move = client.register_script(lua.joinpath("alert_move.lua").read_text())
+        self._find = client.register_script(lua.joinpath("alert_find.lua").read_text())
+        self._count = client.register_script(lua.joinpath("alert_count.lua").read_text())
+        self._reindex = client.register_script(lua.joinpath("alert_reindex.lua").read_text())
+        self._indexed = False
+        self._ix = [self.keys.index(dim) for dim in keys.INDEX_DIMS]
 
     async def raise_alert(self, alert: Mapping[str, Any], now_ms: int) -> tuple[str, str]:
         """Record one alert record of ``risk.alerts``; returns (desk alert id, raised|grouped|repeat)."""
@@ -99,7 +124,7 @@ class AlertDesk:
         sla = self.sla_s.get(str(record.get("severity")), 0.0)
         deadline = now_ms + int(sla * 1000) if sla > 0 else 0
         k = self.keys
-        script_keys = [k.seen, k.alerts, k.audits, k.groups, k.by_time, k.sla, k.backlog]
+        script_keys = [k.seen, k.alerts, k.audits, k.groups, k.by_time, k.sla, k.backlog, *self._ix]
         args: list[bytes | int | str] = [
             orjson.dumps(record),
             self.group_window_s,
@@ -115,8 +140,9 @@ class AlertDesk:
     async def move(self, alert_id: str, action: str, who: str, now_ms: int, note: str = "",
                    assignee: str = "", disposition: str = "") -> dict[str, Any]:  # fmt: skip
         k = self.keys
-        script_keys = [k.alert(alert_id), k.audit(alert_id), k.sla, k.backlog]
-        args: list[str | int] = [action, who, now_ms, note, assignee, disposition, self.channel]
+        script_keys = [k.alert(alert_id), k.audit(alert_id), k.sla, k.backlog, k.index("st"), k.index("as")]
+        args: list[str | int] = [action, who, now_ms, note, assignee, disposition, self.channel,
+                                 self.retention_s]  # fmt: skip
         reply = await self._call(self._move(keys=script_keys, args=args))
         if text(reply[0]) == "error":
             raise AlertMoveError(text(reply[1]))
@@ -141,38 +167,69 @@ class AlertDesk:
         raw = await self._call(self._r.lrange(self.keys.audit(alert_id), 0, -1))
         return [orjson.loads(r) for r in raw]
 
-    async def find(
-        self, flt: AlertFilter, limit: int = 50, before_ms: int | None = None, scan_max: int = _SCAN_MAX
-    ) -> AlertPage:
-        """Newest first; ``before_ms`` is the paging cursor. At most ``scan_max`` alerts are
-        read per call, so a filter that matches little costs a bounded slice of the index,
-        not all of it: the page is then ``partial`` and its cursor says where to go on."""
-        hi: Any = (
-            f"({before_ms}"
-            if before_ms is not None
-            else (flt.until_ms if flt.until_ms is not None else "+inf")
-        )
-        lo: Any = flt.since_ms if flt.since_ms is not None else "-inf"
-        out: list[dict[str, Any]] = []
-        scanned = 0
-        while scanned < scan_max:
-            ids = await self._call(
-                self._r.zrevrangebyscore(
-                    self.keys.by_time, hi, lo, start=0, num=min(200, scan_max - scanned), withscores=True
-                )
-            )
-            if not ids:
-                return AlertPage(out, None)
-            scanned += len(ids)
-            docs = await self._call(self._r.mget([self.keys.alert(text(i)) for i, _ in ids]))
-            for raw in docs:
-                doc = _doc(orjson.loads(raw)) if raw else None
-                if doc is not None and flt.admits(doc):
-                    out.append(doc)
-                    if len(out) == limit:
-                        return AlertPage(out, int(doc["created"]))
-            hi = f"({int(ids[-1][1])}"
-        return AlertPage(out, int(ids[-1][1]), partial=True)
+    async def find(self, flt: AlertFilter, limit: int = 50, before_ms: int | None = None,
+                   scan_max: int = _SCAN_MAX, cursor: str | None = None) -> AlertPage:  # fmt: skip
+        """Newest first, in a stable order (created ms, then id); ``cursor`` (a page's
+        ``cursor``) or ``before_ms`` says where the page starts. Script calls of at most
+        500 entries each walk the smallest index the filter names, at most ``scan_max``
+        entries in all, so a filter that matches little costs a bounded slice, not the
+        whole desk: the page is then ``partial`` and its cursor says where to go on."""
+        await self.ensure_indexed()
+        hi: str = "+inf" if flt.until_ms is None else str(flt.until_ms)
+        after_id = ""
+        if cursor is not None:
+            ms, after_id = parse_cursor(cursor)
+            hi = str(ms) if flt.until_ms is None else str(min(ms, flt.until_ms))
+            after_id = after_id if hi == str(ms) else ""
+        elif before_ms is not None:
+            hi = f"({before_ms}" if flt.until_ms is None or before_ms <= flt.until_ms else hi
+        lo = "-inf" if flt.since_ms is None else str(flt.since_ms)
+        script_keys = [self.keys.by_time, self.keys.alerts, *flt.indexes(self.keys)]
+        docs: list[dict[str, Any]] = []
+        while True:  # slices of _SCRIPT_READS entries, so no one call holds Redis long
+            budget = min(_SCRIPT_READS, scan_max)
+            args: list[str | int] = [limit - len(docs), hi, after_id, lo, budget]
+            reply = await self._call(self._find(keys=script_keys, args=args))
+            (at_ms, at_id, partial), raws = reply[0], reply[1:]
+            docs += [_doc(orjson.loads(raw)) for raw in raws]
+            scan_max -= budget
+            if not text(at_ms):
+                return AlertPage(docs, None)
+            ms = int(float(text(at_ms)))
+            if not partial or scan_max <= 0:
+                return AlertPage(docs, ms, bool(partial), f"{ms}:{text(at_id)}")
+            hi, after_id = str(ms), text(at_id)
+
+    async def counts(
+        self, flt: AlertFilter, now_ms: int, scan_max: int = _SCRIPT_READS
+    ) -> tuple[dict[str, int], bool]:
+        """Alerts per status among those the filter admits but for its status, and whether
+        the counts are exact: each walks the smaller of its status's index and the filter's
+        indexes, at most ``scan_max`` entries (engine/store/lua/alert_count.lua)."""
+        await self.ensure_indexed()
+        lo = now_ms - self.retention_s * 1000
+        lo = lo if flt.since_ms is None else max(lo, flt.since_ms)
+        hi = "+inf" if flt.until_ms is None else str(flt.until_ms)
+        script_keys = [self.keys.index("st"), *flt.indexes(self.keys, with_status=False)]
+        reply = await self._call(self._count(keys=script_keys, args=[lo, hi, scan_max, *STATUSES]))
+        return dict(zip(STATUSES, (int(n) for n in reply[1:]), strict=True)), bool(reply[0])
+
+    async def ensure_indexed(self, chunk: int = 25) -> None:
+        """Add the alerts recorded before the inbox's indexes existed to them, once per
+        desk (the first listing after an upgrade; idempotent, so workers may race)."""
+        if self._indexed:
+            return
+        if not await self._call(self._r.exists(self.keys.indexed)):
+            first = 0
+            while True:
+                args = [first, chunk, self.retention_s]
+                script_keys = [self.keys.by_time, self.keys.alerts, *self._ix]
+                n = await self._call(self._reindex(keys=script_keys, args=args))
+                first += int(n)
+                if int(n) < chunk:
+                    break
+            await self._call(self._r.set(self.keys.indexed, "1"))
+        self._indexed = True
 
     async def note(self, alert_id: str, who: str, now_ms: int, action: str, note: str) -> None:
         """An entry in the audit trail that changes no state (a snooze, for one)."""

@@ -3,7 +3,8 @@
 What goes: every key of the customer (state, profile and its history, dedupe answers,
 suppressions: one hash tag, found by SCAN on the customer's own key), the customer in the
 device indexes it appears in, the trainer's latest-decision record and pending churn
-label, the desk's grouping keys. What is kept but made anonymous: the desk's alerts of the
+label, the desk's grouping keys and its index of the customer's alerts (the alerts move to
+the reference's). What is kept but made anonymous: the desk's alerts of the
 customer (a bank keeps its fraud alerts), whose ``customer_id`` becomes a reference
 (``erased:`` and 16 hex of SHA-256), whose context (amounts, places, devices, conditions)
 is dropped, and whose trail notes are blanked; so are webhook deliveries still queued or
@@ -108,7 +109,7 @@ class Eraser:
         found = {_text(k) async for k in self._r.scan_iter(match=_escape(base) + ":*", count=500)}
         devices = await self._r.zrange(base + keys.DEVICES, 0, -1)
         plan.devices = [self.layout.device(_text(d)) for d in devices]
-        for extra in (self.fb.last(customer_id),):
+        for extra in (self.fb.last(customer_id), self.desk.index("cu", customer_id)):
             if await self._r.exists(extra):
                 found.add(extra)
         match = _escape(self.desk.groups + customer_id) + "|*"
@@ -140,10 +141,15 @@ class Eraser:
                     ttl = await pipe.ttl(trail_key)
                     if raw is None:
                         return
-                    doc = _anonymous(orjson.loads(raw), ref)
+                    original = orjson.loads(raw)
+                    doc = _anonymous(original, ref)
                     entries = [{**orjson.loads(t), "note": ERASED_NOTE} for t in trail]
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(doc_key, orjson.dumps(doc), keepttl=True)
+                    # The inbox's customer index follows (same slot as the alert).
+                    pipe.zrem(self.desk.index("cu", str(original.get("customer_id"))), alert_id)
+                    pipe.zadd(self.desk.index("cu", ref), {alert_id: int(original.get("created") or 0)})
+                    pipe.expire(self.desk.index("cu", ref), self.s.alert_retention_s)
                     if entries:
                         pipe.delete(trail_key)
                         pipe.rpush(trail_key, *[orjson.dumps(e) for e in entries])

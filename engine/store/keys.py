@@ -97,6 +97,12 @@ class DeskKeys:
     ``by_time`` zset id -> created ms (trimmed to retention); ``sla`` zset id -> escalation
     deadline ms (removed when acted on); ``backlog`` hash '<severity>|<status>' -> unresolved
     alerts (bound: 4 x 5 fields). Pub/sub ``P:alerts:changed``: every raise, group and move.
+
+    The inbox's indexes, kept by the raise and move scripts in the same step as the alert:
+    ``ix:<dim>:<value>`` zset id -> created ms, for dim ``st`` status, ``sv`` severity, ``ty``
+    typology (and group), ``as`` assignee, ``cu`` customer (each trimmed to retention when
+    written, TTL alert_retention_s); ``ix:built`` set once the alerts of before the indexes
+    were added to them. One slot with the alerts, so a listing is one script call.
     """
 
     base: str
@@ -139,6 +145,18 @@ class DeskKeys:
     @property
     def backlog(self) -> str:
         return f"{self.base}:backlog"
+
+    def index(self, dim: str, value: str = "") -> str:
+        """``dim`` one of INDEX_DIMS; without a value, the prefix the scripts append one to."""
+        return f"{self.base}:ix:{dim}:{value}"
+
+    @property
+    def indexed(self) -> str:
+        return f"{self.base}:ix:built"
+
+
+# The inbox's index dimensions, in the order the raise and move scripts take their prefixes.
+INDEX_DIMS = ("st", "sv", "ty", "as", "cu")
 
 
 @dataclass(frozen=True)

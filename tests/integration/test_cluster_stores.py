@@ -199,6 +199,12 @@ async def test_the_desk_feed_hears_raises_and_moves_through_the_cluster(
     assert raised != moved and "a1" in str(raised) and "a1" in str(moved)
     page = await desk.find(AlertFilter(status="acknowledged"))
     assert [d["alert_id"] for d in page.alerts] == ["a1"]
+    # The inbox's indexes share the desk's slot: a filtered page and its counts are one
+    # script call each on the cluster (issue 19, item 5).
+    flt = AlertFilter(severity=alert(1)["severity"], customer=alert(1)["customer_id"])
+    assert [d["alert_id"] for d in (await desk.find(flt, limit=1)).alerts] == ["a1"]
+    counts, exact = await desk.counts(flt, NOW + 20)
+    assert exact and counts["acknowledged"] == 1 and sum(counts.values()) == 1
 
 
 # -- users, tokens and sessions ---------------------------------------------------------------

@@ -119,6 +119,10 @@ def test_a_customer_is_erased_and_their_alerts_made_anonymous(worker: WorkerProc
         assert _keys(s, "ER1") == [] and _keys(s, "ER2")
         assert http.get("/v1/customers/ER1").status_code == 404
         detail = http.get(f"/v1/alerts/{mine}").json()
+        # The inbox's customer index follows: the reference finds the alert, the id nothing.
+        by_ref = http.get("/v1/alerts", params={"customer": reference("ER1")}).json()["alerts"]
+        assert [a["alert_id"] for a in by_ref] == [mine]
+        assert http.get("/v1/alerts", params={"customer": "ER1"}).json()["alerts"] == []
     text = orjson.dumps(detail).decode()
     assert detail["alert"]["customer_id"] == reference("ER1") and "ER1" not in text.replace(mine, "")
     queued, dead = _webhook_bodies(s)

@@ -56,7 +56,8 @@ def test_each_namespace_keeps_its_keys_in_one_slot() -> None:
 
     desk, auth = keys.DeskKeys.of("b"), keys.AuthKeys.of("b")
     assert {tag(k) for k in (desk.alert("a1"), desk.audit("a1"), desk.groups, desk.seen, desk.by_time,
-                             desk.sla, desk.backlog)} == {"{b:alerts}"}  # fmt: skip
+                             desk.sla, desk.backlog, desk.indexed, *(desk.index(d, "x{y}") for d in keys.INDEX_DIMS))
+            } == {"{b:alerts}"}  # fmt: skip
     assert {
         tag(k)
         for k in (auth.users, auth.tokens, auth.token_used, auth.epochs, auth.session("x"), auth.tries("u:x"))
