@@ -183,7 +183,7 @@ def _off_policy(o: dict[str, Any]) -> list[str]:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
+    return "-" if x is None else f"{round(100 * x, 1) + 0.0:.1f}%"  # + 0.0: no "-0.0%"
 
 
 def _num(x: float | None, digits: int = 2) -> str:
