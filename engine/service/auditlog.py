@@ -3,8 +3,9 @@ export (:func:`read_audit_file`) or from the topic itself over a period
 (:func:`read_audit`). Both yield each record as the decision wrote it (a dict).
 
 From the topic: every partition is sought to the first record at or after ``since``
-(``offsets_for_times``) and read up to the end offsets taken at the start, so a read
-ends even while workers keep deciding; records stamped at or after ``until`` are skipped.
+(``offsets_for_times``) and read up to the end offsets taken at the start (and the rest
+of the batch holding the last), so a read ends even while workers keep deciding; records
+stamped (broker time) before ``since`` or at or after ``until`` are skipped.
 With record keys configured (``BEACON_RECORD_SIGNING_KEY`` / ``BEACON_RECORD_VERIFY_KEYS``)
 each record's ``beacon-sig`` must verify, as the trainer checks it (agents/trainer.py):
 an unsigned or forged record is skipped, logged and never reported on.
@@ -26,7 +27,6 @@ from engine.ops.kafkaauth import kafka_auth
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
-_BATCH = 2000
 
 
 class AuditReadError(BeaconError):
@@ -89,15 +89,16 @@ async def read_audit(settings: Settings, since: float, until: float | None) -> A
             if start < ends[tp]:
                 consumer.seek(tp, start)
                 todo[tp] = ends[tp]
-        until_ms = None if until is None else int(until * 1000)
+        since_ms, until_ms = int(since * 1000), None if until is None else int(until * 1000)
         while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=_BATCH)
-            for tp, records in batch.items():
+            # No max_records: whole fetched batches at once. A broker may place the end offset
+            # at the last batch's start (the embedded one does): the rest of that batch comes
+            # with it, rather than being cut off at the end offset.
+            batch = await consumer.getmany(*todo, timeout_ms=1000)
+            for records in batch.values():
                 for r in records:
-                    if r.offset >= todo.get(tp, 0):
-                        continue
-                    if until_ms is not None and r.timestamp >= until_ms:
-                        continue
+                    if r.timestamp < since_ms or (until_ms is not None and r.timestamp >= until_ms):
+                        continue  # offsets_for_times may find the batch, not the record
                     reason = signer.refusal(r.topic, r.key, r.value, r.headers)
                     if reason is not None:
                         refused += 1
