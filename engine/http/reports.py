@@ -7,6 +7,8 @@ Query: ``since`` and ``until`` (epoch seconds or ISO 8601; default the last 30 d
 off-policy estimate evaluates; default 0, greedy). A period is at most
 ``MAX_PERIOD_DAYS`` long. Conversions are read up to the attribution window after
 ``until`` (or now), so an offer shown on the last day still counts its conversions.
+A report reads and counts in the worker itself, one at a time (429 ``report_running``
+meanwhile); for long periods on a busy deployment use ``beacon report offers``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from engine.http.api import Reply, error
 from engine.settings import Settings
 
 MAX_PERIOD_DAYS = 92
+# One report at a time per worker: it reads the audit topic and counts in the worker's own
+# process, beside the decisions. A second request meanwhile gets 429 and tries again.
+_RUNNING = asyncio.Lock()
+_RETRY_S = "10"
 Reader = Callable[[Settings, float, float | None], AsyncIterator[dict[str, Any]]]
 
 
@@ -109,8 +115,12 @@ async def offer_report_reply(query: Mapping[str, str], settings: Settings, reade
         options = report_options(query, settings, now, values)
     except EventError as exc:
         return error(400, exc.code, str(exc), exc.field)
-    try:
-        report = await build_report(reader(settings, options.since, read_until(options, now)), options)
-    except Exception as exc:  # noqa: BLE001 - the broker is away or the topic missing: say so
-        return error(503, "audit_unavailable", f"decisions.audit could not be read: {exc}")
+    if _RUNNING.locked():
+        return error(429, "report_running", "another report is running on this worker: try again shortly",
+                     **{"Retry-After": _RETRY_S})  # fmt: skip
+    async with _RUNNING:
+        try:
+            report = await build_report(reader(settings, options.since, read_until(options, now)), options)
+        except Exception as exc:  # noqa: BLE001 - the broker is away or the topic missing: say so
+            return error(503, "audit_unavailable", f"decisions.audit could not be read: {exc}")
     return Reply(200, orjson.dumps(report))

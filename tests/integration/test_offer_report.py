@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from jsonschema import Draft202012Validator
 
 from engine.cli.main import main
+from engine.contract import topic_schema
 from engine.ops.infra import ensure_topics
 from engine.ops.launcher import WorkerProcess
 from engine.service.auditlog import audit_signer, read_audit
@@ -217,12 +218,18 @@ async def test_conversions_go_in_like_any_event(worker: tuple[WorkerProcess, dic
     try:
         wrong = {**event, "event_id": "cv-kafka-1", "attributes": {}}
         await producer.send_and_wait(s.topic("interactions"), orjson.dumps(wrong), key=b"Q1")
+        right = {**event, "event_id": "cv-kafka-2"}
+        await producer.send_and_wait(s.topic("interactions"), orjson.dumps(right), key=b"Q1")
     finally:
         await producer.stop()
-    audit, dlq = s.topic("decisions.audit"), s.topic("interactions.dlq")
-    got = await consume_until(s.kafka_bootstrap, [audit, dlq], want=0, timeout=60,
-                              done=lambda rs: any(r[0] == dlq for r in rs)
-                              and any(r[0] == audit and b"cv-http-1" in r[2] for r in rs))  # fmt: skip
+    audit, dlq, answers = s.topic("decisions.audit"), s.topic("interactions.dlq"), s.topic("decisions.branch")
+
+    def done(rs: list[Any]) -> bool:
+        return {dlq, answers} <= {r[0] for r in rs} and any(
+            r[0] == audit and b"cv-http-1" in r[2] for r in rs
+        )
+
+    got = await consume_until(s.kafka_bootstrap, [audit, dlq, answers], want=0, timeout=60, done=done)
     record = next(orjson.loads(r[2]) for r in got if r[0] == audit and b"cv-http-1" in r[2])
     assert record["feedback"] is True and record["event"]["attributes"] == {"product": LOAN}
     assert record["event"]["amount"] == 3000.0 and not any(b"cv-http-2" in r[2] for r in got if r[0] == audit)
@@ -232,7 +239,25 @@ async def test_conversions_go_in_like_any_event(worker: tuple[WorkerProcess, dic
         headers["beacon-error-code"] == "missing_field"
         and headers["beacon-error-field"] == "attributes.product"
     )
+    # The records as the published contract says (engine/contract/topics/).
+    answer = next(r for r in got if r[0] == answers)  # a label event's answer: no model versions
+    checks = (
+        ("decisions.audit", _audit_of(got, audit), False),
+        ("dlq", dead, True),
+        ("decisions", answer, False),
+    )
+    for stem, (_, key, value, heads), raw in checks:
+        doc = {"key": None if key is None else key.decode(), "headers": {k: bytes(v).decode() for k, v in heads},
+               "value": value.decode() if raw else orjson.loads(value)}  # fmt: skip
+        Draft202012Validator(topic_schema(stem)).validate(doc)
+    record["event"]["attributes"] = {}  # and the schema refuses a conversion without its product
+    wrong = {"key": "Q1", "headers": {}, "value": record}
+    assert list(Draft202012Validator(topic_schema("decisions.audit")).iter_errors(wrong))
 
 
-def test_the_month_fixture_is_what_the_tests_think(month: Month, tmp_path: Path) -> None:
+def _audit_of(got: list[Any], audit: str) -> Any:
+    return next(r for r in got if r[0] == audit and b"cv-http-1" in r[2])
+
+
+def test_the_month_fixture_is_what_the_tests_think(month: Month) -> None:
     assert month.mark > month.start + 30 * DAY and len(month.records) > 2400

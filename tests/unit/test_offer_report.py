@@ -3,6 +3,8 @@ cases), the offer report's counting rules, and the planted month found by the pu
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from engine.decide.uplift import newcombe, off_policy, wilson
 from engine.domain.events import Event, audited, parse_event
 from engine.domain.labels import is_label_event, label_of
 from engine.errors import EventError
-from engine.http.reports import parse_time, report_options
+from engine.http.reports import offer_report_reply, parse_time, report_options
 from engine.service.auditlog import AuditReadError, read_audit_file
 from engine.settings import Settings
 from tests.offermonth import GOLD, LOAN, as_jsonl, month_of_audit
@@ -230,3 +232,27 @@ def test_beacon_report_offers_reads_an_export(tmp_path: Path, capsys: pytest.Cap
         text.startswith("# Offer performance and uplift") and "| credit_card_gold | mobile | young |" in text
     )
     assert "Warning: rests on only" in text and "| mass |" not in text
+
+
+async def test_one_report_at_a_time_per_worker() -> None:
+    gate = asyncio.Event()
+
+    async def slow(settings: Settings, since: float, until: float | None) -> AsyncIterator[dict[str, Any]]:
+        await gate.wait()
+        yield decision("d1", "C1", since + 1, shown=("gold",))
+
+    async def broken(settings: Settings, since: float, until: float | None) -> AsyncIterator[dict[str, Any]]:
+        raise OSError("broker away")
+        yield {}
+
+    first = asyncio.create_task(offer_report_reply({}, S, slow))
+    await asyncio.sleep(0)
+    busy = await offer_report_reply({}, S, slow)
+    assert busy.status == 429 and orjson.loads(busy.body)["error"]["code"] == "report_running"
+    assert busy.headers["Retry-After"] == "10"
+    gate.set()
+    done = await first
+    assert done.status == 200 and orjson.loads(done.body)["totals"][0]["shown_customers"] == 1
+    away = await offer_report_reply({}, S, broken)
+    assert away.status == 503 and orjson.loads(away.body)["error"]["code"] == "audit_unavailable"
+    assert (await offer_report_reply({"since": "x"}, S, slow)).status == 400
