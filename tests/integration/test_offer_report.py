@@ -261,3 +261,40 @@ def _audit_of(got: list[Any], audit: str) -> Any:
 
 def test_the_month_fixture_is_what_the_tests_think(month: Month) -> None:
     assert month.mark > month.start + 30 * DAY and len(month.records) > 2400
+
+
+def test_an_analyst_reads_the_report_in_the_console(
+    worker: tuple[WorkerProcess, dict[str, str]], month: Month
+) -> None:
+    """The analysts' page in a real headless browser (as tests/integration/test_console.py):
+    log in, run the month's report, see the planted uplift marked; nothing the page's
+    Content-Security-Policy refuses."""
+    import shutil
+
+    from playwright.sync_api import expect, sync_playwright
+
+    w, _ = worker
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run"]  # fmt: skip
+    refused: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=flags
+        )
+        page = browser.new_page()
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(w.url + "/console/analyst")
+        page.fill("#user", "ana")
+        page.fill("#password", "correct horse battery")
+        page.click("#login button")
+        expect(page.locator("#app")).to_be_visible(timeout=15_000)
+        page.fill("#since", month.period["since"])
+        page.fill("#until", month.period["until"])
+        page.click("#filters button[type=submit]")
+        gold = page.locator("#totals tr.sig", has_text=GOLD)
+        expect(gold).to_be_visible(timeout=60_000)
+        expect(page.locator("#totals tr", has_text=LOAN)).not_to_have_class("sig")
+        expect(page.locator("#status")).to_contain_text("2400 decisions")
+        expect(page.locator("#ope")).to_contain_text("Rests on")
+        browser.close()
+    assert refused == []
