@@ -96,7 +96,7 @@ class OfferReport:
         self.conversions: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         self.choices: list[tuple[str, str, float, float, dict[str, float]]] = []
         self.excluded = 0
-        self.counts = {"records": 0, "decisions": 0, "conversions": 0, "responses": 0, "unmatched": 0}
+        self.counts = {"records": 0, "decisions": 0, "conversions": 0, "responses": 0}
         self.data_until = options.since
 
     def add(self, rec: Mapping[str, Any]) -> None:
