@@ -256,3 +256,18 @@ async def test_one_report_at_a_time_per_worker() -> None:
     away = await offer_report_reply({}, S, broken)
     assert away.status == 503 and orjson.loads(away.body)["error"]["code"] == "audit_unavailable"
     assert (await offer_report_reply({"since": "x"}, S, slow)).status == 400
+
+
+def test_conversions_are_counted_by_offer_with_bounded_labels() -> None:
+    from engine.service.metrics import Metrics
+
+    m = Metrics(process=False)
+    m.rules_version("v1", frozenset({"credit_card_gold"}))
+    for product in ("credit_card_gold", "credit_card_gold", "made-up-by-a-client"):
+        ev = Event(f"cv-{product}", "C1", "branch", "conversion", NOW, attributes={"product": product})
+        m.observe_decision("http", acknowledge(ev, fixture_rules()), None)
+    sample = m.registry.get_sample_value
+    assert sample("beacon_conversions_total", {"offer": "credit_card_gold", "channel": "branch"}) == 2.0
+    assert sample("beacon_conversions_total", {"offer": "other", "channel": "branch"}) == 1.0
+    assert sample("beacon_decisions_total", {"path": "http", "channel": "branch", "verdict": "allow",
+                                             "action": "feedback"}) == 3.0  # fmt: skip
