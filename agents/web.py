@@ -286,9 +286,8 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
             who = await allow(request, "report")
             if isinstance(who, Reply):
                 return _respond(self, who)
-            rules = api.service.rules
-            values = {o.id: o.value for o in rules.offers} if rules is not None else {}
-            return _browser(self, await offer_report_reply(dict(request.query), settings, read_audit, values))
+            offers = api.service.rules.offers if api.service.rules is not None else ()
+            return _browser(self, await offer_report_reply(dict(request.query), settings, read_audit, offers))
 
     @app.page("/openapi.json")
     class OpenApi(View):

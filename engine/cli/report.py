@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from engine.errors import BeaconError, EventError
+from engine.rules.ruleset import Offer
 from engine.settings import Settings
 
 _COLUMNS = ("offer", "channel", "segment", "eligible", "held out", "shown", "impressions", "accepted",
@@ -66,13 +67,15 @@ def cmd_report_offers(args: argparse.Namespace) -> int:
     query = {k: getattr(args, k) for k in ("since", "until", "channel", "segment", "offer", "target_epsilon")}
     now = time.time()
     try:
-        options = report_options({k: v for k, v in query.items() if v}, settings, now, offer_values(settings))
+        options = report_options({k: v for k, v in query.items() if v}, settings, now, pack_offers(settings))
     except EventError as exc:
         raise BeaconError(f"--{(exc.field or 'since').replace('_', '-')}: {exc}") from exc
-    products = dict(_pair(p) for p in args.product)
-    if products:
+    if args.product:
         from dataclasses import replace
 
+        products = dict(options.products)
+        for code, offer in (_pair(p) for p in args.product):
+            products[code] = (*products.get(code, ()), offer)
         options = replace(options, products=products)
     if args.file:
         from engine.service.auditlog import read_audit_file
@@ -94,16 +97,17 @@ def cmd_report_offers(args: argparse.Namespace) -> int:
     return 0
 
 
-def offer_values(settings: Settings) -> dict[str, float]:
-    """Each offer's value from the local rule pack (for incremental value); {} if unreadable."""
+def pack_offers(settings: Settings) -> tuple[Offer, ...]:
+    """The local rule pack's offers (values, product codes, attribution windows); none if
+    it cannot be read (the report then counts conversions by offer id, with no value)."""
     from engine.decide.rulebook import load
     from engine.rules.pack import read_bundle
 
     try:
         rules = load(read_bundle(settings.rules_path()), frozenset(settings.channels), "local").rules
     except (BeaconError, OSError):
-        return {}
-    return {o.id: o.value for o in rules.offers}
+        return ()
+    return rules.offers
 
 
 def _pair(text: str) -> tuple[str, str]:

@@ -22,8 +22,10 @@ Per offer x channel x segment, for decisions in [since, until):
   conversion value and the incremental conversions and value the uplift implies.
 
 A conversion's product is matched to an offer by id, or through ``products`` (product
-code -> offer id). The off-policy part (:func:`engine.decide.uplift.off_policy`) estimates
-what an arbitration setting with another exploration share would have converted.
+code -> offer ids: the pack's ``products:`` per offer, :func:`from_pack`); an offer's own
+``attribution:`` in the pack overrides the window. The off-policy part
+(:func:`engine.decide.uplift.off_policy`) estimates what an arbitration setting with
+another exploration share would have converted.
 
 >>> recs = [_demo("d1", "C1", 100.0, shown="gold"), _demo("d2", "C2", 100.0, held="gold"),
 ...         {"decision_id": "v1", "customer_id": "C1", "channel": "mobile", "feedback": True,
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.decide.uplift import MIN_DECISIONS, newcombe, off_policy
+from engine.rules.ruleset import Offer
 
 ALL = "*"
 DAY_S = 86400.0
@@ -63,9 +66,39 @@ class ReportOptions:
     channel: str | None = None
     segment: str | None = None
     offer: str | None = None
-    products: Mapping[str, str] = field(default_factory=dict)  # product code -> offer id
+    products: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # product code -> offer ids
     values: Mapping[str, float] = field(default_factory=dict)  # offer id -> value (the rule pack's)
+    windows: Mapping[str, float] = field(default_factory=dict)  # offer id -> its own attribution_s
     min_decisions: int = MIN_DECISIONS
+
+    def window(self, offer: str) -> float:
+        return self.windows.get(offer, self.attribution_s)
+
+    @property
+    def longest_window(self) -> float:
+        return max([self.attribution_s, *self.windows.values()])
+
+
+def from_pack(offers: Iterable[Offer]) -> dict[str, Any]:
+    """What the rule pack tells the report (``ReportOptions`` fields): each offer's value,
+    its product codes (``products:``) and its own attribution window (``attribution:``).
+
+    >>> from engine.rules.ruleset import Offer
+    >>> gold = Offer("gold", "offer", "Gold", 120.0, frozenset({"atm"}), {"atm": "x"},
+    ...              products=("credit_card",), attribution_s=86400)
+    >>> from_pack([gold])
+    {'values': {'gold': 120.0}, 'products': {'credit_card': ('gold',)}, 'windows': {'gold': 86400.0}}
+    """
+    pack = list(offers)
+    products: dict[str, tuple[str, ...]] = {}
+    for offer in pack:
+        for code in offer.products:
+            products[code] = (*products.get(code, ()), offer.id)
+    return {
+        "values": {o.id: o.value for o in pack},
+        "products": products,
+        "windows": {o.id: float(o.attribution_s) for o in pack if o.attribution_s is not None},
+    }
 
 
 @dataclass
@@ -116,11 +149,10 @@ class OfferReport:
     def _label(self, rec: Mapping[str, Any], event: Mapping[str, Any], ts: float) -> None:
         attrs = event.get("attributes") or {}
         if event.get("type") == "conversion" and isinstance(attrs.get("product"), str):
-            offer = self.o.products.get(attrs["product"], attrs["product"])
-            amount = event.get("amount")
-            self.conversions[(str(rec.get("customer_id")), offer)].append(
-                (ts, float(amount) if isinstance(amount, int | float) else 0.0)
-            )
+            product, amount = attrs["product"], event.get("amount")
+            value = float(amount) if isinstance(amount, int | float) else 0.0
+            for offer in {product, *self.o.products.get(product, ())}:  # its id, or a code it names
+                self.conversions[(str(rec.get("customer_id")), offer)].append((ts, value))
             self.counts["conversions"] += 1
         elif event.get("type") == "offer_response":
             did, action, response = attrs.get("decision_id"), attrs.get("action_id"), attrs.get("response")
@@ -182,7 +214,7 @@ class OfferReport:
             return (False, 0.0)
         found = sorted(self.conversions.get((customer, offer), ()))
         i = bisect.bisect_right(found, (start, float("inf")))
-        if i < len(found) and found[i][0] <= start + self.o.attribution_s:
+        if i < len(found) and found[i][0] <= start + self.o.window(offer):
             return (True, found[i][1])
         return (False, 0.0)
 
@@ -204,6 +236,7 @@ class OfferReport:
         return {
             "period": {"since": o.since, "until": o.until, "data_until": self.data_until},
             "settings": {"attribution_days": o.attribution_s / DAY_S,
+                         "attribution_days_by_offer": {k: v / DAY_S for k, v in sorted(o.windows.items())},
                          "response_window_days": o.response_window_s / DAY_S,
                          "filters": {"channel": o.channel, "segment": o.segment, "offer": o.offer}},
             "records": dict(self.counts),

@@ -91,7 +91,7 @@ LABEL_ATTRIBUTES = frozenset(
 # A conversion (a product opened, a loan drawn, a deposit placed: the bank's core systems
 # report it) names its product; offer reports match it to the offers shown (issue 18).
 CONVERSION = "conversion"
-_PRODUCT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+PRODUCT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # also the packs' offer `products`
 
 
 def audited(event: Event, attributes: frozenset[str]) -> dict[str, Any]:
@@ -367,7 +367,7 @@ def _product(attributes: dict[str, Any]) -> None:
         raise EventError("missing_field", "a conversion names its product", "attributes.product")
     if not isinstance(value, str):
         raise EventError("wrong_type", "attributes.product must be a string", "attributes.product")
-    if not _PRODUCT.fullmatch(value):
+    if not PRODUCT.fullmatch(value):
         raise EventError(
             "invalid_value",
             "attributes.product must be 1-64 characters of [A-Za-z0-9_.:-]",

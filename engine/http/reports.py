@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-from engine.decide.offerreport import DAY_S, OfferReport, ReportOptions
+from engine.decide.offerreport import DAY_S, OfferReport, ReportOptions, from_pack
 from engine.errors import EventError
 from engine.http.api import Reply, error
+from engine.rules.ruleset import Offer
 from engine.settings import Settings
 
 MAX_PERIOD_DAYS = 92
@@ -62,7 +63,7 @@ def parse_time(value: str, name: str) -> float:
 
 
 def report_options(query: Mapping[str, str], settings: Settings, now: float,
-                   values: Mapping[str, float] | None = None) -> ReportOptions:  # fmt: skip
+                   offers: Iterable[Offer] = ()) -> ReportOptions:  # fmt: skip
     """The report's options from a query (or the CLI's arguments); EventError on bad input."""
     until = parse_time(query["until"], "until") if query.get("until") else now
     since = parse_time(query["since"], "since") if query.get("since") else until - 30 * DAY_S
@@ -87,13 +88,13 @@ def report_options(query: Mapping[str, str], settings: Settings, now: float,
         channel=query.get("channel") or None,
         segment=query.get("segment") or None,
         offer=query.get("offer") or None,
-        values=dict(values or {}),
+        **from_pack(offers),  # values, product codes and attribution windows of the pack's offers
     )
 
 
 def read_until(options: ReportOptions, now: float) -> float:
     """How far to read the audit: conversions up to the attribution window after the period."""
-    return min(options.until + options.attribution_s, now + 1.0)
+    return min(options.until + options.longest_window, now + 1.0)
 
 
 async def build_report(records: AsyncIterator[dict[str, Any]], options: ReportOptions) -> dict[str, Any]:
@@ -109,10 +110,10 @@ async def build_report(records: AsyncIterator[dict[str, Any]], options: ReportOp
 
 
 async def offer_report_reply(query: Mapping[str, str], settings: Settings, reader: Reader,
-                             values: Mapping[str, float] | None = None) -> Reply:  # fmt: skip
+                             offers: Iterable[Offer] = ()) -> Reply:  # fmt: skip
     now = time.time()
     try:
-        options = report_options(query, settings, now, values)
+        options = report_options(query, settings, now, offers)
     except EventError as exc:
         return error(400, exc.code, str(exc), exc.field)
     if _RUNNING.locked():

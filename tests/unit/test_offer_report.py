@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +156,11 @@ def test_conversions_count_within_the_window_after_the_first_exposure_only() -> 
     row = offer_report(recs, OPTS)["totals"][0]
     assert (row["eligible_customers"], row["shown_customers"], row["held_out"]) == (5, 3, 2)
     assert (row["conversions_shown"], row["conversions_control"], row["conversion_value"]) == (1, 0, 50.0)
-    mapped = offer_report(recs, ReportOptions(**{**OPTS.__dict__, "products": {"GOLD-CARD": "gold"}}))
+    mapped = offer_report(recs, replace(OPTS, products={"GOLD-CARD": ("gold",)}))
     assert mapped["totals"][0]["conversions_control"] == 1 and mapped["totals"][0]["rate_control"] == 0.5
+    # The offer's own window (the pack's `attribution:`) overrides the setting's.
+    longer = offer_report(recs, replace(OPTS, windows={"gold": 5.02 * DAY}))
+    assert longer["totals"][0]["conversions_shown"] == 2
     assert "too few to measure uplift" in row["note"]
 
 
@@ -169,7 +173,7 @@ def test_a_decision_counts_once_and_filters_and_cells_split_it() -> None:
     cells = {(r["channel"], r["segment"]): r["eligible_customers"] for r in report["rows"]}
     assert cells == {("atm", "young"): 1, ("mobile", "mass"): 2}
     assert report["totals"][0]["eligible_customers"] == 2  # C1 in two cells is one customer of the offer
-    only = offer_report(recs, ReportOptions(**{**OPTS.__dict__, "channel": "atm"}))
+    only = offer_report(recs, replace(OPTS, channel="atm"))
     assert [r["channel"] for r in only["rows"]] == ["atm"]
 
 
@@ -271,3 +275,34 @@ def test_conversions_are_counted_by_offer_with_bounded_labels() -> None:
     assert sample("beacon_conversions_total", {"offer": "other", "channel": "branch"}) == 1.0
     assert sample("beacon_decisions_total", {"path": "http", "channel": "branch", "verdict": "allow",
                                              "action": "feedback"}) == 3.0  # fmt: skip
+
+
+def test_the_pack_names_each_offers_products_and_attribution_window() -> None:
+    from engine.decide.offerreport import from_pack
+    from engine.decide.rulebook import load
+    from engine.rules.checks import RulePackError
+    from engine.rules.pack import read_bundle
+
+    files = read_bundle(S.rules_path())
+    rules = load(files, frozenset(S.channels), "t").rules
+    pack = from_pack(rules.offers)
+    assert pack["products"]["credit_card"] == ("credit_card_gold",) and pack["windows"] == {
+        "mortgage_review": 90 * DAY
+    }
+    recs = [decision("d1", "C1", 1 * DAY, shown=("credit_card_gold",)),
+            label("c1", "C1", 2 * DAY, "conversion", product="credit_card")]  # fmt: skip
+    row = offer_report(recs, replace(OPTS, **pack))["totals"][0]
+    assert row["conversions_shown"] == 1 and row["incremental_value"] is None  # nobody held out
+    bad = files["offers.yaml"].replace("products: [credit_card]", "products: [credit card]")
+    with pytest.raises(RulePackError, match="products"):
+        load({**files, "offers.yaml": bad}, frozenset(S.channels), "t")
+
+
+def test_a_conversion_without_state_is_acknowledged_too() -> None:
+    from engine.decide.degraded import decide_without_state
+    from engine.decide.pipeline import DecisionPolicy
+    from engine.domain.scoring import BuiltinScorer
+
+    ev = Event("cv", "C1", "branch", "conversion", NOW, attributes={"product": "gold"})
+    d = decide_without_state(ev, fixture_rules(), BuiltinScorer(), DecisionPolicy())
+    assert d.degraded and d.feedback and d.audit_view()["event"]["attributes"] == {"product": "gold"}
