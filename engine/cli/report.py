@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -39,7 +41,12 @@ def add_commands(sub: Any) -> None:
     )
     o.add_argument("--until", help="end (default: now)")
     o.add_argument("--file", help="a JSON Lines export of decisions.audit (default: read the topic)")
-    o.add_argument("--format", choices=("md", "json"), default="md")
+    o.add_argument(
+        "--format",
+        choices=("md", "json", "csv"),
+        default="md",
+        help="md: to read; json: everything; csv: one line per row and total, for a spreadsheet",
+    )
     o.add_argument("--channel", help="only this channel")
     o.add_argument("--segment", help="only this segment")
     o.add_argument("--offer", help="only this offer")
@@ -88,12 +95,10 @@ def cmd_report_offers(args: argparse.Namespace) -> int:
 
         records: AsyncIterator[dict[str, Any]] = read_audit(settings, options.since, read_until(options, now))
         report = asyncio.run(build_report(records, options))
-    out = (
-        orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
-        if args.format == "json"
-        else to_markdown(report)
-    )
-    sys.stdout.write(out + "\n")
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(to_csv(report) if args.format == "csv" else to_markdown(report) + "\n")
     return 0
 
 
@@ -140,6 +145,39 @@ def to_markdown(report: dict[str, Any]) -> str:
         *_off_policy(report["off_policy"]),
     ]
     return "\n".join(lines)
+
+
+CSV_COLUMNS = ("offer", "channel", "segment", "eligible_customers", "held_out", "shown_customers",
+               "impressions", "accepted", "clicked", "declined", "ignored", "pending", "other",
+               "conversions_shown", "conversions_control", "rate_shown", "rate_control", "uplift",
+               "uplift_low", "uplift_high", "excludes_zero", "conversion_value", "incremental_conversions",
+               "incremental_value", "note")  # fmt: skip
+_ANSWERS = ("accepted", "clicked", "declined", "ignored", "pending", "other")
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    """The totals (channel and segment ``*``) then the rows, one line each, flat columns.
+
+    >>> row = {"offer": "gold", "channel": "*", "segment": "*", "eligible_customers": 2, "held_out": 1,
+    ...        "shown_customers": 1, "impressions": 1, "responses": {"accepted": 1}, "conversions_shown": 1,
+    ...        "conversions_control": 0, "rate_shown": 1.0, "rate_control": 0.0,
+    ...        "uplift": {"uplift": 1.0, "low": -0.2, "high": 1.0, "excludes_zero": False},
+    ...        "conversion_value": 5.0, "incremental_conversions": 1.0, "incremental_value": None,
+    ...        "note": None}
+    >>> print(to_csv({"totals": [row], "rows": []}).splitlines()[1])
+    gold,*,*,2,1,1,1,1,0,0,0,0,0,1,0,1.0,0.0,1.0,-0.2,1.0,False,5.0,1.0,,
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in [*report["totals"], *report["rows"]]:
+        u = row["uplift"]
+        flat = {**row, **{k: row["responses"].get(k, 0) for k in _ANSWERS}}
+        flat.update(
+            uplift=u["uplift"], uplift_low=u["low"], uplift_high=u["high"], excludes_zero=u["excludes_zero"]
+        )
+        writer.writerow(["" if flat.get(c) is None else flat[c] for c in CSV_COLUMNS])
+    return buffer.getvalue()
 
 
 def _table(rows: Iterable[dict[str, Any]]) -> list[str]:

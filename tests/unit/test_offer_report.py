@@ -236,6 +236,9 @@ def test_beacon_report_offers_reads_an_export(tmp_path: Path, capsys: pytest.Cap
         text.startswith("# Offer performance and uplift") and "| credit_card_gold | mobile | young |" in text
     )
     assert "Warning: rests on only" in text and "| mass |" not in text
+    assert main([*args, "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("offer,channel,segment,eligible_customers") and len(lines) == 1 + 2 + 12
 
 
 async def test_one_report_at_a_time_per_worker() -> None:
