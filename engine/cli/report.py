@@ -29,7 +29,7 @@ def add_commands(sub: Any) -> None:
     what = "reports for analysts, read from decisions.audit (README: For analysts)"
     p = sub.add_parser("report", help=what, description=what)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
-    rsub = p.add_subparsers(dest="report_command", metavar="{offers}")
+    rsub = p.add_subparsers(dest="report_command", metavar="{offers,audit}")
     why = (
         "offer performance and uplift: per offer x channel x segment, eligible customers, impressions, "
         "responses, conversions of customers shown vs held out (control group), uplift with its 95%% "
@@ -63,6 +63,13 @@ def add_commands(sub: Any) -> None:
     o.add_argument("--config", help="TOML settings file (else BEACON_CONFIG, env vars, defaults)")
     o.add_argument("--kafka", dest="kafka_bootstrap", help="broker host:port (else BEACON_KAFKA_BOOTSTRAP)")
     o.set_defaults(func=cmd_report_offers)
+    what = "export decisions.audit over a period as JSON Lines (for --file, backtests, other tools)"
+    a = rsub.add_parser("audit", help=what, description=what)
+    a.add_argument("--since", required=True, help="start (broker time): epoch seconds or ISO 8601")
+    a.add_argument("--until", help="end (default: the end of the topic when the export starts)")
+    a.add_argument("--config", help="TOML settings file (else BEACON_CONFIG, env vars, defaults)")
+    a.add_argument("--kafka", dest="kafka_bootstrap", help="broker host:port (else BEACON_KAFKA_BOOTSTRAP)")
+    a.set_defaults(func=cmd_report_audit)
 
 
 def cmd_report_offers(args: argparse.Namespace) -> int:
@@ -99,6 +106,34 @@ def cmd_report_offers(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(to_csv(report) if args.format == "csv" else to_markdown(report) + "\n")
+    return 0
+
+
+def cmd_report_audit(args: argparse.Namespace) -> int:
+    """One record a line, as the workers wrote them (signatures checked when keys are set)."""
+    from engine.cli.common import load_settings
+    from engine.http.reports import parse_time
+    from engine.service.auditlog import read_audit
+
+    settings = load_settings(args)
+    if not settings.kafka_bootstrap:
+        raise BeaconError("needs BEACON_KAFKA_BOOTSTRAP (the broker holding decisions.audit)")
+    try:
+        since = parse_time(args.since, "since")
+        until = parse_time(args.until, "until") if args.until else None
+    except EventError as exc:
+        raise BeaconError(f"--{exc.field}: {exc}") from exc
+
+    async def export() -> int:
+        n = 0
+        async for record in read_audit(settings, since, until):
+            sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+            n += 1
+        return n
+
+    n = asyncio.run(export())
+    sys.stdout.flush()
+    print(f"exported {n} records", file=sys.stderr)
     return 0
 
 

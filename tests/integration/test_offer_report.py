@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -117,13 +118,21 @@ async def test_the_report_read_from_the_topic_finds_the_planted_uplift(month: Mo
 
 
 def test_beacon_report_offers_reads_the_topic(
-    month: Month, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    month: Month, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     s = month.settings
     monkeypatch.setenv("BEACON_TOPIC_PREFIX", s.topic_prefix)
     monkeypatch.setenv("BEACON_RECORD_SIGNING_KEY", s.record_signing_key)
     args = ["report", "offers", "--since", month.period["since"], "--until", month.period["until"]]
     assert main([*args, "--kafka", s.kafka_bootstrap, "--format", "json"]) == 0
+    _check(orjson.loads(capsys.readouterr().out), month)
+    # An export of the period, then the report from the file: the same numbers.
+    assert main(["report", "audit", "--since", str(month.mark), "--kafka", s.kafka_bootstrap]) == 0
+    exported = capsys.readouterr()
+    assert f"exported {len(month.records)} records" in exported.err
+    path = tmp_path / "audit.jsonl"
+    path.write_text(exported.out)
+    assert main([*args, "--file", str(path), "--format", "json"]) == 0
     _check(orjson.loads(capsys.readouterr().out), month)
     monkeypatch.setenv("BEACON_RECORD_SIGNING_KEY", "another-key")  # every record now fails to verify
     assert main([*args, "--kafka", s.kafka_bootstrap, "--format", "json"]) == 0
