@@ -18,7 +18,7 @@ Add = Callable[[str, str, Callable[[argparse.Namespace], int]], argparse.Argumen
 
 
 def add_commands(sub: Any, add: Add) -> None:
-    from engine.cli import demo, doctor, erase, replay
+    from engine.cli import demo, doctor, erase, replay, webhooks
 
     p = add("demo", "start everything, simulate channel traffic, print live decisions", demo.cmd_demo)
     p.add_argument("--rate", type=float, default=8.0, help="simulated events per second (default 8)")
@@ -36,6 +36,8 @@ def add_commands(sub: Any, add: Add) -> None:
     imp.add_argument("--redis-url", dest="redis_url")
     imp.set_defaults(func=cmd_customers_import)
     erase.add_arguments(csub)
+
+    webhooks.add_arguments(add)
 
     p = add("doctor", "check configuration, binaries, Redis, broker and versions", doctor.cmd_doctor)
     p.add_argument("--url", help="also check a running worker's /readyz")

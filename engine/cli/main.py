@@ -88,7 +88,7 @@ def _mask(url: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.cli import commands, keys, models, report, rules, users
+    from engine.cli import backtest, commands, keys, models, report, rules, users
 
     parser = argparse.ArgumentParser(prog="beacon", description="Beacon real-time decision engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_commands(sub, add)
     rules.add_commands(sub)
     models.add_commands(sub, add)
+    backtest.add_commands(sub)
     users.add_commands(sub)
     keys.add_commands(sub)
     report.add_commands(sub)

@@ -132,6 +132,9 @@ class Decision:
     feedback: bool = False  # a label event's acknowledgement: not decided (engine.decide.pipeline)
     # Event attributes the audit record keeps: those the rules and models read (events.audited).
     audited: frozenset[str] = frozenset()
+    # The profile fields the rules read, as they were (``profile`` of the audit record), so
+    # a backtest (engine/decide/backtest.py) re-decides the event with the rules' inputs.
+    profile: dict[str, Any] = field(default_factory=dict)
 
     def channel_view(self, timings_ms: dict[str, float] | None = None) -> dict[str, Any]:
         """What the channel system receives (HTTP body, ``decisions.<channel>``): actions,
@@ -198,6 +201,7 @@ class Decision:
         # A label event was not scored: null, not an empty dict that reads as "no scores".
         record["features"] = None if self.feedback else self.features
         record["scores"] = None if self.feedback else self.scores
+        record["profile"] = None if self.feedback else self.profile
         return record
 
     def audit_event(self) -> dict[str, Any]:

@@ -337,7 +337,7 @@ def audit_parts(decision: Decision, view: dict[str, Any]) -> list[bytes]:
     last part is the candidates dropped before the commit (eligibility, risk...)."""
     explain = {"kept": "\x00K\x00", "dropped": "\x00D\x00", **decision.explanation, "\x00S\x00": 0}
     record = {**view, "explain": explain, "event": decision.audit_event(), "features": decision.features,
-              "scores": decision.scores}  # fmt: skip
+              "scores": decision.scores, "profile": decision.profile}  # fmt: skip
     parts = _split(orjson.dumps(record), list(_AUDIT_MARKS))
     prior = b",".join(orjson.dumps(d.to_dict()) for d in decision.dropped)
     return [*parts, prior]

@@ -57,6 +57,14 @@ redis.call('DEL', KEYS[2])
 redis.call('LPUSH', KEYS[3], ARGV[2])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
 """
+# Back from the dead list to the queue, due now, attempts from zero: only if the entry is
+# still there (LREM), so two operators redelivering at once queue it once.
+_REQUEUE = """
+if redis.call('LREM', KEYS[3], 1, ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'r', ARGV[3], 'b', ARGV[4], 'f', ARGV[5], 'n', 0)
+redis.call('ZADD', KEYS[1], ARGV[5], ARGV[2])
+return 1
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,7 @@ class HookBox:
         self._enqueue = client.register_script(_ENQUEUE)
         self._claim = client.register_script(_CLAIM)
         self._dead = client.register_script(_DEAD)
+        self._requeue = client.register_script(_REQUEUE)
 
     def item(self, delivery_id: str) -> str:
         return f"{self.base}:d:{delivery_id}"
@@ -115,6 +124,20 @@ class HookBox:
     async def dead(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = await guarded("webhook dead list", self._r.lrange(self.dead_key, 0, limit - 1))
         return [orjson.loads(row) for row in rows]
+
+    async def redeliver(self, delivery_ids: set[str] | None, now_ms: int) -> list[str]:
+        """Queue dead deliveries again (``None``: all of them), due now with a fresh horizon;
+        returns the ids queued. A receiver that never took a delivery accepts its id again."""
+        queued = []
+        for row in await guarded("webhook dead list", self._r.lrange(self.dead_key, 0, -1)):
+            entry = orjson.loads(row)
+            if delivery_ids is not None and entry.get("id") not in delivery_ids:
+                continue
+            keys = [self.due_key, self.item(entry["id"]), self.dead_key]
+            args = [row, entry["id"], entry["receiver"], orjson.dumps(entry["body"]), now_ms]
+            if await guarded("webhook redeliver", self._requeue(keys=keys, args=args)):
+                queued.append(entry["id"])
+        return queued
 
     async def anonymise(self, customer_id: str, ref: str) -> int:
         """Queued and dead deliveries about ``customer_id`` carry ``ref`` instead, and only

@@ -232,6 +232,20 @@ class SnapshotStore:
         meta.setdefault("published_at", float(manifest.get("created_at", 0.0)))
         return version, model, meta
 
+    async def load(self, name: str, version: str) -> object:
+        """A stored version's model, verified before it is unpickled as :meth:`latest`
+        verifies the current one (a backtest scores with a chosen version; nothing
+        switches). :class:`UnknownSnapshot` when that version is not stored."""
+        keys = self.keys(name)
+        trusted = signkeys.trusted(self._settings)
+        with redis_errors("model snapshot read"):
+            record = _raw(await self._redis.hget(keys.records, version))
+            payload = _raw(await self._redis.hget(keys.payloads, version))
+        if record is None:
+            raise UnknownSnapshot(f"model {name}: no stored version {version}")
+        model, _ = await asyncio.to_thread(unseal, name, version, record, payload, trusted)
+        return model
+
     async def rollback(self, name: str, version: str) -> str:
         """Republish stored ``version``'s payload as a new, higher version whose signed
         manifest says ``rollback_of``: the only way workers go back (versions only go up)."""

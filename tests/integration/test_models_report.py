@@ -4,10 +4,18 @@ of positives, with the trainer's lag."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
+import httpx
+import orjson
 import pytest
 
+from engine.ops.launcher import running_trainer, running_worker
 from engine.service.trainer import Trainer
 from engine.service.trainreport import quality_report
 from engine.settings import Settings
@@ -60,3 +68,69 @@ async def test_the_report_measures_the_scores_the_channels_got(infra: Settings) 
     challenger = next(line for line in served.splitlines() if line.startswith("fraud_challenger"))
     assert challenger.split()[5:7] == ["0.500", "0.333"]  # a constant decided score: chance
     assert "trainer lag: 15,000 labels and 42.0s behind" in served
+
+
+def _transfer_and_report(i: int, now: float) -> list[dict[str, Any]]:
+    customer = f"behind-{i}"
+    transfer = {"event_id": f"B{i}", "customer_id": customer, "channel": "mobile", "type": "transfer",
+                "ts": now + i * 0.01, "amount": 120.0, "device_id": "mule-phone"}  # fmt: skip
+    report = {"event_id": f"BR{i}", "customer_id": customer, "channel": "call_centre", "type": "fraud_report",
+              "ts": now + 1 + i * 0.01, "attributes": {"ref_event_id": f"B{i}", "ref_channel": "mobile"}}  # fmt: skip
+    return [transfer, report]
+
+
+def _positives(s: Settings) -> int:
+    async def read() -> int:
+        client = connect(s)
+        try:
+            return int((await FeedbackStore(client, s.key_prefix, s.feedback_ttl_s).load_quality())
+                       .get("fraud", {}).get("positives", 0))  # fmt: skip
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def _settled(s: Settings, wait_s: float) -> str:
+    async def read() -> str:
+        client = connect(s)
+        try:
+            return await quality_report(s, client, settle_s=wait_s) or ""
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def test_a_settled_report_waits_for_a_trainer_that_is_behind(infra: Settings, tmp_path: Path) -> None:
+    """The replay's report (``--report``) once used to call the trainer settled when its label
+    counts stood still for three polls: a trainer paused (a slow CI machine, a rebalance,
+    the pacer holding a partition) looked settled, and the report described 8 frauds of 52.
+    Settled now means nothing left in the outbox, the trainer's group committed to the end
+    of both its topics, and the counts still; short of that the report says how far behind."""
+    s = isolated(infra, snapshot_interval_s=1.0, fraud_maturity_s=3600.0)
+    now = time.time()
+    with (
+        running_worker(s, tmp_path) as worker,
+        running_trainer(s, tmp_path) as trainer,
+        httpx.Client(base_url=worker.url, timeout=10) as http,
+    ):
+        for body in _transfer_and_report(0, now):
+            assert http.post("/v1/decisions", content=orjson.dumps(body)).status_code == 200
+        deadline = time.monotonic() + 60
+        while _positives(s) < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _positives(s) == 1
+        os.kill(trainer.proc.pid, signal.SIGSTOP)  # the trainer falls behind
+        try:
+            for i in range(1, 21):
+                for body in _transfer_and_report(i, now):
+                    assert http.post("/v1/decisions", content=orjson.dumps(body)).status_code == 200
+            paused = _settled(s, 6.0)
+        finally:
+            os.kill(trainer.proc.pid, signal.SIGCONT)
+        assert "not caught up" in paused, paused
+        assert _positives(s) == 1
+        settled = _settled(s, 120.0)
+    assert "not caught up" not in settled, settled
+    assert _positives(s) == 21

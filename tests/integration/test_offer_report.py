@@ -26,7 +26,8 @@ from engine.cli.main import main
 from engine.contract import topic_schema
 from engine.ops.infra import ensure_topics
 from engine.ops.launcher import WorkerProcess
-from engine.service.auditlog import audit_signer, read_audit
+from engine.service.auditlog import read_audit
+from engine.service.topicread import record_signer
 from engine.settings import Settings
 from engine.store.redisio import connect
 from engine.store.users import AuthStore
@@ -50,7 +51,7 @@ class Month:
 async def _publish(s: Settings, start: float) -> Month:
     """Records before the mark (not to be read), then the month, an unsigned and a forged one."""
     await ensure_topics(s)
-    topic, signer = s.topic("decisions.audit"), audit_signer(s)
+    topic, signer = s.topic("decisions.audit"), record_signer(s)
     records = month_of_audit(start, customers=2400)
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, linger_ms=20)
     await producer.start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from aiohttp import web
 from engine.errors import ConfigError
 from engine.http.webhooks import Receiver, WebhookSender, load_receivers, parse_receivers, signature
 from engine.ops.infra import free_port
+from engine.ops.launcher import settings_env
 from engine.service.metrics import Metrics
 from engine.settings import Settings
 from engine.store.hookbox import HookBox
@@ -139,6 +141,44 @@ async def test_retried_past_six_tries_until_the_horizon_then_dead_lettered_and_c
     dead = await hooks.box.dead()
     assert [(d["receiver"], d["reason"], d["attempts"]) for d in dead] == [("siem", "HTTP 500", len(box.got))]
     assert await hooks.box.pending() == 0
+
+
+async def test_an_operator_lists_the_dead_and_redelivers_them(
+    settings: Settings, redis: Any, inbox: tuple[str, Inbox]
+) -> None:
+    """Before: a dead delivery could only be read in Redis by hand, never sent again.
+    ``beacon webhooks dead`` lists it, ``redeliver ID`` queues it once (twice is a no-op)
+    with a fresh horizon, and the receiver gets the same delivery id and body."""
+    base, box = inbox
+    box.always = 500
+    hooks = sender(redis, settings, base, retry_s=0.001, horizon_s=1.0)
+    await hooks.notify("low", ALERT)
+    for _ in range(1000):  # retried until the 1 s horizon, then dead
+        if await hooks.box.dead():
+            break
+        await hooks.run_once()
+        await asyncio.sleep(0.01)
+    (dead,) = await hooks.box.dead()
+    env = settings_env(settings)
+    listed = await _beacon(env, "webhooks", "dead")
+    assert f"{dead['id']}  siem" in listed and "HTTP 500  alert a1 (critical)" in listed, listed
+    box.always, attempts = None, len(box.got)
+    assert "queued again: 1" in await _beacon(env, "webhooks", "redeliver", dead["id"])
+    assert "not on the dead list" in await _beacon(env, "webhooks", "redeliver", dead["id"], rc=1)
+    assert await hooks.box.dead() == [] and await hooks.box.pending() == 1
+    await until(lambda: len(box.got) == attempts + 1, hooks)
+    assert box.got[-1][1] == dead["id"] and box.got[-1][2] == box.got[0][2] and box.got[-1][3]
+    assert await hooks.box.pending() == 0
+
+
+async def _beacon(env: dict[str, str], *argv: str, rc: int = 0) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine.cli", *argv, env=env, cwd=Path(__file__).parents[2],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode == rc, out.decode()
+    return out.decode()
 
 
 async def test_an_alert_read_twice_is_queued_once(

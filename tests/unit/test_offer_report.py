@@ -18,9 +18,9 @@ from engine.decide.pipeline import acknowledge
 from engine.decide.uplift import newcombe, off_policy, wilson
 from engine.domain.events import Event, audited, parse_event
 from engine.domain.labels import is_label_event, label_of
-from engine.errors import EventError
+from engine.errors import BeaconError, EventError
 from engine.http.reports import offer_report_reply, parse_time, report_options
-from engine.service.auditlog import AuditReadError, read_audit_file
+from engine.service.auditlog import read_audit_file
 from engine.settings import Settings
 from tests.offermonth import GOLD, LOAN, as_jsonl, month_of_audit
 from tests.unit.rulefixture import fixture_rules
@@ -217,7 +217,7 @@ def test_report_options_refuse_bad_periods() -> None:
 def test_an_export_line_that_is_not_json_is_named(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     path.write_bytes(b'{"decision_id": "d1"}\n\n[1]\n')
-    with pytest.raises(AuditReadError, match=r"audit\.jsonl:3"):
+    with pytest.raises(BeaconError, match=r"audit\.jsonl:3"):
         list(read_audit_file(path))
 
 

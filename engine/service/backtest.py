@@ -1,0 +1,230 @@
+"""``beacon backtest``: the I/O around the pure backtest (engine/decide/backtest.py).
+
+Reads the audit records of a period (``decisions.audit``, or a JSON Lines file of its
+records), the fraud labels known so far (the ``feedback`` topic: customers' reports,
+chargebacks and risk officers' dispositions; for a file, the label events in it), builds
+the candidate (a folder of rule packs, compiled and dry-run as a worker loads them, and
+model snapshot versions verified as a worker verifies them) and writes the report:
+``backtest.json``, ``backtest.md`` and ``backtest.png``.
+
+Records are put in one order (event time, channel, event id, customer) and a record
+delivered twice is counted once, so the report does not depend on the order the topic's
+partitions were read in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.decide.backtest import Candidate, Redecided, fraud_labels, labels_in, redecide, skip_reason
+from engine.decide.backtestsum import markdown, summarize
+from engine.decide.pipeline import DecisionPolicy
+from engine.decide.rulebook import load
+from engine.errors import BeaconError
+from engine.rules.pack import bundle_digest, read_bundle
+from engine.settings import Settings
+
+JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
+
+
+@dataclass(frozen=True)
+class Request:
+    rules_dir: Path
+    since: float
+    until: float | None = None
+    models: tuple[str, ...] = ()  # snapshot versions, e.g. fraud-v12-0123456789ab
+    file: Path | None = None  # else the decisions.audit topic
+    channels: tuple[str, ...] = ()  # only these channels' events (all when empty)
+
+
+def parse_time(text: str) -> float:
+    """Epoch seconds of ``2026-11-01`` (UTC midnight), an ISO 8601 time (UTC unless it
+    says otherwise) or a number of epoch seconds.
+
+    >>> parse_time("2026-11-01"), parse_time("2026-11-01T06:00:00+01:00"), parse_time("1793491200")
+    (1793491200.0, 1793509200.0, 1793491200.0)
+    """
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BeaconError(f"{text!r} is not a date, an ISO 8601 time or epoch seconds") from exc
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def candidate_rules(settings: Settings, rules_dir: Path) -> tuple[Any, str]:
+    """The candidate's rules, loaded as a worker loads a version, named by their digest."""
+    files = read_bundle(rules_dir)
+    version = f"candidate-{bundle_digest(files)}"
+    return load(files, frozenset(settings.channels), version, settings.event_types).rules, version
+
+
+async def build_candidate(settings: Settings, request: Request) -> Candidate:
+    """The rules of ``request.rules_dir`` and the models of ``request.models``, loaded
+    from the snapshot store and verified (needs Redis and ``BEACON_SIGNING_PUBLIC_KEYS``,
+    as a worker does). To try models alone, pass the live rules' folder."""
+    rules, _ = candidate_rules(settings, request.rules_dir)
+    policy = DecisionPolicy(settings.risk_step_up, settings.risk_block, settings.max_actions)
+    if not request.models:
+        return Candidate(rules, policy)
+    if not settings.redis_url:
+        raise BeaconError("--models reads model snapshots from Redis: set BEACON_REDIS_URL or --redis-url")
+    from engine.store.redisio import connect
+    from engine.store.snapshots import SnapshotStore
+    from models.featureconfig import load_feature_config
+    from models.scorer import ModelScorer
+    from models.signing import SnapshotVersion
+
+    scorer = ModelScorer(load_feature_config(settings.model_features))
+    names = []
+    client = connect(settings)
+    try:
+        store = SnapshotStore(client, settings)
+        for version in request.models:
+            name = SnapshotVersion.parse(version).name
+            scorer.install(name, version, await store.load(name, version))
+            names.append(name)
+    finally:
+        await client.aclose()
+    return Candidate(rules, policy, scorer, frozenset(names))
+
+
+def in_period(record: Mapping[str, Any], since: float, until: float | None) -> bool:
+    event = record.get("event")
+    ts = event.get("ts") if isinstance(event, dict) else None
+    if not isinstance(ts, int | float):
+        return False
+    return since <= ts and (until is None or ts < until)
+
+
+class Backtest:
+    """Records in one at a time (a month of them need not fit in memory, only one small
+    row per event), then :meth:`report`. A record delivered twice counts once: both
+    copies decide the same, so which one is kept does not matter."""
+
+    def __init__(self, candidate: Candidate, request: Request) -> None:
+        self.candidate = candidate
+        self.request = request
+        self.rows: list[Redecided] = []
+        self.labels: list[dict[str, Any]] = []
+        self.skipped: Counter[str] = Counter()
+        self.decided_with: Counter[str] = Counter()
+        self._seen: set[tuple[str, str, str]] = set()
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        if "decision_id" not in record and isinstance(record.get("value"), dict):
+            record = record["value"]  # a consumed message {key, headers, value}, as exported
+        self.labels += labels_in((record,))  # a label event outside the period labels one inside
+        if not in_period(record, self.request.since, self.request.until):
+            self.skipped["outside_period"] += 1
+            return
+        if self.request.channels and record.get("channel") not in self.request.channels:
+            self.skipped["other_channel"] += 1
+            return
+        key = (str(record.get("customer_id")), str(record.get("channel")), str(record.get("event_id")))
+        if key in self._seen:
+            self.skipped["duplicate"] += 1
+            return
+        self._seen.add(key)
+        why = skip_reason(record)
+        if why is not None:
+            self.skipped[why] += 1
+            return
+        self.rows.append(redecide(record, self.candidate))
+        self.decided_with[str((record.get("versions") or {}).get("rules"))] += 1
+
+    def report(self, labels: Iterable[Mapping[str, Any]], sources: Mapping[str, str]) -> dict[str, Any]:
+        """The summary; ``labels``: fraud labels known besides the label events read."""
+        request, candidate = self.request, self.candidate
+        verdicts = fraud_labels([*self.labels, *labels])
+        scorer = candidate.scorer
+        models = {
+            k: v for k, v in sorted((scorer.versions if scorer else {}).items()) if k in candidate.rescored
+        }
+        meta = {
+            "period": {
+                "since": iso(request.since),
+                "until": iso(request.until) if request.until else "the end",
+            },
+            "channels": list(request.channels) or "all",
+            "candidate": {"rules": candidate.rules.version, "models": models or "as recorded"},
+            "decided_with": {"rules": dict(sorted(self.decided_with.items()))},
+            **sources,
+        }
+        return summarize(self.rows, verdicts, dict(self.skipped), meta)
+
+
+def backtest(
+    records: Iterable[Mapping[str, Any]],
+    labels: Iterable[Mapping[str, Any]],
+    candidate: Candidate,
+    request: Request,
+    sources: Mapping[str, str],
+) -> dict[str, Any]:
+    """Decide every record of the period again and summarise (:class:`Backtest`)."""
+    acc = Backtest(candidate, request)
+    for record in records:
+        acc.add(record)
+    return acc.report(labels, sources)
+
+
+async def run(settings: Settings, request: Request) -> dict[str, Any]:
+    """Read, decide again, summarise: the report as a dict (see :func:`write`)."""
+    candidate = await build_candidate(settings, request)
+    if request.file is not None:
+        from engine.service.auditlog import read_audit_file
+
+        sources = {"audit": request.file.name, "labels": "label events in the file"}
+        try:
+            return backtest(read_audit_file(request.file), (), candidate, request, sources)
+        except OSError as exc:
+            raise BeaconError(f"cannot read {request.file}: {exc}") from exc
+    if not settings.kafka_bootstrap:
+        raise BeaconError("reading decisions.audit needs BEACON_KAFKA_BOOTSTRAP (or --kafka); or pass --file")
+    from engine.service.auditlog import read_audit
+    from engine.service.topicread import read_topic
+
+    # Decided in the period means recorded at or after its start; later records are read
+    # to the end and kept by their event's time (a decision is recorded after its event).
+    acc = Backtest(candidate, request)
+    async for record in read_audit(settings, request.since, None):
+        acc.add(record)
+    labels = [r async for r in read_topic(settings, "feedback", request.since, None)]
+    return acc.report(labels, {"audit": "decisions.audit", "labels": "feedback topic and label events"})
+
+
+def report_bytes(report: Mapping[str, Any], fmt: str) -> bytes:
+    if fmt == "json":
+        return orjson.dumps(report, option=JSON_OPTIONS) + b"\n"
+    return markdown(report).encode() + b"\n"
+
+
+def write(report: Mapping[str, Any], out: Path, formats: Sequence[str] = ("json", "md", "png")) -> list[str]:
+    """Write the report's files into ``out``; returns what was written, and why the
+    picture was not (matplotlib missing) as a line starting with ``no ``."""
+    from engine.service.backtestplot import plot
+
+    out.mkdir(parents=True, exist_ok=True)
+    done = []
+    for fmt in ("json", "md"):
+        if fmt in formats:
+            (out / f"backtest.{fmt}").write_bytes(report_bytes(report, fmt))
+            done.append(str(out / f"backtest.{fmt}"))
+    if "png" in formats:
+        why = plot(report, out / "backtest.png")
+        done.append(str(out / "backtest.png") if why is None else f"no {out / 'backtest.png'}: {why}")
+    return done
