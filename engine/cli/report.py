@@ -22,7 +22,8 @@ from engine.settings import Settings
 
 _COLUMNS = ("offer", "channel", "segment", "eligible", "held out", "shown", "impressions", "accepted",
             "declined", "ignored", "pending", "conv. shown", "conv. control", "rate shown", "rate control",
-            "uplift [95% CI]", "value", "incr. conv.", "incr. value")  # fmt: skip
+            "uplift [95% CI]", "value", "incr. conv.", "incr. value", "not held out",
+            "ITT uplift [95% CI]")  # fmt: skip
 
 
 def add_commands(sub: Any) -> None:
@@ -186,7 +187,8 @@ CSV_COLUMNS = ("offer", "channel", "segment", "eligible_customers", "held_out", 
                "impressions", "accepted", "clicked", "declined", "ignored", "pending", "other",
                "conversions_shown", "conversions_control", "rate_shown", "rate_control", "uplift",
                "uplift_low", "uplift_high", "excludes_zero", "conversion_value", "incremental_conversions",
-               "incremental_value", "note")  # fmt: skip
+               "incremental_value", "not_held_out", "conversions_not_held_out", "rate_not_held_out",
+               "uplift_itt", "uplift_itt_low", "uplift_itt_high", "note")  # fmt: skip
 _ANSWERS = ("accepted", "clicked", "declined", "ignored", "pending", "other")
 
 
@@ -200,7 +202,7 @@ def to_csv(report: dict[str, Any]) -> str:
     ...        "conversion_value": 5.0, "incremental_conversions": 1.0, "incremental_value": None,
     ...        "note": None}
     >>> print(to_csv({"totals": [row], "rows": []}).splitlines()[1])
-    gold,*,*,2,1,1,1,1,0,0,0,0,0,1,0,1.0,0.0,1.0,-0.2,1.0,False,5.0,1.0,,
+    gold,*,*,2,1,1,1,1,0,0,0,0,0,1,0,1.0,0.0,1.0,-0.2,1.0,False,5.0,1.0,,,,,,,,
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -211,6 +213,8 @@ def to_csv(report: dict[str, Any]) -> str:
         flat.update(
             uplift=u["uplift"], uplift_low=u["low"], uplift_high=u["high"], excludes_zero=u["excludes_zero"]
         )
+        i = row.get("uplift_itt") or {}
+        flat.update(uplift_itt=i.get("uplift"), uplift_itt_low=i.get("low"), uplift_itt_high=i.get("high"))
         writer.writerow(["" if flat.get(c) is None else flat[c] for c in CSV_COLUMNS])
     return buffer.getvalue()
 
@@ -223,18 +227,25 @@ def _table(rows: Iterable[dict[str, Any]]) -> list[str]:
     notes = []
     for row in rows:
         u, r = row["uplift"], row["responses"]
-        ci = "-" if u["uplift"] is None else f"{_pct(u['uplift'])} [{_pct(u['low'])}, {_pct(u['high'])}]"
-        if u["excludes_zero"]:
-            ci = f"**{ci}**"
+        ci, itt = _ci(u), _ci(row["uplift_itt"])
         cells = (row["offer"], row["channel"], row["segment"], row["eligible_customers"], row["held_out"],
                  row["shown_customers"], row["impressions"], r["accepted"] + r["clicked"], r["declined"],
                  r["ignored"], r["pending"], row["conversions_shown"], row["conversions_control"],
                  _pct(row["rate_shown"]), _pct(row["rate_control"]), ci, row["conversion_value"],
-                 _num(row["incremental_conversions"]), _num(row["incremental_value"]))  # fmt: skip
+                 _num(row["incremental_conversions"]), _num(row["incremental_value"]), row["not_held_out"],
+                 itt)  # fmt: skip
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
         if row["note"]:
             notes.append(f"- {row['offer']} / {row['channel']} / {row['segment']}: {row['note']}")
     return [*out, "", *notes] if notes else out
+
+
+def _ci(u: dict[str, Any]) -> str:
+    """An uplift and its interval, bold when the interval excludes zero."""
+    if u["uplift"] is None:
+        return "-"
+    text = f"{_pct(u['uplift'])} [{_pct(u['low'])}, {_pct(u['high'])}]"
+    return f"**{text}**" if u["excludes_zero"] else text
 
 
 def _off_policy(o: dict[str, Any]) -> list[str]:

@@ -267,6 +267,15 @@ class OfferReport:
         conv_held = [self.converted(c, offer, e.held) for c, e in held]
         k1, k2 = sum(1 for hit, _ in conv_shown if hit), sum(1 for hit, _ in conv_held if hit)
         diff = newcombe(k1, len(shown), k2, len(held))
+        # Intent to treat: every eligible customer not held out (shown or not), from their
+        # first exposure, against the held out. Both groups were chosen only by the control
+        # group's hash, so this is the policy's effect without the caps' and ranking's choice.
+        treated = [(c, e) for c, e in members if e.shown is not None or e.held is None]
+        itt = [
+            self.converted(c, offer, min(t for t in (e.shown, e.eligible) if t is not None))
+            for c, e in treated
+        ]
+        k3 = sum(1 for hit, _ in itt if hit)
         value = self.o.values.get(offer)
         a = answers.get(key, {})
         note = None
@@ -281,6 +290,9 @@ class OfferReport:
             "conversions_shown": k1, "conversions_control": k2,
             "rate_shown": _rate(k1, len(shown)), "rate_control": _rate(k2, len(held)),
             "uplift": diff.to_dict(),
+            "not_held_out": len(itt), "conversions_not_held_out": k3,
+            "rate_not_held_out": _rate(k3, len(itt)),
+            "uplift_itt": newcombe(k3, len(itt), k2, len(held)).to_dict(),
             "conversion_value": round(sum(amount for hit, amount in conv_shown if hit), 2),
             "incremental_conversions": None if extra is None else round(extra, 2),
             "incremental_value": None if extra is None or value is None else round(extra * value, 2),

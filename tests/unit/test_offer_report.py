@@ -162,6 +162,13 @@ def test_conversions_count_within_the_window_after_the_first_exposure_only() -> 
     longer = offer_report(recs, replace(OPTS, windows={"gold": 5.02 * DAY}))
     assert longer["totals"][0]["conversions_shown"] == 2
     assert "too few to measure uplift" in row["note"]
+    # Intention to treat: an eligible customer not shown (ranked out) joins the not-held-out arm.
+    ranked_out = {"decision_id": "d6", "customer_id": "C6", "channel": "mobile", "event": {"ts": 1 * DAY},
+                  "features": {"segment": "mass"}, "actions": [],
+                  "explain": {"dropped": [{"id": "gold", "stage": "rank"}]}}  # fmt: skip
+    itt = offer_report([*recs, ranked_out], OPTS)["totals"][0]
+    assert (itt["eligible_customers"], itt["not_held_out"], itt["conversions_not_held_out"]) == (6, 4, 1)
+    assert itt["rate_not_held_out"] == 0.25 and itt["uplift_itt"]["uplift"] == 0.25
 
 
 def test_a_decision_counts_once_and_filters_and_cells_split_it() -> None:
