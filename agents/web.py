@@ -29,7 +29,9 @@ from engine.http.logins import LoginGate, login
 from engine.http.lookups import LookupGate
 from engine.http.proxies import FORWARDED_FOR, Network, client_address, parse_proxies
 from engine.http.ratelimit import RateLimiter, too_many
+from engine.http.reports import offer_report_reply
 from engine.http.streamslots import StreamSlots
+from engine.service.auditlog import read_audit
 from engine.service.metrics import Metrics
 from engine.store.base import AlertInbox
 from engine.store.users import AuthStore, Principal
@@ -38,6 +40,8 @@ _SSE_HEARTBEAT_S = 15.0
 _STREAMS_FULL = "too many live alert streams open (per user or token, or on this worker): close one"
 _CONSOLE = resources.files("engine.http").joinpath("console", "console.html").read_bytes()
 _CONSOLE_HEADERS = page_headers(_CONSOLE)
+_ANALYST = resources.files("engine.http").joinpath("console", "analyst.html").read_bytes()
+_ANALYST_HEADERS = page_headers(_ANALYST)
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -279,6 +283,21 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
         async def get(self, request: Request) -> Response:
             # The page itself holds no data: it logs in, then every call it makes is checked.
             return _respond(self, Reply(200, _CONSOLE, dict(_CONSOLE_HEADERS), content_type="text/html"))
+
+    @app.page("/console/analyst")
+    class AnalystConsole(View):
+        async def get(self, request: Request) -> Response:
+            # The analysts' page: offer reports (issue 18). No data: every call it makes is checked.
+            return _respond(self, Reply(200, _ANALYST, dict(_ANALYST_HEADERS), content_type="text/html"))
+
+    @app.page("/v1/reports/offers")
+    class OfferReport(View):
+        async def get(self, request: Request) -> Response:
+            who = await allow(request, "report")
+            if isinstance(who, Reply):
+                return _respond(self, who)
+            offers = api.service.rules.offers if api.service.rules is not None else ()
+            return _browser(self, await offer_report_reply(dict(request.query), settings, read_audit, offers))
 
     @app.page("/openapi.json")
     class OpenApi(View):

@@ -184,6 +184,7 @@ class Settings:
     model_features: str = ""
     # The trainer's label rules and snapshot cadence (engine/service/trainer.py).
     offer_response_window_s: float = 3 * 86400.0  # no answer by then: the offer was ignored
+    offer_attribution_s: float = 30 * 86400.0  # offer reports: a conversion this long after counts
     # No fraud report by then: legitimate, provisionally (a later report corrects it).
     # Hours, not the 30 days a chargeback may take: until negatives mature the fraud
     # model learns positives alone and drifts to "everything is fraud" (README "Fraud labels").

@@ -88,7 +88,7 @@ def _mask(url: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.cli import backtest, commands, keys, models, rules, users
+    from engine.cli import backtest, commands, keys, models, report, rules, users
 
     parser = argparse.ArgumentParser(prog="beacon", description="Beacon real-time decision engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_commands(sub)
     users.add_commands(sub)
     keys.add_commands(sub)
+    report.add_commands(sub)
     return parser
 
 

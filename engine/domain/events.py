@@ -88,6 +88,10 @@ class Event:
 LABEL_ATTRIBUTES = frozenset(
     {"ref_event_id", "ref_channel", "legitimate", "response", "decision_id", "action_id"}
 )
+# A conversion (a product opened, a loan drawn, a deposit placed: the bank's core systems
+# report it) names its product; offer reports match it to the offers shown (issue 18).
+CONVERSION = "conversion"
+PRODUCT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # also the packs' offer `products`
 
 
 def audited(event: Event, attributes: frozenset[str]) -> dict[str, Any]:
@@ -105,7 +109,12 @@ def audited(event: Event, attributes: frozenset[str]) -> dict[str, Any]:
     out = event.to_dict()
     for name in event.extra:
         out.pop(name, None)
-    kept = {k: v for k, v in event.attributes.items() if k in attributes or k in LABEL_ATTRIBUTES}
+    product = event.type == CONVERSION  # a conversion's product: what offer reports match on
+    kept = {
+        k: v
+        for k, v in event.attributes.items()
+        if k in attributes or k in LABEL_ATTRIBUTES or (product and k == "product")
+    }
     if kept:
         out["attributes"] = kept
     else:
@@ -230,7 +239,7 @@ def event_from_dict(
     if etype not in settings.event_types:
         raise EventError("unknown_type", f"event type {etype!r} is not configured", "type")
     ts = _timestamp(data.get("ts"), now, settings, oldest)
-    return Event(
+    event = Event(
         event_id=_identifier(data, "event_id"),
         customer_id=_identifier(data, "customer_id"),
         channel=channel,
@@ -245,6 +254,9 @@ def event_from_dict(
         attributes=_attributes(data.get("attributes")),
         extra={k: v for k, v in data.items() if k not in _KNOWN},
     )
+    if etype == CONVERSION:
+        _product(event.attributes)
+    return event
 
 
 def _required_str(data: dict[str, Any], name: str) -> str:
@@ -338,3 +350,26 @@ def _attributes(value: Any) -> dict[str, Any]:
         raise EventError("invalid_value", f"at most {_MAX_ATTRS} attributes", "attributes")
     _walk(value, "attributes")  # decoded events were walked already; CSV rows and tests not
     return value
+
+
+def _product(attributes: dict[str, Any]) -> None:
+    """A conversion names its product (``attributes.product``): an offer id or the bank's
+    product code, 1-64 characters of [A-Za-z0-9_.:-].
+
+    >>> _product({"product": "credit_card_gold"})
+    >>> _product({})
+    Traceback (most recent call last):
+    ...
+    engine.errors.EventError: a conversion names its product
+    """
+    value = attributes.get("product")
+    if value is None:
+        raise EventError("missing_field", "a conversion names its product", "attributes.product")
+    if not isinstance(value, str):
+        raise EventError("wrong_type", "attributes.product must be a string", "attributes.product")
+    if not PRODUCT.fullmatch(value):
+        raise EventError(
+            "invalid_value",
+            "attributes.product must be 1-64 characters of [A-Za-z0-9_.:-]",
+            "attributes.product",
+        )

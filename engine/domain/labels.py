@@ -83,7 +83,10 @@ def label_of(event: Event) -> dict[str, Any] | None:
 # An account closure is not one, though it carries the churn label: it pays the balance
 # out, so it is decided and screened like any money movement (an account taken over is
 # emptied this way). The trainer does not learn from its decision (engine/service/trainer.py).
-LABEL_TYPES = FRAUD_TYPES | {"offer_response"}
+# A conversion (a product opened, reported by the bank's core systems) is an outcome too:
+# offer reports read it from decisions.audit (engine/decide/offerreport.py); it carries
+# no label for the models.
+LABEL_TYPES = FRAUD_TYPES | {"offer_response", "conversion"}
 
 
 def is_label_event(event: Event) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 import cel
 
 from engine.domain.decision import VERDICT_ORDER
+from engine.domain.events import PRODUCT
 from engine.domain.features import FEATURE_NAMES
 from engine.domain.state import CONTACT_WINDOW_S
 from engine.errors import BeaconError
@@ -257,6 +258,8 @@ class Checker:
             "applicability",
             "suitability",
             "contact",
+            "products",
+            "attribution",
         }
         known_keys(o, allowed, f"{self.file}: rule {oid}")
         if o.get("kind") not in OFFER_KINDS:
@@ -291,7 +294,19 @@ class Checker:
             valid_from=valid_from,
             valid_until=valid_until,
             contact=self.policy(oid, o.get("contact") or {}, default_policy),
+            products=self.products(oid, o.get("products")),
+            attribution_s=None
+            if o.get("attribution") is None
+            else self.duration(oid, "attribution", o["attribution"]),
         )
+
+    def products(self, oid: str, raw: Any) -> tuple[str, ...]:
+        """The product codes a conversion of the offer names: a list of short codes."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or not all(isinstance(p, str) and PRODUCT.fullmatch(p) for p in raw):
+            raise self.fail(oid, "`products` is a list of product codes (1-64 characters of [A-Za-z0-9_.:-])")
+        return tuple(raw)
 
     def validity(self, oid: str, raw: Any) -> tuple[float | None, float | None]:
         if not isinstance(raw, dict) or set(raw) - {"from", "until"}:

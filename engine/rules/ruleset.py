@@ -150,6 +150,10 @@ class Offer:
     valid_from: float | None = None
     valid_until: float | None = None
     contact: ContactPolicy = ContactPolicy()
+    # Offer reports (engine/decide/offerreport.py): the bank's product codes a conversion of
+    # this offer names (besides the offer id), and how long after it a conversion counts.
+    products: tuple[str, ...] = ()
+    attribution_s: int | None = None  # None: the setting (BEACON_OFFER_ATTRIBUTION_S)
 
     @property
     def stages(self) -> tuple[tuple[str, tuple[Clause, ...]], ...]:

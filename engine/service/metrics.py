@@ -165,6 +165,12 @@ class Metrics:
             ["offer", "response"],
             registry=r,
         )
+        self.conversions = Counter(
+            "beacon_conversions_total",
+            "Products opened as the core systems report them (conversion events)",
+            ["offer", "channel"],
+            registry=r,
+        )
         self.degraded = Counter(
             "beacon_degraded_decisions_total",
             "Decisions answered without state (fallback)",
@@ -364,6 +370,9 @@ class Metrics:
             offer = label["action_id"] if label["action_id"] in self.known_offers else "unknown"
             response = label["response"] if label["response"] in RESPONSES else "other"
             self.offer_responses.labels(offer, response).inc()
+        if event.type == "conversion":  # the product: an offer of the pack, or "other" (bounded)
+            product = event.attributes.get("product")
+            self.conversions.labels(product if product in self.known_offers else "other", event.channel).inc()
 
     def rules_version(self, version: str, offers: frozenset[str] = frozenset()) -> None:
         """The active rules version, as the ``rules`` label of ``beacon_build_info``, and

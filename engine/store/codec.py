@@ -42,7 +42,7 @@ _MARKS = (b'"\\u0000A\\u0000"', b'"\\u0000B\\u0000"')
 # and the optional suppressed-alerts entry (a key of its own, comma included).
 _AUDIT_MARKS = (*_MARKS, b'"\\u0000K\\u0000"', b'"\\u0000D\\u0000"', b',"\\u0000S\\u0000":0')
 # The attributes of a label event its history entry keeps (engine.domain.labels).
-_LABEL_FIELDS = ("decision_id", "action_id", "response", "ref_event_id", "ref_channel")
+_LABEL_FIELDS = ("decision_id", "action_id", "response", "ref_event_id", "ref_channel", "product")
 PIN_BOUND = 50  # PIN failures kept per customer (24 h)
 DECLINED_BOUND = 64  # declined offers kept per customer for cool-downs (ids come from channels)
 DEVICE_CUSTOMERS_BOUND = 100  # customers kept per device (24 h)

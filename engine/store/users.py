@@ -20,6 +20,8 @@ Keys: :class:`engine.store.keys.AuthKeys`.
 (True, False)
 >>> allowed("viewer", "read"), allowed("viewer", "work")
 (True, False)
+>>> [allowed("analyst", p) for p in ("report", "read", "work", "profile", "admin")]
+[True, True, False, False, False]
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ from engine.store.redisio import guarded
 
 PERMISSIONS = {
     "channel": frozenset({"decide", "score"}),  # score: outbound, its own channel only
-    "viewer": frozenset({"read", "profile_history"}),
+    "viewer": frozenset({"read", "profile_history", "report"}),
     "risk_officer": frozenset({"read", "work", "profile_history"}),
-    "risk_admin": frozenset({"read", "work", "admin", "score", "profile_history"}),
+    "risk_admin": frozenset({"read", "work", "admin", "score", "profile_history", "report"}),
+    # The bank's marketing and risk analysts (issue 18): read customers, alerts and the
+    # offer reports; change nothing (no alert work, no profile, no decision).
+    "analyst": frozenset({"read", "report"}),
     "campaign": frozenset({"score"}),  # outbound campaign tools and analysts: any channel
     # The bank's CRM system (a token) or its staff: the only writer of customers' profiles
     # (issue 17, finding 2); reads what it wrote, and nothing of alerts or decisions.

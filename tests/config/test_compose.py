@@ -1286,6 +1286,8 @@ def test_kafka_init_creates_scram_users_and_acls_on_every_topic(services: dict[s
     }
     worker = {(op, t) for user, op, t in grants if user == "beacon-worker"}
     assert ("Read", "interactions") in worker
+    # Offer reports read decisions.audit back: the worker's route and the operator's CLI.
+    assert ("Read", "decisions.audit") in worker and ("beacon-cli", "Read", "decisions.audit") in grants
     # A worker starts by checking every topic exists (ensure_topics): it must see them all.
     seen = {t for op, t in worker if op in {"Describe", "Read", "Write"}}
     engine_topics = set(topic_names(Settings()))

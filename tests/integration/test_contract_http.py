@@ -62,6 +62,16 @@ CALLS: list[tuple[str, str, str, object, int]] = [
     ("get", "/healthz", "/healthz", None, 200),
     ("get", "/readyz", "/readyz", None, 200),
     ("get", "/openapi.json", "/openapi.json", None, 200),
+    (
+        "post",
+        "/v1/decisions",
+        "/v1/decisions",
+        {**_event("k-cv"), "type": "conversion", "attributes": {"product": "credit_card_gold"}},
+        200,
+    ),
+    ("post", "/v1/decisions", "/v1/decisions", {**_event("k-cv2"), "type": "conversion"}, 400),
+    ("get", "/v1/reports/offers", "/v1/reports/offers", None, 200),
+    ("get", "/v1/reports/offers", "/v1/reports/offers?since=soon", None, 400),
 ]
 
 

@@ -48,7 +48,8 @@ class NoModel:
 
 
 def test_the_label_types_are_the_types_that_carry_labels() -> None:
-    assert {"fraud_report", "chargeback", "offer_response"} == LABEL_TYPES
+    # A conversion (issue 18) reports an outcome too, for offer reports: no model label.
+    assert {"fraud_report", "chargeback", "offer_response", "conversion"} == LABEL_TYPES
     assert all(is_label_event(e) and label_of(e) is not None for e in LABEL_EVENTS)
     assert not is_label_event(Event("w", "C1", "atm", "withdrawal", TS, amount=10.0))
     # A closure carries the churn label but pays the balance out: it is decided and screened.
