@@ -51,6 +51,7 @@ CALLS: list[tuple[str, str, str, object, int]] = [
     ("post", "/v1/decisions", "/v1/decisions", b"event_id=1", 415),
     ("get", "/v1/customers/{customer_id}", "/v1/customers/K1", None, 200),
     ("get", "/v1/alerts", "/v1/alerts", None, 200),
+    ("get", "/v1/rules", "/v1/rules", None, 200),
     ("get", "/v1/alerts/{alert_id}", "/v1/alerts/nope", None, 404),
     ("post", "/v1/login", "/v1/login", {"user": 1}, 400),
     ("post", "/v1/logout", "/v1/logout", None, 200),
