@@ -279,7 +279,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    current = _with_store(settings, lambda store: store.current())
+
+    async def read(store: RuleStore, shadow: ShadowStore) -> tuple[Any, str | None]:
+        return await store.current(), await shadow.version()
+
+    current, shadow = _with_stores(settings, read)
     if current is None:
         print("no rules published yet (the first worker publishes the packs of rules_dir)")
         return 0
@@ -287,6 +291,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"current version: {version}")
     for name in sorted(files):
         print(f"  {name}  ({len(files[name].splitlines())} lines)")
+    if shadow is not None:
+        print(f"shadow version: {shadow} (run beside it: `beacon rules shadow`)")
     return 0
 
 

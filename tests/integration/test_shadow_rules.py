@@ -216,6 +216,7 @@ async def test_promote_makes_the_shadow_live_and_stop_ends_it(
         shadow = out.split("\nSHADOW ")[1].split()[0]
         assert "NOT PUBLISHED" in await cli(monkeypatch, capsys, s, "publish", "--shadow", str(candidate))
         assert f"shadow version: {shadow}, since" in await cli(monkeypatch, capsys, s, "shadow")
+        assert f"shadow version: {shadow} (run beside it" in await cli(monkeypatch, capsys, s, "show")
         await until("the shadow to run", lambda: (rules_status(worker.url)["shadow"] or {}).get("running"))
         assert sample(worker.url, "beacon_shadow_running") == 1
 
