@@ -198,9 +198,11 @@ def shadow_summary(metrics_text: str) -> str:
         for sample in family.samples:
             if sample.name.startswith("beacon_shadow_") and sample.name.endswith("_total"):
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    return "shadow: " + ", ".join(
-        f"{k.removeprefix('beacon_shadow_')} {v:g}" for k, v in sorted(totals.items())
-    )
+    said = ", ".join(f"{k.removeprefix('beacon_shadow_')} {v:g}" for k, v in sorted(totals.items()))
+    n = totals.get("beacon_shadow_evaluations_total", 0.0)
+    cpu = totals.get("beacon_shadow_cpu_seconds_total", 0.0)
+    per = f"; {1e3 * cpu / n:.3f} ms of worker CPU per shadowed decision" if n else ""
+    return f"shadow: {said}{per}"
 
 
 async def bench(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,11 @@ class ShadowMetrics:
             "beacon_shadow_dropped_total",
             "Events not shadowed (queue_full: over the budget) or difference records not delivered",
             ["reason"],
+            registry=r,
+        )
+        self.cpu = Counter(
+            "beacon_shadow_cpu_seconds_total",
+            "CPU time the worker spent deciding events again with the shadow version (its cost)",
             registry=r,
         )
         self.fires = Counter(
@@ -137,7 +143,10 @@ class ShadowRunner:
             job = self._jobs.popleft()
             self._queued -= len(job.items)
             try:
+                started = time.thread_time()  # this thread's CPU: the shadow's cost, not the machine's
                 diffs = self.evaluate(job.shadow, job.live, job.scorer, job.items)
+                if self.metrics is not None:
+                    self.metrics.cpu.inc(time.thread_time() - started)
                 await self._send(diffs)
             except Exception:  # the shadow must never take the worker down
                 log.exception("shadow rules: a batch could not be evaluated")
