@@ -29,8 +29,10 @@ from engine.contract import topic_schema
 from engine.domain.recordsig import verify
 from engine.settings import Settings
 from engine.store.redisio import connect
-from engine.store.ruleshadow import ShadowStore
+from engine.store.rules import RuleStore
+from engine.store.ruleshadow import ShadowChanged, ShadowStore
 from tests.helpers import consume_until, isolated, running_worker, signing_keys
+from tests.rulebundles import bundle
 
 pytestmark = pytest.mark.integration
 
@@ -255,3 +257,34 @@ async def test_promote_makes_the_shadow_live_and_stop_ends_it(
         assert sample(worker.url, "beacon_shadow_running") == 0
         log = worker.log()
     assert f"shadow version {unsigned} refused" in log and "not signed" in log
+
+
+async def test_the_shadow_bundle_is_kept_while_it_runs_and_a_stale_promotion_is_refused(
+    infra: Settings,
+) -> None:
+    s = isolated(infra)
+    client = connect(s)
+    try:
+        store, shadow = RuleStore(client, s.key_prefix, keep=2), ShadowStore(client, s.key_prefix, keep=2)
+        await store.publish(bundle("live"), "t")
+        candidate = await shadow.start(bundle("candidate"), "ana", "try it")
+        for i in range(4):  # more publishes than kept versions: the shadow's bundle stays
+            await store.publish(bundle(f"p{i}"), "t")
+        got = await shadow.signed()
+        assert got is not None and got[0] == candidate and got[1] == bundle("candidate")
+        status = await shadow.status()
+        assert status is not None and (status["version"], status["author"], status["note"]) == (
+            candidate,
+            "ana",
+            "try it",
+        )
+        newer = await shadow.start(bundle("candidate2"), "ana")  # replaces it
+        with pytest.raises(ShadowChanged):
+            await shadow.promote(candidate, bundle("candidate"), "bob")  # checked against the old one
+        assert await shadow.stop("ana") == newer and await shadow.stop("ana") is None
+        await store.publish(bundle("after"), "t")
+        assert await client.hlen(store.keys.bundles) <= 2  # no longer the shadow: trimmed like any
+        actions = [e["action"] for e in await store.history(20)]
+        assert actions[:4] == ["publish", "shadow_stop", "shadow", "publish"]
+    finally:
+        await client.aclose()
