@@ -19,6 +19,8 @@ True
 >>> diff = compare(made("allow", [], "v1-a"), made("review", ["big_cash"], "v2-b"))
 >>> diff.kinds, diff.added, diff.removed, diff.verdict_changed
 (('verdict', 'alerts'), ('big_cash',), (), True)
+>>> compare(made("review", ["a", "b"], "v1-a"), made("review", ["b", "a"], "v2-b")) is None
+True
 >>> diff.record()["versions"], diff.record()["shadow"]
 ({'live': 'v1-a', 'shadow': 'v2-b'}, {'verdict': 'review', 'alerts': ['big_cash'], 'offers': []})
 """
@@ -95,7 +97,8 @@ def compare(live: Decision, shadow: Decision) -> ShadowDiff | None:
     """Where ``shadow`` (the shadow version's decision of the same event) differs from
     ``live``; None when it would have answered the same."""
     a, b = Side.of(live), Side.of(shadow)
-    same = (a.verdict == b.verdict, a.alerts == b.alerts, a.offers == b.offers)
+    # Alerts as a set (a candidate may order its packs otherwise); offers in rank order.
+    same = (a.verdict == b.verdict, sorted(a.alerts) == sorted(b.alerts), a.offers == b.offers)
     kinds = tuple(k for k, equal in zip(KINDS, same, strict=True) if not equal)
     if not kinds:
         return None
