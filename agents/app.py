@@ -102,7 +102,10 @@ def create_app(rt: Runtime) -> BeaconApp:
         rt.metrics,
         lambda: dict(rt.readiness),
         on_degraded=_answered_republisher(bulk, rt, answered),
+        rules_status=rt.rule_watch.status,
     )
+    shadow_topic = s.topic("decisions.shadow")  # what a shadow rules version would do differently
+    rt.service.shadow.emit = lambda key, value: bulk.send(shadow_topic, key, value)
     guard = Guard(rt.auth, s.auth_required, s.metrics_token, s.auth_cache_s, s.auth_stale_s)
     register_views(app, api, register_desk(app, rt, bulk), guard, rt.auth)
 

@@ -165,6 +165,12 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
                 return _respond(self, who)
             return _browser(self, await api.profile_history(customer_id, request.query.get("limit")))
 
+    @app.page("/v1/rules")
+    class Rules(View):
+        async def get(self, request: Request) -> Response:
+            who = await allow(request, "read")
+            return _respond(self, who) if isinstance(who, Reply) else _browser(self, await api.rules())
+
     @app.page("/v1/alerts")
     class Alerts(View):
         async def get(self, request: Request) -> Response:

@@ -101,7 +101,8 @@ async def start_worker(settings: Settings, log_dir: Path, timeout: float = 90.0)
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "worker"],
             cwd=str(log_dir),
-            env=launcher.settings_env(settings),
+            # A worker refuses the private signing key (engine/cli/main.py); it keeps the public ones.
+            env=launcher.settings_env(settings.replace(signing_key_file="")),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

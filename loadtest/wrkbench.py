@@ -7,6 +7,10 @@ the aiohttp echo floor at 1 and 16 in the same run. For each run: wrk's rate and
 percentiles, its non-2xx and socket-error counts, and the CPU the worker spent per
 decision. Issue 13's wrk targets are judged. ``--quick`` is a short smoke version. Only
 the section between this module's markers in ``--out`` is rewritten.
+
+``--shadow DIR`` publishes the packs of DIR as a shadow rules version (engine/service/shadow.py)
+once the worker runs, so each decision is made twice, and prints what the shadow did;
+``--no-echo`` skips the echo floor (for A/B rounds of the worker alone).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from engine.settings import Settings
 from loadtest import wrkreport
 from loadtest.harness import Child, machine, start_echo
 from loadtest.phases import Lab, Options, scrape_all, server_side
@@ -79,8 +84,8 @@ def wrk_args(threads: int, conns: int, seconds: float, url: str, run_id: str) ->
 
 
 class Bench:
-    def __init__(self, lab: Lab, plan: Plan, binary: str) -> None:
-        self.lab, self.plan, self.binary = lab, plan, binary
+    def __init__(self, lab: Lab, plan: Plan, binary: str, shadow: str = "") -> None:
+        self.lab, self.plan, self.binary, self.shadow = lab, plan, binary, shadow
         self.levels: list[Level] = []
         self._k = 0
 
@@ -144,10 +149,60 @@ class Bench:
         async with self.lab.worker_group(1) as group:
             w = group[0]
             await self.lab.import_profiles(w.settings)  # all of the population: C000000..
+            if self.shadow:
+                await start_shadow(w.settings, w.url, Path(self.shadow))
             await self.warm(w.url)
             for threads, conns in self.plan.worker:
                 await self.measure("worker", w.url, threads, conns, [w.url])
+            if self.shadow:
+                print(shadow_summary(await asyncio.to_thread(_get, f"{w.url}/metrics")), flush=True)
             return str(w.log_path)
+
+
+def _get(url: str) -> str:
+    import httpx
+
+    return httpx.get(url, timeout=10).text
+
+
+async def start_shadow(settings: Settings, url: str, folder: Path) -> None:
+    """Publish ``folder`` as the shadow version and wait until the worker runs it."""
+    import orjson
+
+    from engine.rules.pack import read_bundle
+    from engine.store.redisio import connect
+    from engine.store.ruleshadow import ShadowStore
+    from engine.store.signkeys import signer
+
+    key = signer(settings) if settings.signing_key_file else None  # signed as `beacon rules` signs
+    client = connect(settings)
+    try:
+        shadow = ShadowStore(client, settings.key_prefix, signer=key)
+        version = await shadow.start(read_bundle(folder), "wrkbench")
+    finally:
+        await client.aclose()
+    deadline = time.monotonic() + 30
+    while not (orjson.loads(await asyncio.to_thread(_get, f"{url}/v1/rules"))["shadow"] or {}).get("running"):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the worker did not take up the shadow version {version} (see its log)")
+        await asyncio.sleep(0.2)
+    print(f"shadow version {version} from {folder} runs beside the live one", flush=True)
+
+
+def shadow_summary(metrics_text: str) -> str:
+    """The shadow's counters from a /metrics page, summed over their labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name.startswith("beacon_shadow_") and sample.name.endswith("_total"):
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    said = ", ".join(f"{k.removeprefix('beacon_shadow_')} {v:g}" for k, v in sorted(totals.items()))
+    n = totals.get("beacon_shadow_evaluations_total", 0.0)
+    cpu = totals.get("beacon_shadow_cpu_seconds_total", 0.0)
+    per = f"; {1e3 * cpu / n:.3f} ms of worker CPU per shadowed decision" if n else ""
+    return f"shadow: {said}{per}"
 
 
 async def bench(args: argparse.Namespace) -> int:
@@ -157,8 +212,9 @@ async def bench(args: argparse.Namespace) -> int:
     info = await asyncio.to_thread(machine)  # with the load average before anything starts
     opts = Options(population=CUSTOMERS, progress=False, audit=False)
     async with open_lab(opts, "wrk") as lab:
-        b = Bench(lab, plan, binary)
-        await b.echo()
+        b = Bench(lab, plan, binary, args.shadow)
+        if not args.no_echo:
+            await b.echo()
         worker_log = await b.worker()
     command = "python -m loadtest.wrkbench " + " ".join(args.argv)
     section = wrkreport.render(
@@ -191,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help=f"{QUICK.duration_s:g} s runs, not {FULL.duration_s:g}"
     )
+    parser.add_argument(
+        "--shadow", default="", metavar="DIR", help="run DIR's packs as a shadow rules version"
+    )
+    parser.add_argument("--no-echo", action="store_true", help="skip the aiohttp echo floor")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     return run_with_uvloop(lambda: bench(args))

@@ -1,4 +1,4 @@
-"""``beacon rules ...``: check, test, publish and roll back rule packs.
+"""``beacon rules ...``: check, test, publish and roll back rule packs; run one in shadow.
 
 Written for the people who own the rules (marketing, risk): every message says in
 plain words what happened, what was refused and why, and whether anything changed.
@@ -23,6 +23,7 @@ from engine.errors import BeaconError
 from engine.rules.pack import Compiled, RulePackError, read_bundle
 from engine.settings import Settings
 from engine.store.rules import RuleStore, UnknownVersion
+from engine.store.ruleshadow import ShadowChanged, ShadowStore
 from engine.store.signkeys import signer
 
 T = TypeVar("T")
@@ -34,7 +35,9 @@ def add_commands(sub: Any) -> None:
     # Not `add`: the server options it adds (--kafka, --http-port) mean nothing here.
     p = sub.add_parser("rules", help=what, description=what)
     p.set_defaults(func=lambda a: _help(p))
-    rsub = p.add_subparsers(dest="rules_command", metavar="{validate,test,publish,history,rollback,show}")
+    rsub = p.add_subparsers(
+        dest="rules_command", metavar="{validate,test,publish,history,rollback,show,shadow,promote}"
+    )
 
     def cmd(name: str, help_: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         c: argparse.ArgumentParser = rsub.add_parser(name, help=help_, description=help_)
@@ -59,6 +62,8 @@ def add_commands(sub: Any) -> None:
     folder(c)
     redis(c)
     who(c)
+    beside = "run it beside the live version on every decision, acting on nothing (see `rules shadow`)"
+    c.add_argument("--shadow", action="store_true", help=beside)
     c = cmd("history", "list published versions, newest first", cmd_history)
     c.add_argument("--limit", type=int, default=20, help="how many entries (default 20)")
     redis(c)
@@ -67,6 +72,13 @@ def add_commands(sub: Any) -> None:
     redis(c)
     who(c)
     redis(cmd("show", "show the version the workers use now and its files", cmd_show))
+    c = cmd("shadow", "show the shadow version run beside the live one, or end it (--stop)", cmd_shadow)
+    c.add_argument("--stop", action="store_true", help="end the shadow run (the live version is untouched)")
+    redis(c)
+    who(c)
+    c = cmd("promote", "make the shadow version the live one (a signed publish of its files)", cmd_promote)
+    redis(c)
+    who(c)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -167,6 +179,11 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def _with_store(settings: Settings, work: Callable[[RuleStore], Awaitable[T]]) -> T:
     """Run ``work`` with a rule store on a fresh connection, closed afterwards."""
+    return _with_stores(settings, lambda store, _: work(store))
+
+
+def _with_stores(settings: Settings, work: Callable[[RuleStore, ShadowStore], Awaitable[T]]) -> T:
+    """Run ``work`` with the rule and shadow stores on a fresh connection, closed afterwards."""
     if not settings.redis_url:
         raise BeaconError("no Redis configured: set BEACON_REDIS_URL or pass --redis-url")
 
@@ -178,7 +195,8 @@ def _with_store(settings: Settings, work: Callable[[RuleStore], Awaitable[T]]) -
             # Signed with the publisher's key (BEACON_SIGNING_KEY_FILE): workers holding the
             # public keys run only signed bundles, or their own packs (README, Signed ...).
             key = signer(settings) if settings.signing_key_file else None
-            return await work(RuleStore(client, settings.key_prefix, signer=key))
+            prefix = settings.key_prefix
+            return await work(RuleStore(client, prefix, signer=key), ShadowStore(client, prefix, signer=key))
         finally:
             await client.aclose()
 
@@ -193,6 +211,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print("NOT PUBLISHED: fix the problems above; the workers keep the rules they have.")
         return 1
     files, compiled = loaded
+    if args.shadow:
+        return _publish_shadow(args, settings, folder, files, compiled)
 
     async def publish(store: RuleStore) -> tuple[str, bool]:
         current = await store.current()
@@ -259,7 +279,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    current = _with_store(settings, lambda store: store.current())
+
+    async def read(store: RuleStore, shadow: ShadowStore) -> tuple[Any, str | None]:
+        return await store.current(), await shadow.version()
+
+    current, shadow = _with_stores(settings, read)
     if current is None:
         print("no rules published yet (the first worker publishes the packs of rules_dir)")
         return 0
@@ -267,4 +291,89 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"current version: {version}")
     for name in sorted(files):
         print(f"  {name}  ({len(files[name].splitlines())} lines)")
+    if shadow is not None:
+        print(f"shadow version: {shadow} (run beside it: `beacon rules shadow`)")
     return 0
+
+
+# -- shadow: a candidate version beside the live one ----------------------------------
+
+
+def _publish_shadow(
+    args: argparse.Namespace, settings: Settings, folder: Path, files: dict[str, str], compiled: Compiled
+) -> int:
+    async def start(store: RuleStore, shadow: ShadowStore) -> tuple[str, str | None]:
+        current = await store.current()
+        if current is not None and current[1] == files:
+            return "live", current[0]
+        running = await shadow.signed()
+        if running is not None and running[1] == files:
+            return "shadow", running[0]
+        return "new", await shadow.start(files, args.author, args.note)
+
+    what, version = _with_stores(settings, start)
+    if what != "new":
+        print(f"NOT PUBLISHED: {folder} is identical to the {what} version {version}; nothing changed.")
+        return 0
+    print(f"SHADOW {version} from {folder} ({_counts(compiled)}).")
+    print(f"Workers run it beside the live version within about {settings.rules_poll_s:g} seconds, acting on")
+    print("nothing: differences go to decisions.shadow and beacon_shadow_* metrics.")
+    print("`beacon rules promote` makes it live; `beacon rules shadow --stop` ends it.")
+    return 0
+
+
+def cmd_shadow(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def look(store: RuleStore, shadow: ShadowStore) -> tuple[str | None, dict[str, Any] | None]:
+        if args.stop:
+            stopped = await shadow.stop(args.author, args.note)
+            return None, None if stopped is None else {"version": stopped}
+        return await store.current_version(), await shadow.status()
+
+    live, status = _with_stores(settings, look)
+    if args.stop:
+        if status is None:
+            print("no shadow version runs; nothing changed.")
+        else:
+            print(f"SHADOW STOPPED: {status['version']} no longer runs beside the live version "
+                  f"(workers stop within about {settings.rules_poll_s:g} seconds).")  # fmt: skip
+        return 0
+    print(f"live version:   {live}")
+    if status is None:
+        print("shadow version: none (`beacon rules publish --shadow DIR` starts one)")
+        return 0
+    since = datetime.fromtimestamp(float(status["since"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
+    print(f"shadow version: {status['version']}, since {since} UTC, by {status['author']}"
+          + (f": {status['note']}" if status["note"] else ""))  # fmt: skip
+    print("Differences: the decisions.shadow topic; counts: beacon_shadow_* metrics.")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def promote(store: RuleStore, shadow: ShadowStore) -> tuple[str, int]:
+        running = await shadow.signed()
+        if running is None:
+            return "NOT PROMOTED: no shadow version runs (`beacon rules publish --shadow DIR`).", 1
+        version, files, _ = running
+        try:
+            compiled = load(files, frozenset(settings.channels), version, settings.event_types)
+        except RulePackError as exc:
+            return f"NOT PROMOTED: {version} no longer passes validation.\n  {exc}", 1
+        if not _passes(compiled, settings):
+            return f"NOT PROMOTED: the test cases of {version} fail (above).", 1
+        try:
+            live = await shadow.promote(version, files, args.author, args.note)
+        except ShadowChanged as exc:
+            return f"NOT PROMOTED: {exc}", 1
+        return (
+            f"PROMOTED: shadow {version} is now the live version {live}; the shadow run ended. "
+            f"Workers switch to it within about {settings.rules_poll_s:g} seconds.",
+            0,
+        )
+
+    message, code = _with_stores(settings, promote)
+    print(message)
+    return code

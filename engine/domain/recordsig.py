@@ -1,5 +1,5 @@
 """Signed records on the topics Beacon trusts (``risk.alerts``, ``feedback``,
-``decisions.audit``): HMAC-SHA256 over topic, key and value, in the ``beacon-sig``
+``decisions.audit``, ``decisions.shadow``): HMAC-SHA256 over topic, key and value, in the ``beacon-sig``
 header as ``KEY_ID:HEX``. The key id lets keys rotate: a consumer accepts every key in
 its verify set, a producer signs with one. Pure: no I/O.
 
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from engine.errors import ConfigError
 
 HEADER = "beacon-sig"
-SIGNED_TOPICS = ("risk.alerts", "feedback", "decisions.audit")
+SIGNED_TOPICS = ("risk.alerts", "feedback", "decisions.audit", "decisions.shadow")
 REASONS = ("record_unsigned", "record_forged", "record_unknown_key")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,8 @@ class Api:
     # Republishes the event of a degraded answer (engine/decide/degraded.py), so it is not lost.
     on_degraded: Callable[[Decision, bytes], None] = lambda decision, raw: None
     outbound: OutboundService | None = None  # built from ``service`` when not given
+    # The live and shadow rules versions (engine/service/rulewatch.py RuleWatcher.status).
+    rules_status: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         if self.outbound is None:
@@ -224,6 +226,15 @@ class Api:
         except StoreError as exc:
             return error(503, "state_unavailable", str(exc))
         return Reply(200, orjson.dumps({"customer_id": customer_id, "history": entries}))
+
+    async def rules(self) -> Reply:
+        """``GET /v1/rules``: the live version and the shadow run beside it, if any."""
+        if self.rules_status is None:
+            return error(503, "not_ready", "rule versions are not known here", **{"Retry-After": "1"})
+        try:
+            return Reply(200, orjson.dumps(await self.rules_status()))
+        except StoreError as exc:
+            return error(503, "state_unavailable", str(exc), **{"Retry-After": "1"})
 
     def healthz(self) -> Reply:
         return Reply(200, b'{"status":"ok"}')

@@ -33,6 +33,7 @@ TOPICS = (
     "risk.alerts",
     "feedback",
     "decisions.audit",
+    "decisions.shadow",  # what a shadow rules version would do differently (engine/service/shadow.py)
     "interactions.dlq",
     "risk.alerts.dlq",
     "feedback.dlq",

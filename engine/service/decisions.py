@@ -23,6 +23,7 @@ from engine.rules.ruleset import RuleSet
 from engine.service.batching import MicroBatcher
 from engine.service.eventclock import EventClock
 from engine.service.metrics import Metrics
+from engine.service.shadow import ShadowRunner
 from engine.settings import Settings
 from engine.store.base import CustomerState
 
@@ -70,6 +71,10 @@ class DecisionService:
         # worker's record of degraded answers): its audit record, written by the commit,
         # then says which answer it follows.
         self.answered_degraded: Callable[[str], bool] = lambda decision_id: False
+        # A candidate version run beside ``rules`` and acted on never (engine/service/shadow.py):
+        # None unless one is published with `beacon rules publish --shadow` (rulewatch swaps it).
+        self.shadow_rules: RuleSet | None = None
+        self.shadow = ShadowRunner(self.policy, metrics.shadow if metrics else None, settings.batch_max * 8)
         self.batcher: MicroBatcher[Event, Outcome] = MicroBatcher(
             self.decide_batch, settings.batch_max, max_queue=settings.batch_max * 8
         )
@@ -116,6 +121,11 @@ class DecisionService:
             ):
                 m.stage_latency.labels(name).observe(seconds)
         timings = {**stage, "record_ms": round((t4 - t3) * 1000, 3)}
+        shadow = self.shadow_rules  # the one check a batch pays when no shadow version runs
+        if shadow is not None:
+            items = [(ev, snap, prep, d) for (key, ev, snap), prep in zip(todo, prepared, strict=True)
+                     if prep is not None and isinstance(d := results[key], Decision)]  # fmt: skip
+            self.shadow.offer(shadow, rules, scorer, items)
         return _outcomes(events, snapshots, committed, bodies, timings)
 
     def _followed(self, decision: Decision) -> Decision:

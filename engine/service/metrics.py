@@ -36,6 +36,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from engine import __version__
 from engine.domain.decision import Decision
+from engine.service.shadow import ShadowMetrics
 
 # Fine enough for single milliseconds at the low end, up to the 2.5 s of a stalled path.
 LATENCY_BUCKETS = (
@@ -296,6 +297,7 @@ class Metrics:
         self.rules_reloads = Counter(
             "beacon_rules_reloads_total", "Rule versions this worker switched to", registry=r
         )
+        self.shadow = ShadowMetrics(r)  # the shadow rules version (engine/service/shadow.py)
         self.rules_reload_failures = Counter(
             "beacon_rules_reload_failures_total",
             "Rule versions refused because they did not compile; the running version stayed",

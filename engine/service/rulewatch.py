@@ -9,6 +9,11 @@ once per batch, so every decision runs one whole version, old or new.
 
 A version that does not compile is refused: the running one stays in force, the
 error is logged once and ``beacon_rules_reload_failures_total`` counts it.
+
+The shadow version (engine/store/ruleshadow.py) is watched the same way, on the same
+wake-ups: a new one is checked (signature, digest, compile) and swapped into
+``service.shadow_rules``, which engine/service/shadow.py runs beside the live rules; a
+refused one (or none) leaves ``service.shadow_rules`` None.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from engine.service.metrics import Metrics
 from engine.settings import Settings
 from engine.store.base import RuleSource
 from engine.store.rules import RULES_DOMAIN, UnknownVersion, Version
+from engine.store.ruleshadow import ShadowStore
 from engine.store.signkeys import public_key_files, trusted
 from models import ed25519
 from models.errors import SignatureRefused
@@ -57,8 +63,12 @@ class RuleWatcher:
         settings: Settings,
         metrics: Metrics,
         readiness: dict[str, bool],
+        shadow: ShadowStore | None = None,
     ) -> None:
         self.store = store
+        self.shadow_store = shadow
+        self.shadow_active: str | None = None  # the shadow version this worker runs
+        self.shadow_refused: str | None = None
         self.service = service
         self.settings = settings
         self.metrics = metrics
@@ -103,7 +113,13 @@ class RuleWatcher:
             log.info("rules: Redis held no version; published %s from %s", seeded, path)
 
     async def check(self) -> bool:
-        """One look at the current pointer; True when this switched to a new version."""
+        """One look at the current and shadow pointers; True when this switched to a new
+        current version."""
+        switched = await self._check_live()
+        await self.check_shadow()
+        return switched
+
+    async def _check_live(self) -> bool:
         version = await self.store.current_version()
         if version is None or version in (self.active, self.refused):
             return False
@@ -123,6 +139,49 @@ class RuleWatcher:
             return False
         self._switch(rules)
         return True
+
+    async def check_shadow(self) -> None:
+        """Run the shadow version Redis names (none: stop running one)."""
+        if self.shadow_store is None:
+            return
+        version = await self.shadow_store.version()
+        if version == self.shadow_active or (version is not None and version == self.shadow_refused):
+            return
+        got = None if version is None else await self.shadow_store.signed()
+        if got is None:
+            self._shadow(None)
+            return
+        version, files, signature = got
+        distrust = self._untrusted(files, signature)
+        try:
+            if distrust is not None:
+                raise RulePackError(distrust)
+            rules = await asyncio.to_thread(compile_version, version, files, self.settings)
+        except Exception as exc:  # noqa: BLE001 - any failure to build a version refuses it
+            self._shadow(None)
+            self.shadow_refused = version
+            self.metrics.rules_reload_failures.inc()
+            log.error("rules: shadow version %s refused, none runs in shadow: %s", version, exc)
+            return
+        self._shadow(rules)
+
+    def _shadow(self, rules: RuleSet | None) -> None:
+        before = self.shadow_active
+        self.service.shadow_rules = rules  # read once per batch, like service.rules
+        self.shadow_active = None if rules is None else rules.version
+        self.shadow_refused = None
+        self.metrics.shadow.running.set(0 if rules is None else 1)
+        if before != self.shadow_active:
+            log.info("rules: shadow version now %s (was %s)", self.shadow_active, before)
+
+    async def status(self) -> dict[str, object]:
+        """The live and shadow versions, as Redis names them and as this worker runs them
+        (``GET /v1/rules``)."""
+        current = await self.store.current_version()
+        shadow = await self.shadow_store.status() if self.shadow_store is not None else None
+        if shadow is not None:
+            shadow["running"] = shadow["version"] == self.shadow_active
+        return {"live": {"version": current, "running": self.active}, "shadow": shadow}
 
     def _untrusted(self, files: Mapping[str, str], signature: str | None) -> str | None:
         """Why a bundle may not run here, or None: it is signed by a trusted key, or it is

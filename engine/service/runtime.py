@@ -22,6 +22,7 @@ from engine.store.nodes import NodeReport
 from engine.store.outbox import Outbox
 from engine.store.redisio import connect
 from engine.store.rules import RuleStore
+from engine.store.ruleshadow import ShadowStore
 from engine.store.snapshots import SnapshotStore
 from engine.store.state import StateStore
 from engine.store.users import AuthStore
@@ -56,7 +57,9 @@ class Runtime:
         scorer = ModelScorer(load_feature_config(settings.model_features))
         service = DecisionService(settings, StateStore(client, settings), None, scorer, metrics)
         readiness = {"redis": False, "broker": False, "rules": False}
-        watch = RuleWatcher(RuleStore(client, settings.key_prefix), service, settings, metrics, readiness)
+        rules = RuleStore(client, settings.key_prefix)
+        shadow = ShadowStore(client, settings.key_prefix)  # a candidate version beside the live one
+        watch = RuleWatcher(rules, service, settings, metrics, readiness, shadow)
         # Workers only score; the trainer publishes signed snapshots they install.
         models = ModelWatcher(
             SnapshotStore(client, settings),

@@ -11,7 +11,7 @@ is dropped, and whose trail notes are blanked; so are webhook deliveries still q
 dead-lettered about the customer (engine/store/hookbox.py). An entry in the erasure log
 (``P:erasures``, a stream) says who erased which reference when, and how much.
 
-What this cannot reach: records already on Kafka topics (``decisions.audit``,
+What this cannot reach: records already on Kafka topics (``decisions.audit``, ``decisions.shadow``,
 ``risk.alerts``, ``feedback``) cannot be rewritten; they age out with each topic's
 retention (README, Privacy and retention). The trainer's inputs of single decisions
 (``P:fb:x:<decision>``) are keyed by decision, not customer, and expire with

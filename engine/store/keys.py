@@ -215,8 +215,10 @@ class RuleKeys:
     ``seq`` INCR counter of publishes; ``current`` the current version; ``bundles`` hash
     version -> {"digest", "files"} (bound: KEEP_VERSIONS fields); ``ranks`` zset version ->
     ms it last became current (bound: KEEP_VERSIONS); ``history`` list, newest first (bound:
-    HISTORY_CAP). No TTL: rules must not vanish. Pub/sub ``P:rules:changed``: the version
-    just made current.
+    HISTORY_CAP); ``shadow`` hash {version, author, note, since} of the version run in
+    shadow beside the current one (engine/store/ruleshadow.py), absent when none. No TTL:
+    rules must not vanish. Pub/sub ``P:rules:changed``: the version just made current (or
+    ``shadow:<version>`` when the shadow changed).
 
     >>> RuleKeys.of("beacon").current, RuleKeys.of("beacon").channel
     ('beacon:rules:{beacon}:current', 'beacon:rules:changed')
@@ -228,6 +230,7 @@ class RuleKeys:
     ranks: str
     history: str
     channel: str
+    shadow: str
 
     @classmethod
     def of(cls, key_prefix: str) -> RuleKeys:
@@ -239,10 +242,11 @@ class RuleKeys:
             f"{base}:ranks",
             f"{base}:history",
             f"{key_prefix}:rules:changed",
+            f"{base}:shadow",
         )
 
     def writes(self) -> list[str]:
-        return [self.seq, self.current, self.bundles, self.ranks, self.history]
+        return [self.seq, self.current, self.bundles, self.ranks, self.history, self.shadow]
 
 
 @dataclass(frozen=True)

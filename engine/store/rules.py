@@ -52,7 +52,7 @@ _NOTE_MAX = 500
 _AUTHOR_MAX = 100
 _VERSION = re.compile(r"^v(\d+)-([0-9a-f]{12})$")
 
-# Shared by the write scripts. KEYS: seq, current, bundles, ranks, history.
+# Shared by the write scripts. KEYS: seq, current, bundles, ranks, history, shadow.
 _COMMON = """
 local function now_ms()
   local t = redis.call('TIME')
@@ -74,8 +74,9 @@ local function trim(keep)
   local excess = redis.call('ZCARD', KEYS[4]) - keep
   if excess <= 0 then return end
   local current = redis.call('GET', KEYS[2])
+  local shadow = redis.call('HGET', KEYS[6], 'version')  -- run beside it: kept like the current
   for _, v in ipairs(redis.call('ZRANGE', KEYS[4], 0, excess - 1)) do
-    if v ~= current then
+    if v ~= current and v ~= shadow then
       redis.call('HDEL', KEYS[3], v)
       redis.call('ZREM', KEYS[4], v)
     end

@@ -33,6 +33,7 @@ from engine.store.alerts import AlertDesk, AlertFilter
 from engine.store.keys import AuthKeys, DeskKeys, ModelKeys, RuleKeys
 from engine.store.redisio import connect, guarded
 from engine.store.rules import RuleStore, UnknownVersion
+from engine.store.ruleshadow import ShadowStore
 from engine.store.snapshots import SnapshotStore
 from engine.store.users import AuthError, AuthStore, TooManyLogins
 from tests.integration.test_alertdesk import (  # noqa: F401 - collected again, on the cluster
@@ -135,6 +136,11 @@ async def test_rule_versions_stay_bounded_in_one_namespace(
     assert await client.hlen(keys.bundles) == 3 and await client.llen(keys.history) == 4
     with pytest.raises(UnknownVersion, match="keeps the last 3 versions"):
         await store.rollback(first, "t")
+    # A shadow version (engine/store/ruleshadow.py): its scripts touch the same slot, and add one key.
+    shadow = ShadowStore(client, settings.key_prefix, keep=3, history_cap=4)
+    candidate = await shadow.start(bundle("s"), "t")
+    assert await shadow.promote(candidate, bundle("s"), "t") != candidate
+    await shadow.start(bundle("s2"), "t")
     assert await names_on_every_master(client, f"{settings.key_prefix}:rules:*") == sorted(keys.writes())
 
 

@@ -64,6 +64,8 @@ def test_an_officer_sees_an_alert_live_and_resolves_it(console: tuple[WorkerProc
         page.fill("#password", PASSWORD)
         page.click("#login button")
         expect(page.locator("#live")).to_have_text("live", timeout=15_000)
+        expect(page.locator("#rules")).to_contain_text("rules v1-")  # and no shadow: GET /v1/rules
+        expect(page.locator("#rules")).to_contain_text("no shadow version")
         # A channel system sends three PIN failures through the public API.
         with httpx.Client(
             base_url=worker.url, headers={"Authorization": f"Bearer {token}"}, timeout=5

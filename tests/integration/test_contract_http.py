@@ -56,6 +56,7 @@ CALLS: list[tuple[str, str, str, object, int]] = [
     ("get", "/v1/alerts", "/v1/alerts?limit=500", None, 400),
     ("post", "/v1/alerts/ack", "/v1/alerts/ack", {"alert_ids": ["nope"], "by": "ann"}, 200),
     ("post", "/v1/alerts/ack", "/v1/alerts/ack", {"alert_ids": []}, 400),
+    ("get", "/v1/rules", "/v1/rules", None, 200),
     ("get", "/v1/alerts/{alert_id}", "/v1/alerts/nope", None, 404),
     ("post", "/v1/login", "/v1/login", {"user": 1}, 400),
     ("post", "/v1/logout", "/v1/logout", None, 200),

@@ -18,7 +18,7 @@ from tests.rulebundles import broken, bundle, version_of, write
 
 pytestmark = pytest.mark.integration
 
-SUBCOMMANDS = ("validate", "test", "publish", "history", "rollback", "show")
+SUBCOMMANDS = ("validate", "test", "publish", "history", "rollback", "show", "shadow", "promote")
 
 CASES = """
 tests:

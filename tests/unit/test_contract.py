@@ -71,7 +71,15 @@ def test_every_error_answer_uses_the_error_shape() -> None:
                     assert response == {"$ref": "#/components/responses/Error"}, (path, method, status)
 
 
-TOPIC_SCHEMAS = ("interactions", "decisions", "decisions.audit", "risk.alerts", "feedback", "dlq")
+TOPIC_SCHEMAS = (
+    "interactions",
+    "decisions",
+    "decisions.audit",
+    "decisions.shadow",
+    "risk.alerts",
+    "feedback",
+    "dlq",
+)
 
 
 def test_every_topic_schema_is_valid_json_schema_2020_12() -> None:
