@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from engine.cli.demosetup import candidate_pack, console_logins, publish_shadow
 from engine.cli.demostats import DemoStats
 from engine.ops.infra import Embedded, ensure_topics, free_port, start_embedded
 from engine.ops.kafkaauth import kafka_auth
@@ -66,7 +67,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("starting the worker and the trainer ...", flush=True)
         worker = start_worker(settings, logs)
         trainer = start_trainer(settings, logs)
-        _banner(settings, worker, logs, asyncio.run(_token(settings, "viewer", "demo-viewer")))
+        logins = asyncio.run(console_logins(settings))
+        shadow = publish_shadow(
+            settings, candidate_pack(settings, Path(settings.data_dir) / "demo-candidate")
+        )
+        _banner(settings, worker, logs, asyncio.run(_token(settings, "viewer", "demo-viewer")), logins)
+        print(shadow + "\n", flush=True)
         asyncio.run(_run(settings, worker.url, args))
     except KeyboardInterrupt:
         pass
@@ -86,11 +92,17 @@ def _port_free(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) != 0
 
 
-def _banner(settings: Settings, worker: WorkerProcess, logs: Path, read_token: str) -> None:
+def _banner(
+    settings: Settings, worker: WorkerProcess, logs: Path, read_token: str, logins: dict[str, str]
+) -> None:
     auth = f'-H "Authorization: Bearer {read_token}"'
     print(
         "\nBeacon demo is running. Every endpoint but health needs a credential:\n"
-        f"  read token     {read_token}   (viewer: customer views, alerts, metrics)\n"
+        f"  alert console  {worker.url}/console            user officer  password {logins['officer']}\n"
+        f"  analysts       {worker.url}/console/analyst    user analyst  password {logins['analyst']}\n"
+        f"  read token     {read_token}   (viewer: customer views, alerts, reports, metrics)\n"
+        f"  offer report   curl {auth} {worker.url}/v1/reports/offers   (the last 30 days)\n"
+        f"  rules          curl {auth} {worker.url}/v1/rules   (live and shadow versions)\n"
         f"  customer view  curl {auth} {worker.url}/v1/customers/C000001\n"
         f"  alert inbox    curl {auth} {worker.url}/v1/alerts\n"
         f"  metrics        curl {auth} {worker.url}/metrics   (catalogue: docs/metrics.md)\n"
@@ -118,14 +130,15 @@ async def _token(settings: Settings, role: str, name: str, channel: str | None =
 async def _run(settings: Settings, url: str, args: argparse.Namespace) -> None:
     from engine.ops.daylife import Town
     from engine.ops.responses import Responses
-    from engine.ops.simulation import Simulation
+    from engine.ops.simulation import SCENARIOS, Simulation
 
     town = Town(args.customers, seed=int(time.time()) % 1000)
     await _import_profiles(settings, town)
     seed, prefix = int(time.time()), f"demo{int(time.time())}"
     # Products opened within minutes of an offer, so a first look sees the loop close.
     responses = Responses(seed, prefix, delay_s=(20.0, 300.0))
-    gen = Simulation(town, seed=seed, id_prefix=prefix, responses=responses)
+    # It opens with one of each planted fraud scenario, so the first alerts come within minutes.
+    gen = Simulation(town, seed=seed, id_prefix=prefix, responses=responses, opening=SCENARIOS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

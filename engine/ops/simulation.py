@@ -62,6 +62,7 @@ class Simulation:
         complaint_share: float = 0.002,
         session_gap_s: float = 1800.0,
         responses: Responses | None = None,
+        opening: tuple[str, ...] = (),
     ) -> None:
         self.town = town
         self.rng = random.Random(seed)
@@ -78,6 +79,9 @@ class Simulation:
         self._due: list[tuple[float, int, Any]] = []  # (when, order, step or ready event)
         self._free: dict[str, float] = {}  # a customer's next session not before
         self._atm: dict[str, float] = {}  # nor the next ATM visit
+        # Scenario kinds the first sessions are (the demo: a new user sees alerts within
+        # minutes rather than whenever the share first comes up), each on a customer it fits.
+        self._opening = list(opening)
 
     # ------------------------------------------------------------------ the driver
 
@@ -122,7 +126,14 @@ class Simulation:
             w = where(c, ts)
             if w.mode == "air":
                 continue
-            if self.rng.random() < self.fraud_share:
+            if self._opening:
+                steps, kind = self._scenario(c, w, ts, self._opening[0])
+                if steps:
+                    self._opening.pop(0)
+                    self.sessions[kind] += 1
+                    self.planted_customers[c.customer_id] = kind
+                    return self._schedule(c, ts, steps, kind)
+            elif self.rng.random() < self.fraud_share:
                 steps, kind = self._scenario(c, w, ts)
                 if steps:
                     self.sessions[kind] += 1
@@ -225,10 +236,15 @@ class Simulation:
 
     # ------------------------------------------------------------------ planted fraud
 
-    def _scenario(self, c: Customer, w: Whereabouts, ts: float) -> tuple[list[Step], str]:
+    def _scenario(
+        self, c: Customer, w: Whereabouts, ts: float, want: str | None = None
+    ) -> tuple[list[Step], str]:
         rng = self.rng
         in_town = w.place is not None and w.place in (c.home, c.work, *c.usual)
-        kind = rng.choice(SCENARIOS if c.home_city in SKIMMED and in_town else SCENARIOS[1:])
+        fits = SCENARIOS if c.home_city in SKIMMED and in_town else SCENARIOS[1:]
+        if want is not None and want not in fits:
+            return [], want  # not this customer: the caller tries another
+        kind = want or rng.choice(fits)
         if kind == "card_skimming":
             return self._skimming(c, w), kind
         if kind == "account_takeover":

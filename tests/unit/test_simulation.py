@@ -92,6 +92,20 @@ def test_a_small_planted_share_of_fraud_scenarios(day: tuple[Simulation, list[di
     assert 0.001 < len(sim.planted_events) / len(events) < 0.01
 
 
+def test_the_demo_opens_with_one_of_each_scenario() -> None:
+    """The demo's first sessions are one of each planted scenario (so a new user sees
+    alerts within minutes), each on a customer it fits; then the share as usual."""
+    sim = Simulation(Town(3000, seed=1), seed=2, fraud_share=0.0, opening=SCENARIOS)
+    events = [sim.next_event(START + 10 * 3600 + i / 8) for i in range(8 * 60)]
+    assert sorted(sim.planted_customers.values()) == sorted(SCENARIOS)
+    first = {
+        sim.planted_customers[e["customer_id"]]
+        for e in events[:20]
+        if e["customer_id"] in sim.planted_customers
+    }
+    assert first == set(SCENARIOS)
+
+
 def test_genuine_customers_bank_as_people_do(day: tuple[Simulation, list[dict]]) -> None:
     sim, events = day
     watch = set(yaml.safe_load(Path("rules/risk.yaml").read_text())["lists"]["watch_terminals"])
