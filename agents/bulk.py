@@ -28,7 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import BrokerResponseError, KafkaError
 
-from engine.domain.recordsig import SIGNED_TOPICS, RecordSigner
+from engine.domain.recordsig import record_signer
 from engine.ops.kafkaauth import kafka_auth
 from engine.service.metrics import Metrics
 from engine.settings import Settings
@@ -237,13 +237,3 @@ class BulkProducer:
 
     async def _send_record(self, record: Record) -> Any:
         return await self.send(record.topic, record.key, record.value, record.headers)
-
-
-def record_signer(settings: Settings) -> RecordSigner:
-    """The process's signer for the signed topics (their names with the topic prefix)."""
-    return RecordSigner(
-        settings.record_signing_key,
-        settings.record_key_id,
-        settings.record_verify_keys,
-        (settings.topic(t) for t in SIGNED_TOPICS),
-    )

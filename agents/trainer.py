@@ -21,8 +21,7 @@ from typing import Any
 
 import orjson
 
-from agents.bulk import record_signer
-from engine.domain.recordsig import RecordSigner
+from engine.domain.recordsig import RecordSigner, record_signer
 from engine.ops.kafkaauth import kafka_auth
 from engine.service.trainbatch import Record, event_ts
 from engine.service.trainer import Trainer

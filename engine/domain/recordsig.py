@@ -19,6 +19,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 
 from engine.errors import ConfigError
+from engine.settings import Settings
 
 HEADER = "beacon-sig"
 SIGNED_TOPICS = ("risk.alerts", "feedback", "decisions.audit", "decisions.shadow")
@@ -102,3 +103,14 @@ class RecordSigner:
         if not self.enforced:
             return None
         return verify(topic, key, value, headers, self.keys)
+
+
+def record_signer(settings: Settings) -> RecordSigner:
+    """The process's signer and verifier for the signed topics (named with its topic prefix):
+    one for every producer and consumer of them."""
+    return RecordSigner(
+        settings.record_signing_key,
+        settings.record_key_id,
+        settings.record_verify_keys,
+        (settings.topic(t) for t in SIGNED_TOPICS),
+    )

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from engine.domain.recordsig import SIGNED_TOPICS, RecordSigner
+from engine.domain.recordsig import RecordSigner, record_signer
 from engine.errors import BrokerError
 from engine.ops.kafkaauth import kafka_auth
 from engine.settings import Settings
@@ -42,16 +42,6 @@ class ReadCounts:
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-
-def record_signer(settings: Settings) -> RecordSigner:
-    """The verifier of the signed topics, as every consumer of them builds it."""
-    return RecordSigner(
-        settings.record_signing_key,
-        settings.record_key_id,
-        settings.record_verify_keys,
-        (settings.topic(t) for t in SIGNED_TOPICS),
-    )
 
 
 async def read_topic(

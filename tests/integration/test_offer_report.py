@@ -24,10 +24,10 @@ from jsonschema import Draft202012Validator
 
 from engine.cli.main import main
 from engine.contract import topic_schema
+from engine.domain.recordsig import record_signer
 from engine.ops.infra import ensure_topics
 from engine.ops.launcher import WorkerProcess
 from engine.service.auditlog import read_audit
-from engine.service.topicread import record_signer
 from engine.settings import Settings
 from engine.store.redisio import connect
 from engine.store.users import AuthStore
