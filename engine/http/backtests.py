@@ -29,7 +29,7 @@ from engine.rules.ruleset import RuleSet
 from engine.service.backtest import Request, backtest_topics, decision_policy, report_bytes
 from engine.settings import Settings
 
-FORMATS = {"json": "application/json", "md": "text/markdown; charset=utf-8"}
+FORMATS = {"json": "application/json", "md": "text/markdown"}
 NO_SHADOW = (
     "no shadow rules version runs on this worker: publish one with `beacon rules publish --shadow DIR` "
     "(or backtest a folder of packs with `beacon backtest --rules DIR`)"
