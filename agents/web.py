@@ -15,6 +15,7 @@ from engine.contract import OPENAPI
 from engine.errors import StoreError
 from engine.http.alerts import AlertApi
 from engine.http.api import Api, Reply, error
+from engine.http.backtests import backtest_reply
 from engine.http.browser import (
     API_HEADERS,
     NO_ORIGIN,
@@ -293,7 +294,7 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
     @app.page("/console/analyst")
     class AnalystConsole(View):
         async def get(self, request: Request) -> Response:
-            # The analysts' page: offer reports (issue 18). No data: every call it makes is checked.
+            # The analysts' page (issue 18): offer reports, backtests. No data: each call it makes is checked.
             return _respond(self, Reply(200, _ANALYST, dict(_ANALYST_HEADERS), content_type="text/html"))
 
     @app.page("/v1/reports/offers")
@@ -304,6 +305,16 @@ def register_views(app: faust.App, api: Api, alerts: AlertApi, guard: Guard, aut
                 return _respond(self, who)
             offers = api.service.rules.offers if api.service.rules is not None else ()
             return _browser(self, await offer_report_reply(dict(request.query), settings, read_audit, offers))
+
+    @app.page("/v1/reports/backtest")
+    class BacktestReport(View):
+        async def get(self, request: Request) -> Response:
+            who = await allow(request, "report")
+            if isinstance(who, Reply):
+                return _respond(self, who)
+            # The shadow version this worker runs (engine/service/rulewatch.py), read once.
+            shadow = api.service.shadow_rules
+            return _browser(self, await backtest_reply(dict(request.query), settings, shadow))
 
     @app.page("/openapi.json")
     class OpenApi(View):

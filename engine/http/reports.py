@@ -62,15 +62,36 @@ def parse_time(value: str, name: str) -> float:
     return parsed.timestamp()
 
 
-def report_options(query: Mapping[str, str], settings: Settings, now: float,
-                   offers: Iterable[Offer] = ()) -> ReportOptions:  # fmt: skip
-    """The report's options from a query (or the CLI's arguments); EventError on bad input."""
+def period(query: Mapping[str, str], now: float) -> tuple[float, float]:
+    """``since`` and ``until`` of a query: by default the 30 days to ``now``, at most
+    ``MAX_PERIOD_DAYS`` long; EventError (``invalid_value``, its field) on bad input.
+
+    >>> period({"since": "2026-11-01", "until": "2026-11-02"}, 0.0)
+    (1793491200.0, 1793577600.0)
+    >>> period({"until": "2026-11-01"}, 0.0)[0] == 1793491200.0 - 30 * DAY_S
+    True
+    """
     until = parse_time(query["until"], "until") if query.get("until") else now
     since = parse_time(query["since"], "since") if query.get("since") else until - 30 * DAY_S
     if since >= until:
         raise EventError("invalid_value", "since must be before until", "since")
     if until - since > MAX_PERIOD_DAYS * DAY_S:
         raise EventError("invalid_value", f"a period is at most {MAX_PERIOD_DAYS} days", "since")
+    return since, until
+
+
+def busy() -> Reply | None:
+    """429 ``report_running`` while this worker runs a report (offers or backtest), else None."""
+    if _RUNNING.locked():
+        return error(429, "report_running", "another report is running on this worker: try again shortly",
+                     **{"Retry-After": _RETRY_S})  # fmt: skip
+    return None
+
+
+def report_options(query: Mapping[str, str], settings: Settings, now: float,
+                   offers: Iterable[Offer] = ()) -> ReportOptions:  # fmt: skip
+    """The report's options from a query (or the CLI's arguments); EventError on bad input."""
+    since, until = period(query, now)
     eps = 0.0
     if query.get("target_epsilon"):
         try:
@@ -116,9 +137,9 @@ async def offer_report_reply(query: Mapping[str, str], settings: Settings, reade
         options = report_options(query, settings, now, offers)
     except EventError as exc:
         return error(400, exc.code, str(exc), exc.field)
-    if _RUNNING.locked():
-        return error(429, "report_running", "another report is running on this worker: try again shortly",
-                     **{"Retry-After": _RETRY_S})  # fmt: skip
+    refused = busy()
+    if refused is not None:
+        return refused
     async with _RUNNING:
         try:
             report = await build_report(reader(settings, options.since, read_until(options, now)), options)

@@ -14,6 +14,7 @@ partitions were read in.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,11 +33,12 @@ from engine.rules.pack import bundle_digest, read_bundle
 from engine.settings import Settings
 
 JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
+YIELD_EVERY = 200  # records between yields to the event loop (a worker decides beside it)
 
 
 @dataclass(frozen=True)
 class Request:
-    rules_dir: Path
+    rules_dir: Path | None  # None: the candidate's rules come from elsewhere (a shadow version)
     since: float
     until: float | None = None
     models: tuple[str, ...] = ()  # snapshot versions, e.g. fraud-v12-0123456789ab
@@ -73,12 +75,19 @@ def candidate_rules(settings: Settings, rules_dir: Path) -> tuple[Any, str]:
     return load(files, frozenset(settings.channels), version, settings.event_types).rules, version
 
 
+def decision_policy(settings: Settings) -> DecisionPolicy:
+    """The thresholds and action count a worker decides with."""
+    return DecisionPolicy(settings.risk_step_up, settings.risk_block, settings.max_actions)
+
+
 async def build_candidate(settings: Settings, request: Request) -> Candidate:
     """The rules of ``request.rules_dir`` and the models of ``request.models``, loaded
     from the snapshot store and verified (needs Redis and ``BEACON_SIGNING_PUBLIC_KEYS``,
     as a worker does). To try models alone, pass the live rules' folder."""
+    if request.rules_dir is None:
+        raise BeaconError("a backtest needs the candidate's rules: --rules DIR")
     rules, _ = candidate_rules(settings, request.rules_dir)
-    policy = DecisionPolicy(settings.risk_step_up, settings.risk_block, settings.max_actions)
+    policy = decision_policy(settings)
     if not request.models:
         return Candidate(rules, policy)
     if not settings.redis_url:
@@ -195,16 +204,33 @@ async def run(settings: Settings, request: Request) -> dict[str, Any]:
             raise BeaconError(f"cannot read {request.file}: {exc}") from exc
     if not settings.kafka_bootstrap:
         raise BeaconError("reading decisions.audit needs BEACON_KAFKA_BOOTSTRAP (or --kafka); or pass --file")
+    return await backtest_topics(settings, candidate, request)
+
+
+async def backtest_topics(settings: Settings, candidate: Candidate, request: Request) -> dict[str, Any]:
+    """The backtest of ``candidate`` over ``decisions.audit`` and the ``feedback`` topic
+    (``request.file`` is not read). It yields to the event loop every ``YIELD_EVERY``
+    records and summarises in a thread, so a worker can run it beside its decisions
+    (``GET /v1/reports/backtest``); raises BrokerError when the broker is away."""
     from engine.service.auditlog import read_audit
     from engine.service.topicread import read_topic
 
     # Decided in the period means recorded at or after its start; later records are read
     # to the end and kept by their event's time (a decision is recorded after its event).
     acc = Backtest(candidate, request)
+    n = 0
     async for record in read_audit(settings, request.since, None):
         acc.add(record)
-    labels = [r async for r in read_topic(settings, "feedback", request.since, None)]
-    return acc.report(labels, {"audit": "decisions.audit", "labels": "feedback topic and label events"})
+        n += 1
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+    labels = []
+    async for label in read_topic(settings, "feedback", request.since, None):
+        labels.append(label)
+        if len(labels) % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+    sources = {"audit": "decisions.audit", "labels": "feedback topic and label events"}
+    return await asyncio.to_thread(acc.report, labels, sources)
 
 
 def report_bytes(report: Mapping[str, Any], fmt: str) -> bytes:

@@ -1288,6 +1288,8 @@ def test_kafka_init_creates_scram_users_and_acls_on_every_topic(services: dict[s
     assert ("Read", "interactions") in worker
     # Offer reports read decisions.audit back: the worker's route and the operator's CLI.
     assert ("Read", "decisions.audit") in worker and ("beacon-cli", "Read", "decisions.audit") in grants
+    # Backtests (the worker's GET /v1/reports/backtest, beacon backtest) read the fraud labels too.
+    assert ("Read", "feedback") in worker and ("beacon-cli", "Read", "feedback") in grants
     # A worker starts by checking every topic exists (ensure_topics): it must see them all.
     seen = {t for op, t in worker if op in {"Describe", "Read", "Write"}}
     engine_topics = set(topic_names(Settings()))

@@ -73,6 +73,8 @@ CALLS: list[tuple[str, str, str, object, int]] = [
     ("post", "/v1/decisions", "/v1/decisions", {**_event("k-cv2"), "type": "conversion"}, 400),
     ("get", "/v1/reports/offers", "/v1/reports/offers", None, 200),
     ("get", "/v1/reports/offers", "/v1/reports/offers?since=soon", None, 400),
+    ("get", "/v1/reports/backtest", "/v1/reports/backtest", None, 409),  # no shadow version runs
+    ("get", "/v1/reports/backtest", "/v1/reports/backtest?since=soon", None, 400),
 ]
 
 

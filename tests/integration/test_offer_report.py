@@ -306,5 +306,11 @@ def test_an_analyst_reads_the_report_in_the_console(
         expect(page.locator("#totals tr", has_text=LOAN)).not_to_have_class("sig")
         expect(page.locator("#status")).to_contain_text("2400 decisions")
         expect(page.locator("#ope")).to_contain_text("Rests on")
+        # No shadow rules version runs here: the backtest card says how to start one
+        # (tests/integration/test_backtest_api.py runs one in the page).
+        expect(page.locator("#versions")).to_contain_text("Shadow: none")
+        page.click("#bt-run")
+        expect(page.locator("#bt-status")).to_contain_text("beacon rules publish --shadow DIR")
+        expect(page.locator("#bt-json")).to_be_disabled()
         browser.close()
     assert refused == []
