@@ -65,6 +65,11 @@ def test_the_demo_prints_each_decisions_latency_and_a_summary(tmp_path: Path) ->
             time.sleep(0.2)
         assert rules["shadow"]["running"] and rules["shadow"]["version"] != rules["live"]["version"], rules
         assert http.get("/v1/reports/offers").status_code == 200
+        backtest = http.get("/v1/reports/backtest", timeout=60)  # the shadow candidate on what was decided
+        assert (
+            backtest.status_code == 200
+            and backtest.json()["backtest"]["candidate"]["rules"] == rules["shadow"]["version"]
+        )
         assert (
             http.post("/v1/alerts/ack", json={"alert_ids": []}, headers=same_origin(base)).status_code == 403
         )
