@@ -40,14 +40,15 @@ def add_commands(sub: Any) -> None:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.cli.common import load_settings
-    from engine.service.backtest import Request, parse_time, report_bytes, run, write
+    from engine.domain.periods import parse_time
+    from engine.service.backtest import Request, report_bytes, run, write
 
     settings = load_settings(args)
     models = tuple(v.strip() for arg in args.models for v in arg.split(",") if v.strip())
     request = Request(
         rules_dir=args.rules,
-        since=parse_time(args.since),
-        until=parse_time(args.until) if args.until else None,
+        since=parse_time(args.since, "--since"),
+        until=parse_time(args.until, "--until") if args.until else None,
         models=models,
         file=args.file,
         channels=tuple(sorted(set(args.channel))),

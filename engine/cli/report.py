@@ -113,7 +113,7 @@ def cmd_report_offers(args: argparse.Namespace) -> int:
 def cmd_report_audit(args: argparse.Namespace) -> int:
     """One record a line, as the workers wrote them (signatures checked when keys are set)."""
     from engine.cli.common import load_settings
-    from engine.http.reports import parse_time
+    from engine.domain.periods import parse_time
     from engine.service.auditlog import read_audit
 
     settings = load_settings(args)

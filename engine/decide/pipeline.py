@@ -100,7 +100,7 @@ def decide(
         fallback=shown_when_nothing_else(rules, event.channel, risk.verdict),
         max_actions=arbitration.max_actions,
         audited=rules.needs.attributes.union(scorer.attribute_fields),
-        profile={k: snap.profile[k] for k in sorted(rules.needs.profile) if k in snap.profile},
+        profile={k: snap.profile[k] for k in rules.needs.profile_order if k in snap.profile},
         dropped=outcome.dropped + suppressed,
         explanation={
             "rules": [_fired_view(f) for f in outcome.fired],

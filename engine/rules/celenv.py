@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -83,6 +83,11 @@ class Needs:
     state: frozenset[str] = frozenset()
     profile: frozenset[str] = frozenset()
     scores: frozenset[str] = frozenset()
+
+    @cached_property
+    def profile_order(self) -> tuple[str, ...]:
+        """The profile fields read, sorted once (each audit record lists them in this order)."""
+        return tuple(sorted(self.profile))
 
     @classmethod
     def of(cls, sources: Iterable[str]) -> Needs:

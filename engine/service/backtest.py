@@ -46,24 +46,6 @@ class Request:
     channels: tuple[str, ...] = ()  # only these channels' events (all when empty)
 
 
-def parse_time(text: str) -> float:
-    """Epoch seconds of ``2026-11-01`` (UTC midnight), an ISO 8601 time (UTC unless it
-    says otherwise) or a number of epoch seconds.
-
-    >>> parse_time("2026-11-01"), parse_time("2026-11-01T06:00:00+01:00"), parse_time("1793491200")
-    (1793491200.0, 1793509200.0, 1793491200.0)
-    """
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise BeaconError(f"{text!r} is not a date, an ISO 8601 time or epoch seconds") from exc
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 

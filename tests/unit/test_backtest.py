@@ -24,10 +24,11 @@ from engine.decide.pipeline import DecisionPolicy, decide
 from engine.decide.rulebook import load
 from engine.domain.decision import Decision
 from engine.domain.events import Event
+from engine.domain.periods import parse_time
 from engine.domain.scoring import BuiltinScorer
 from engine.domain.state import Snapshot
 from engine.rules.pack import read_bundle
-from engine.service.backtest import Request, backtest, candidate_rules, parse_time, report_bytes, write
+from engine.service.backtest import Request, backtest, candidate_rules, report_bytes, write
 from engine.settings import Settings
 from engine.store.codec import fallback_of
 
@@ -209,7 +210,12 @@ def test_label_resolution_follows_source_ranks() -> None:
 
 
 def test_time_arguments() -> None:
-    assert parse_time("2026-11-23") == T0 == parse_time("2026-11-23T00:00:00Z") == parse_time(str(T0))
+    assert (
+        parse_time("2026-11-23", "since")
+        == T0
+        == parse_time("2026-11-23T00:00:00Z", "since")
+        == parse_time(str(T0), "since")
+    )
 
 
 def test_the_command_writes_json_markdown_and_png(candidate_dir: Path, tmp_path: Path,

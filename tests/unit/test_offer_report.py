@@ -18,8 +18,9 @@ from engine.decide.pipeline import acknowledge
 from engine.decide.uplift import newcombe, off_policy, wilson
 from engine.domain.events import Event, audited, parse_event
 from engine.domain.labels import is_label_event, label_of
+from engine.domain.periods import parse_time
 from engine.errors import BeaconError, EventError
-from engine.http.reports import offer_report_reply, parse_time, report_options
+from engine.http.reports import offer_report_reply, report_options
 from engine.service.auditlog import read_audit_file
 from engine.settings import Settings
 from tests.offermonth import GOLD, LOAN, as_jsonl, month_of_audit
