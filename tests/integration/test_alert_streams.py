@@ -17,6 +17,7 @@ import pytest
 
 from engine.ops.launcher import WorkerProcess
 from engine.settings import Settings
+from engine.store.keys import DeskKeys
 from engine.store.redisio import connect
 from tests.helpers import isolated, running_worker
 
@@ -33,9 +34,12 @@ def worker(infra: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 async def _pubsub_clients(s: Settings) -> int:
+    """Subscribers to the desk's change channel (not every subscribed client on the shared
+    Redis: the workers' rule and model watchers subscribe and unsubscribe as they wait)."""
     client = connect(s)
     try:
-        return sum(1 for c in await client.client_list() if int(c.get("sub", 0)) > 0)
+        ((_, n),) = await client.pubsub_numsub(DeskKeys.of(s.key_prefix).channel)
+        return int(n)
     finally:
         await client.aclose()
 
